@@ -1,0 +1,191 @@
+//! The collectors and their one registration list, [`ALL`].
+//!
+//! A collector is a file named after the Postgres view it reads. It holds its
+//! SQL as a `const`, a typed row struct, its version gates, a pure function
+//! that maps rows to [`Family`] values (unit-tested with hand-built rows), and
+//! a [`Definition`] that the scheduler runs. Adding a collector is one new file
+//! plus one line in [`ALL`]. Collectors never touch HTTP or the snapshot.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::metrics::Family;
+
+pub mod pg_database;
+pub mod pg_postmaster;
+pub mod pg_settings;
+pub mod pg_stat_activity;
+pub mod pg_stat_database;
+pub mod pg_stat_database_conflicts;
+
+/// What a collector knows about the server it talks to.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    /// `server_version_num`, e.g. 150004; read once per new connection.
+    pub server_version_num: u32,
+}
+
+pub type Client = deadpool_postgres::Client;
+pub type CollectFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Family>, CollectError>> + Send + 'a>>;
+
+/// A collector as the scheduler sees it.
+pub struct Definition {
+    /// The name used in the config and in the `collector` label.
+    pub name: &'static str,
+    pub enabled_by_default: bool,
+    /// Overrides `collection.interval` when the collector is costly.
+    pub default_interval: Option<Duration>,
+    pub collect: for<'a> fn(&'a Client, Ctx) -> CollectFuture<'a>,
+}
+
+/// The registration list.
+pub const ALL: &[Definition] = &[
+    pg_postmaster::DEFINITION,
+    pg_settings::DEFINITION,
+    pg_stat_database::DEFINITION,
+    pg_stat_database_conflicts::DEFINITION,
+    pg_database::DEFINITION,
+    pg_stat_activity::DEFINITION,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("{0}")]
+    Connect(#[from] crate::db::DbError),
+    #[error("query {what}: {message}")]
+    Query { what: &'static str, message: String },
+    #[error("timed out after {}", crate::config::show(*.0))]
+    Timeout(Duration),
+}
+
+impl CollectError {
+    pub fn query(what: &'static str, e: &tokio_postgres::Error) -> Self {
+        CollectError::Query {
+            what,
+            message: crate::db::describe(e),
+        }
+    }
+}
+
+/// Runs `sql` (prepared once per connection) and returns its rows.
+pub async fn query(client: &Client, what: &'static str, sql: &str) -> Result<Vec<tokio_postgres::Row>, CollectError> {
+    let stmt = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| CollectError::query(what, &e))?;
+    client
+        .query(&stmt, &[])
+        .await
+        .map_err(|e| CollectError::query(what, &e))
+}
+
+/// Reads a column that the SQL cast to `float8`; SQL NULL reads as 0.
+pub fn float(row: &tokio_postgres::Row, what: &'static str, name: &str) -> Result<f64, CollectError> {
+    row.try_get::<_, Option<f64>>(name)
+        .map(|v| v.unwrap_or(0.0))
+        .map_err(|e| CollectError::Query {
+            what,
+            message: format!("column {name}: {e}"),
+        })
+}
+
+/// Reads a text-like column (`text`, `name`); SQL NULL reads as "".
+pub fn text(row: &tokio_postgres::Row, what: &'static str, name: &str) -> Result<String, CollectError> {
+    row.try_get::<_, Option<String>>(name)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| CollectError::Query {
+            what,
+            message: format!("column {name}: {e}"),
+        })
+}
+
+/// One numeric column of a statistics view and the metric it becomes. Used
+/// by the collectors whose views are wide tables of counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub col: &'static str,
+    pub metric: &'static str,
+    pub help: &'static str,
+    pub counter: bool,
+    /// Multiplies the value into the metric's unit (ms → s is 1e-3).
+    pub factor: f64,
+    /// The first `server_version_num` that has the column.
+    pub since: u32,
+}
+
+impl Column {
+    pub const fn counter(col: &'static str, metric: &'static str, help: &'static str) -> Self {
+        Column {
+            col,
+            metric,
+            help,
+            counter: true,
+            factor: 1.0,
+            since: 0,
+        }
+    }
+
+    pub const fn gauge(col: &'static str, metric: &'static str, help: &'static str) -> Self {
+        Column {
+            counter: false,
+            ..Column::counter(col, metric, help)
+        }
+    }
+
+    pub const fn scaled(self, factor: f64) -> Self {
+        Column { factor, ..self }
+    }
+
+    pub const fn since(self, since: u32) -> Self {
+        Column { since, ..self }
+    }
+}
+
+/// The columns a server version has.
+pub fn columns_for(cols: &'static [Column], version: u32) -> impl Iterator<Item = &'static Column> {
+    cols.iter().filter(move |c| version >= c.since)
+}
+
+/// `a::float8 AS a, b::float8 AS b, ...` for the columns a server version has.
+pub fn select_list(cols: &'static [Column], version: u32) -> String {
+    columns_for(cols, version)
+        .map(|c| format!("{0}::float8 AS {0}", c.col))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads the values of the columns a server version has.
+pub fn read_columns(
+    row: &tokio_postgres::Row,
+    what: &'static str,
+    cols: &'static [Column],
+    version: u32,
+) -> Result<std::collections::BTreeMap<&'static str, f64>, CollectError> {
+    columns_for(cols, version)
+        .map(|c| Ok((c.col, float(row, what, c.col)?)))
+        .collect()
+}
+
+/// One family per column; each row gives its label values and its column values.
+pub fn column_families<'r>(
+    cols: &'static [Column],
+    labels: &[&'static str],
+    rows: impl Iterator<Item = (Vec<&'r str>, &'r std::collections::BTreeMap<&'static str, f64>)> + Clone,
+) -> Vec<Family> {
+    cols.iter()
+        .map(|c| {
+            let mut f = if c.counter {
+                Family::counter(c.metric, c.help, labels)
+            } else {
+                Family::gauge(c.metric, c.help, labels)
+            };
+            for (label_values, values) in rows.clone() {
+                if let Some(v) = values.get(c.col) {
+                    f.set(&label_values, v * c.factor);
+                }
+            }
+            f
+        })
+        .collect()
+}

@@ -1,0 +1,1117 @@
+//! Configuration: the YAML file, the command-line flags and the environment,
+//! merged and validated into one [`Config`].
+//!
+//! Precedence, lowest first: built-in defaults, libpq's `PG*` environment
+//! variables, the YAML file, postgres_exporter's `DATA_SOURCE_*` environment
+//! variables, command-line flags.
+//!
+//! Loading happens in two stages. The YAML text becomes a `serde_yaml::Value`
+//! (a syntax error stops there, with its line and column); then a walker
+//! checks every key against the schema below and collects *every* problem
+//! (unknown key, wrong type, bad duration, unknown collector, bad DSN) before
+//! reporting them together, each with file, line and column where known, the
+//! key path and what is wrong. Only this module knows `serde_yaml`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::collectors;
+
+/// Default listen port: one above postgres_exporter's 9187, so both can run
+/// side by side during a migration.
+pub const DEFAULT_PORT: u16 = 9188;
+
+/// Everything pgsidecar needs to run, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub datasource: Datasource,
+    pub web: Web,
+    pub log: Log,
+    /// One entry per known collector, enabled or not, in registration order.
+    pub collectors: Vec<CollectorConfig>,
+}
+
+#[derive(Clone)]
+pub struct Datasource {
+    /// Host, port, user, password, database and connect timeout. The
+    /// session options and TLS are applied by `db`, from the fields below.
+    pub pg: tokio_postgres::Config,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub application_name: String,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub idle_in_transaction_session_timeout: Duration,
+}
+
+impl fmt::Debug for Datasource {
+    // Written by hand so that the password can never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datasource")
+            .field("target", &self.target())
+            .field("sslmode", &self.sslmode)
+            .field("application_name", &self.application_name)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Datasource {
+    /// `user@host:port/dbname`, for logs and the landing page. Never the password.
+    pub fn target(&self) -> String {
+        let host = match self.pg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = self.pg.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}@{}:{}/{}",
+            self.pg.get_user().unwrap_or(""),
+            host,
+            port,
+            self.pg.get_dbname().unwrap_or("")
+        )
+    }
+
+    /// The password, if any, as text: used only to scrub it from messages.
+    pub fn password(&self) -> Option<String> {
+        self.pg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            // libpq's "allow" tries plain first; we do not offer a weaker mode than prefer.
+            other => {
+                return Err(format!(
+                    "unknown sslmode {other:?}: expected disable, prefer, require, verify-ca or verify-full"
+                ));
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Web {
+    pub listen_address: SocketAddr,
+    pub telemetry_path: String,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct Log {
+    pub level: tracing::Level,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    pub name: &'static str,
+    pub enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// A failed collector's last good series are dropped once older than this.
+    pub stale_after: Duration,
+}
+
+/// Values given on the command line; `None` where the flag was absent.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub config_file: Option<PathBuf>,
+    pub listen_address: Option<String>,
+    pub telemetry_path: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// One thing wrong with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, or where else the value came from (`--web.listen-address`,
+    /// `DATA_SOURCE_NAME`).
+    pub source: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted key path, e.g. `collectors.stat_database.interval`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config file: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{}", list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn list(problems: &[Problem]) -> String {
+    let mut out = format!(
+        "invalid configuration ({} problem{}):",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string());
+    }
+    out
+}
+
+/// Reads environment variables; injectable so tests need not touch the
+/// process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Config {
+    /// Loads and validates the configuration from all sources.
+    pub fn load(flags: &Flags, env: &dyn Env) -> Result<Config, ConfigError> {
+        let (text, source) = match &flags.config_file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "<defaults>".to_string()),
+        };
+        Self::from_yaml(&text, &source, flags, env)
+    }
+
+    /// Validates YAML text as if read from `source` (a file name).
+    pub fn from_yaml(text: &str, source: &str, flags: &Flags, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut w = Walker {
+            source,
+            text,
+            problems: Vec::new(),
+        };
+        let root = match serde_yaml::from_str::<Value>(text) {
+            Ok(Value::Null) => Value::Mapping(Default::default()),
+            Ok(v) => v,
+            Err(e) => {
+                let loc = e.location();
+                return Err(ConfigError::Invalid(vec![Problem {
+                    source: source.to_string(),
+                    line: loc.as_ref().map(|l| l.line()),
+                    column: loc.as_ref().map(|l| l.column()),
+                    key: String::new(),
+                    message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                }]));
+            }
+        };
+        let config = w.root(&root, flags, env);
+        if w.problems.is_empty() {
+            config.ok_or_else(|| ConfigError::Invalid(Vec::new()))
+        } else {
+            Err(ConfigError::Invalid(w.problems))
+        }
+    }
+
+    pub fn collector(&self, name: &str) -> Option<&CollectorConfig> {
+        self.collectors.iter().find(|c| c.name == name)
+    }
+}
+
+/// serde_yaml appends " at line L column C"; we print the location ourselves.
+fn strip_location(msg: &str) -> &str {
+    msg.find(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+/// Walks the YAML tree against the schema, collecting problems.
+struct Walker<'a> {
+    source: &'a str,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+type Fields<'v> = BTreeMap<String, &'v Value>;
+
+const TOP_KEYS: &[&str] = &["datasource", "web", "log", "collection", "collectors"];
+const DATASOURCE_KEYS: &[&str] = &[
+    "dsn",
+    "password_file",
+    "sslmode",
+    "sslrootcert",
+    "application_name",
+    "pool_size",
+    "connect_timeout",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+];
+const WEB_KEYS: &[&str] = &["listen_address", "telemetry_path", "shutdown_grace"];
+const LOG_KEYS: &[&str] = &["level", "format"];
+const COLLECTION_KEYS: &[&str] = &["interval", "timeout", "stale_after"];
+const COLLECTOR_KEYS: &[&str] = &["enabled", "interval", "timeout", "stale_after"];
+
+impl Walker<'_> {
+    fn problem(&mut self, path: &[&str], message: impl Into<String>) {
+        let (line, column) = locate(self.text, path).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+        self.problems.push(Problem {
+            source: self.source.to_string(),
+            line,
+            column,
+            key: path.join("."),
+            message: message.into(),
+        });
+    }
+
+    fn other_problem(&mut self, source: &str, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            source: source.to_string(),
+            line: None,
+            column: None,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The keys of a mapping; reports a non-mapping and unknown keys.
+    fn mapping<'v>(&mut self, v: &'v Value, path: &[&str], known: &[&str]) -> Fields<'v> {
+        let mut out = Fields::new();
+        let map = match v {
+            Value::Mapping(m) => m,
+            Value::Null => return out,
+            other => {
+                self.problem(path, format!("expected a mapping, got {}", kind(other)));
+                return out;
+            }
+        };
+        for (k, val) in map {
+            let Some(k) = k.as_str() else {
+                self.problem(path, format!("keys must be strings, got {}", kind(k)));
+                continue;
+            };
+            if known.contains(&k) {
+                out.insert(k.to_string(), val);
+            } else {
+                let mut p = path.to_vec();
+                p.push(k);
+                self.problem(&p, unknown("key", k, known));
+            }
+        }
+        out
+    }
+
+    fn string(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
+        let v = f.get(key)?;
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => {
+                self.problem(&join(path, key), format!("expected a string, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<bool> {
+        match f.get(key)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.problem(&join(path, key), format!("expected true or false, got {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, f: &Fields, key: &str, path: &[&str], min: u64, max: u64) -> Option<u64> {
+        let v = f.get(key)?;
+        match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                self.problem(&join(path, key), format!("must be between {min} and {max}, got {n}"));
+                None
+            }
+            None => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected a whole number between {min} and {max}, got {}", kind(v)),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<Duration> {
+        let v = f.get(key)?;
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected a duration such as 15s, got {}", kind(other)),
+                );
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(&join(path, key), e);
+                None
+            }
+        }
+    }
+
+    fn root(&mut self, root: &Value, flags: &Flags, env: &dyn Env) -> Option<Config> {
+        let top = self.mapping(root, &[], TOP_KEYS);
+        let empty = Value::Null;
+        let get = |k: &str| top.get(k).copied().unwrap_or(&empty);
+
+        let collection = self.mapping(get("collection"), &["collection"], COLLECTION_KEYS);
+        let default_interval = self
+            .duration(&collection, "interval", &["collection"])
+            .unwrap_or(Duration::from_secs(15));
+        let default_timeout = self.duration(&collection, "timeout", &["collection"]);
+        let default_stale = self.duration(&collection, "stale_after", &["collection"]);
+        let collectors = self.collectors(get("collectors"), default_interval, default_timeout, default_stale);
+
+        let max_timeout = collectors
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(5));
+        let datasource = self.datasource(get("datasource"), env, max_timeout);
+        let web = self.web(get("web"), flags);
+        let log = self.log(get("log"), flags);
+        Some(Config {
+            datasource: datasource?,
+            web: web?,
+            log: log?,
+            collectors,
+        })
+    }
+
+    fn collectors(
+        &mut self,
+        v: &Value,
+        default_interval: Duration,
+        default_timeout: Option<Duration>,
+        default_stale: Option<Duration>,
+    ) -> Vec<CollectorConfig> {
+        let names: Vec<&str> = collectors::ALL.iter().map(|d| d.name).collect();
+        let given = self.mapping(v, &["collectors"], &names);
+        let mut out = Vec::new();
+        for def in collectors::ALL {
+            let path = ["collectors", def.name];
+            let f = match given.get(def.name) {
+                Some(v) => self.mapping(v, &path, COLLECTOR_KEYS),
+                None => Fields::new(),
+            };
+            let enabled = self.boolean(&f, "enabled", &path).unwrap_or(def.enabled_by_default);
+            let interval = self
+                .duration(&f, "interval", &path)
+                .unwrap_or_else(|| def.default_interval.unwrap_or(default_interval));
+            let timeout = self
+                .duration(&f, "timeout", &path)
+                .or(default_timeout)
+                .unwrap_or_else(|| interval.min(Duration::from_secs(5)));
+            let stale_after = self
+                .duration(&f, "stale_after", &path)
+                .or(default_stale)
+                .unwrap_or(interval * 3);
+            if interval < Duration::from_millis(100) {
+                self.problem(
+                    &join(&path, "interval"),
+                    format!("must be at least 100ms, got {}", show(interval)),
+                );
+            }
+            if timeout > interval {
+                self.problem(
+                    &join(&path, "timeout"),
+                    format!(
+                        "timeout {} is longer than the interval {}",
+                        show(timeout),
+                        show(interval)
+                    ),
+                );
+            }
+            if stale_after < interval {
+                self.problem(
+                    &join(&path, "stale_after"),
+                    format!(
+                        "stale_after {} is shorter than the interval {}",
+                        show(stale_after),
+                        show(interval)
+                    ),
+                );
+            }
+            out.push(CollectorConfig {
+                name: def.name,
+                enabled,
+                interval,
+                timeout,
+                stale_after,
+            });
+        }
+        out
+    }
+
+    fn web(&mut self, v: &Value, flags: &Flags) -> Option<Web> {
+        let path = ["web"];
+        let f = self.mapping(v, &path, WEB_KEYS);
+        let file_listen = self.string(&f, "listen_address", &path);
+        let listen = match &flags.listen_address {
+            Some(a) => parse_listen(a)
+                .map_err(|e| self.other_problem("--web.listen-address", "", e))
+                .ok(),
+            None => match file_listen {
+                Some(a) => parse_listen(&a)
+                    .map_err(|e| self.problem(&join(&path, "listen_address"), e))
+                    .ok(),
+                None => Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
+            },
+        };
+        let file_path = self.string(&f, "telemetry_path", &path);
+        let telemetry_path = match (&flags.telemetry_path, file_path) {
+            (Some(p), _) => check_telemetry_path(p)
+                .map_err(|e| self.other_problem("--web.telemetry-path", "", e))
+                .ok(),
+            (None, Some(p)) => check_telemetry_path(&p)
+                .map_err(|e| self.problem(&join(&path, "telemetry_path"), e))
+                .ok(),
+            (None, None) => Some("/metrics".to_string()),
+        };
+        let shutdown_grace = self
+            .duration(&f, "shutdown_grace", &path)
+            .unwrap_or(Duration::from_secs(10));
+        Some(Web {
+            listen_address: listen?,
+            telemetry_path: telemetry_path?,
+            shutdown_grace,
+        })
+    }
+
+    fn log(&mut self, v: &Value, flags: &Flags) -> Option<Log> {
+        let path = ["log"];
+        let f = self.mapping(v, &path, LOG_KEYS);
+        let file_level = self.string(&f, "level", &path);
+        let level = match (&flags.log_level, file_level) {
+            (Some(l), _) => parse_level(l)
+                .map_err(|e| self.other_problem("--log.level", "", e))
+                .ok(),
+            (None, Some(l)) => parse_level(&l).map_err(|e| self.problem(&join(&path, "level"), e)).ok(),
+            (None, None) => Some(tracing::Level::INFO),
+        };
+        let file_format = self.string(&f, "format", &path);
+        let format = match (&flags.log_format, file_format) {
+            (Some(l), _) => parse_format(l)
+                .map_err(|e| self.other_problem("--log.format", "", e))
+                .ok(),
+            (None, Some(l)) => parse_format(&l)
+                .map_err(|e| self.problem(&join(&path, "format"), e))
+                .ok(),
+            (None, None) => Some(LogFormat::Logfmt),
+        };
+        Some(Log {
+            level: level?,
+            format: format?,
+        })
+    }
+
+    fn datasource(&mut self, v: &Value, env: &dyn Env, max_timeout: Duration) -> Option<Datasource> {
+        let path = ["datasource"];
+        let f = self.mapping(v, &path, DATASOURCE_KEYS);
+
+        // The DSN: DATA_SOURCE_NAME, else DATA_SOURCE_URI (+ _USER/_PASS), else the file's.
+        let file_dsn = self.string(&f, "dsn", &path);
+        let (dsn_text, dsn_source) = if let Some(d) = self.env_or_file(env, "DATA_SOURCE_NAME") {
+            (Some(d), "DATA_SOURCE_NAME".to_string())
+        } else if let Some(uri) = self.env_or_file(env, "DATA_SOURCE_URI") {
+            let uri = uri
+                .trim_start_matches("postgresql://")
+                .trim_start_matches("postgres://");
+            (Some(format!("postgresql://{uri}")), "DATA_SOURCE_URI".to_string())
+        } else {
+            (file_dsn, format!("{} (datasource.dsn)", self.source))
+        };
+
+        let mut parts = match dsn_text.as_deref().map(split_dsn) {
+            None => Some(DsnParts::default()),
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                self.dsn_problem(&dsn_source, e);
+                None
+            }
+        };
+        let mut pg = match &parts {
+            Some(p) if !p.rest.trim().is_empty() => match tokio_postgres::Config::from_str(&p.rest) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.dsn_problem(&dsn_source, scrub_dsn_error(&e.to_string()));
+                    None
+                }
+            },
+            Some(_) => Some(tokio_postgres::Config::new()),
+            None => None,
+        };
+
+        if let Some(pg) = pg.as_mut() {
+            if let Some(u) = self.env_or_file(env, "DATA_SOURCE_USER") {
+                pg.user(&u);
+            }
+            if let Some(p) = self.env_or_file(env, "DATA_SOURCE_PASS") {
+                pg.password(p);
+            }
+            if let Some(file) = self.string(&f, "password_file", &path) {
+                match std::fs::read_to_string(&file) {
+                    Ok(p) => {
+                        pg.password(p.trim_end_matches(['\n', '\r']));
+                    }
+                    Err(e) => self.problem(&join(&path, "password_file"), format!("cannot read {file}: {e}")),
+                }
+            }
+            apply_libpq_env(pg, env);
+        }
+
+        // sslmode: the DSN's, else the file's, else PGSSLMODE, else prefer.
+        let file_sslmode = self.string(&f, "sslmode", &path);
+        let sslmode_text = parts
+            .as_mut()
+            .and_then(|p| p.sslmode.take())
+            .or(file_sslmode)
+            .or_else(|| env.var("PGSSLMODE"));
+        let sslmode = match sslmode_text.as_deref().map(SslMode::from_str) {
+            None => Some(SslMode::Prefer),
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => {
+                self.problem(&join(&path, "sslmode"), e);
+                None
+            }
+        };
+        let sslrootcert = parts
+            .as_mut()
+            .and_then(|p| p.sslrootcert.take())
+            .or_else(|| self.string(&f, "sslrootcert", &path))
+            .or_else(|| env.var("PGSSLROOTCERT"))
+            .map(PathBuf::from);
+        if let (Some(SslMode::VerifyCa | SslMode::VerifyFull), None) = (sslmode, &sslrootcert) {
+            self.problem(
+                &join(&path, "sslrootcert"),
+                "sslmode verify-ca and verify-full need sslrootcert (a PEM file of trusted CA certificates)",
+            );
+        }
+        if let Some(p) = &sslrootcert
+            && !Path::new(p).is_file()
+        {
+            self.problem(
+                &join(&path, "sslrootcert"),
+                format!("{} is not a readable file", p.display()),
+            );
+        }
+
+        let application_name = self
+            .string(&f, "application_name", &path)
+            .or_else(|| pg.as_ref().and_then(|c| c.get_application_name().map(str::to_string)))
+            .or_else(|| env.var("PGAPPNAME"))
+            .unwrap_or_else(|| "pgsidecar".to_string());
+        let pool_size = self.integer(&f, "pool_size", &path, 1, 32).unwrap_or(3) as usize;
+        let connect_timeout = self
+            .duration(&f, "connect_timeout", &path)
+            .or_else(|| pg.as_ref().and_then(|c| c.get_connect_timeout().copied()))
+            .unwrap_or(Duration::from_secs(5));
+        let statement_timeout = self.duration(&f, "statement_timeout", &path).unwrap_or(max_timeout);
+        let lock_timeout = self
+            .duration(&f, "lock_timeout", &path)
+            .unwrap_or(Duration::from_secs(1).min(statement_timeout));
+        let idle_in_transaction_session_timeout = self
+            .duration(&f, "idle_in_transaction_session_timeout", &path)
+            .unwrap_or(Duration::from_secs(30));
+        for (key, d) in [
+            ("statement_timeout", statement_timeout),
+            ("lock_timeout", lock_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                idle_in_transaction_session_timeout,
+            ),
+            ("connect_timeout", connect_timeout),
+        ] {
+            if d.is_zero() {
+                self.problem(
+                    &join(&path, key),
+                    "must be greater than zero (pgsidecar never runs unbounded)",
+                );
+            }
+        }
+
+        let mut pg = pg?;
+        pg.connect_timeout(connect_timeout);
+        Some(Datasource {
+            pg,
+            sslmode: sslmode?,
+            sslrootcert,
+            application_name,
+            pool_size,
+            connect_timeout,
+            statement_timeout,
+            lock_timeout,
+            idle_in_transaction_session_timeout,
+        })
+    }
+
+    /// `NAME`, or the contents of the file named by `NAME_FILE`.
+    fn env_or_file(&mut self, env: &dyn Env, name: &str) -> Option<String> {
+        if let Some(v) = env.var(name) {
+            return Some(v);
+        }
+        let file_var = format!("{name}_FILE");
+        let file = env.var(&file_var)?;
+        match std::fs::read_to_string(&file) {
+            Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => {
+                self.other_problem(&file_var, "", format!("cannot read {file}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn dsn_problem(&mut self, source: &str, message: String) {
+        if source.ends_with("(datasource.dsn)") {
+            self.problem(&["datasource", "dsn"], format!("invalid DSN: {message}"));
+        } else {
+            self.other_problem(source, "", format!("invalid DSN: {message}"));
+        }
+    }
+}
+
+/// libpq's environment variables, as defaults for what the DSN left out.
+fn apply_libpq_env(pg: &mut tokio_postgres::Config, env: &dyn Env) {
+    if pg.get_hosts().is_empty() {
+        pg.host(env.var("PGHOST").as_deref().unwrap_or("localhost"));
+    }
+    if pg.get_ports().is_empty() {
+        let port = env.var("PGPORT").and_then(|p| p.parse().ok()).unwrap_or(5432);
+        pg.port(port);
+    }
+    if pg.get_user().is_none() {
+        let user = env
+            .var("PGUSER")
+            .or_else(|| env.var("USER"))
+            .unwrap_or_else(|| "postgres".to_string());
+        pg.user(&user);
+    }
+    if pg.get_dbname().is_none() {
+        if let Some(db) = env.var("PGDATABASE") {
+            pg.dbname(&db);
+        } else if let Some(user) = pg.get_user().map(str::to_string) {
+            pg.dbname(&user);
+        }
+    }
+    if pg.get_password().is_none()
+        && let Some(p) = env.var("PGPASSWORD")
+    {
+        pg.password(p);
+    }
+    if pg.get_connect_timeout().is_none()
+        && let Some(secs) = env.var("PGCONNECT_TIMEOUT").and_then(|s| s.parse::<u64>().ok())
+    {
+        pg.connect_timeout(Duration::from_secs(secs));
+    }
+}
+
+/// A DSN with the options tokio-postgres does not understand taken out.
+#[derive(Default, Debug, PartialEq)]
+struct DsnParts {
+    rest: String,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URI or key=value DSN: pgsidecar
+/// implements libpq's verify-ca and verify-full itself.
+fn split_dsn(dsn: &str) -> Result<DsnParts, String> {
+    let dsn = dsn.trim();
+    if dsn.contains(',') && !dsn.starts_with("postgres") {
+        return Err("a list of several DSNs is not supported: run one pgsidecar per server".into());
+    }
+    let mut parts = DsnParts::default();
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        let (base, query) = dsn.split_once('?').unwrap_or((dsn, ""));
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslmode", v)) => parts.sslmode = Some(v.to_string()),
+                Some(("sslrootcert", v)) => parts.sslrootcert = Some(percent_decode(v)),
+                _ => kept.push(pair),
+            }
+        }
+        parts.rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return Ok(parts);
+    }
+    // key=value form, values optionally single-quoted with backslash escapes.
+    let mut kept = String::new();
+    let mut chars = dsn.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(format!("expected key=value, got {key:?} without a value"));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(format!("unterminated quoted value for {key}")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        match key.as_str() {
+            "sslmode" => parts.sslmode = Some(value),
+            "sslrootcert" => parts.sslrootcert = Some(value),
+            _ => {
+                let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+                kept.push_str(&format!("{key}='{escaped}' "));
+            }
+        }
+    }
+    parts.rest = kept.trim_end().to_string();
+    Ok(parts)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// tokio-postgres's parse errors name the option, never the value; this is a
+/// second guard in case a future version quotes the input.
+fn scrub_dsn_error(msg: &str) -> String {
+    if msg.contains("password") && msg.contains('=') {
+        "the DSN could not be parsed (details withheld: they would show the password)".to_string()
+    } else {
+        msg.to_string()
+    }
+}
+
+/// Parses `500ms`, `15s`, `5m`, `1h`, `1m30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {text:?}: expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms");
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(err());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(err()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// A duration as the config would spell it.
+pub fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn parse_listen(a: &str) -> Result<SocketAddr, String> {
+    // Go-style ":9188" means every interface, as in postgres_exporter.
+    let full = if a.starts_with(':') {
+        format!("0.0.0.0{a}")
+    } else {
+        a.to_string()
+    };
+    full.parse().map_err(|_| {
+        format!("invalid listen address {a:?}: expected host:port, e.g. 0.0.0.0:{DEFAULT_PORT} or :{DEFAULT_PORT}")
+    })
+}
+
+fn check_telemetry_path(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') || p.len() < 2 {
+        return Err(format!(
+            "invalid telemetry path {p:?}: must start with / and name a path, e.g. /metrics"
+        ));
+    }
+    if ["/healthz", "/readyz"].contains(&p) {
+        return Err(format!("telemetry path {p:?} is taken by pgsidecar's own endpoint"));
+    }
+    Ok(p.to_string())
+}
+
+fn parse_level(l: &str) -> Result<tracing::Level, String> {
+    match l {
+        "debug" => Ok(tracing::Level::DEBUG),
+        "info" => Ok(tracing::Level::INFO),
+        "warn" => Ok(tracing::Level::WARN),
+        "error" => Ok(tracing::Level::ERROR),
+        other => Err(format!(
+            "unknown log level {other:?}: expected debug, info, warn or error"
+        )),
+    }
+}
+
+fn parse_format(l: &str) -> Result<LogFormat, String> {
+    match l {
+        "logfmt" => Ok(LogFormat::Logfmt),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("unknown log format {other:?}: expected logfmt or json")),
+    }
+}
+
+fn join<'a>(path: &[&'a str], key: &'a str) -> Vec<&'a str> {
+    let mut p = path.to_vec();
+    p.push(key);
+    p
+}
+
+fn kind(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) => format!("a string ({s:?})"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(_) => "a tagged value".into(),
+    }
+}
+
+fn unknown(what: &str, given: &str, known: &[&str]) -> String {
+    let mut msg = format!("unknown {what}");
+    if let Some(best) = known
+        .iter()
+        .map(|k| (edit_distance(given, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+    {
+        msg.push_str(&format!(" (did you mean {:?}?)", best.1));
+    }
+    msg.push_str(&format!("; expected one of: {}", known.join(", ")));
+    msg
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Finds the line and column of a key path in block-style YAML, for error
+/// messages. Returns `None` for flow style or anything it cannot follow.
+fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
+    if path.is_empty() {
+        return None;
+    }
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        let indent = raw.len() - trimmed.len();
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key.to_string()));
+        if stack.len() == path.len() && stack.iter().zip(path).all(|((_, k), p)| k == p) {
+            return Some((n + 1, indent + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("10 sec").is_err());
+    }
+
+    #[test]
+    fn show_round_trips() {
+        for s in ["15s", "500ms", "5m", "2h"] {
+            assert_eq!(show(parse_duration(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn split_dsn_takes_tls_options_out_of_uris_and_key_values() {
+        let p =
+            split_dsn("postgresql://u:pw@h:5/db?sslmode=verify-full&sslrootcert=/ca%20dir/ca.pem&application_name=x")
+                .unwrap();
+        assert_eq!(p.rest, "postgresql://u:pw@h:5/db?application_name=x");
+        assert_eq!(p.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(p.sslrootcert.as_deref(), Some("/ca dir/ca.pem"));
+
+        let p = split_dsn("host=h user=u password='a b\\'c' sslmode=require dbname = d").unwrap();
+        assert_eq!(p.rest, "host='h' user='u' password='a b\\'c' dbname='d'");
+        assert_eq!(p.sslmode.as_deref(), Some("require"));
+        assert!(split_dsn("host=h user").is_err());
+    }
+
+    #[test]
+    fn locate_follows_block_indentation() {
+        let text = "web:\n  listen_address: x\ncollectors:\n  stat_database:\n    interval: 5\n";
+        assert_eq!(locate(text, &["collectors", "stat_database", "interval"]), Some((5, 5)));
+        assert_eq!(locate(text, &["web", "listen_address"]), Some((2, 3)));
+        assert_eq!(locate(text, &["web", "nope"]), None);
+    }
+
+    #[test]
+    fn suggestions_name_the_closest_key() {
+        let m = unknown("key", "intervall", COLLECTOR_KEYS);
+        assert!(m.contains("did you mean \"interval\"?"), "{m}");
+    }
+}

@@ -1,0 +1,365 @@
+//! Database access: the small connection pool, the session settings that
+//! bound every query, TLS, and reconnection with capped backoff.
+//!
+//! Every session pgsidecar opens sends, in its startup packet (no extra round
+//! trip), `application_name`, `statement_timeout`, `lock_timeout`,
+//! `idle_in_transaction_session_timeout` and
+//! `default_transaction_read_only = on`. After a failed connection attempt the
+//! pool is not asked again before a backoff delay (doubling from 250 ms, capped
+//! at half the shortest collector interval), so a dead server costs one
+//! attempt per delay, and a returning one is seen within one interval.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::collectors::{Client, Ctx};
+use crate::config::{Datasource, SslMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("connect to {target}: waiting {}ms before the next attempt after: {last}", .retry_in.as_millis())]
+    Backoff {
+        target: String,
+        retry_in: Duration,
+        last: String,
+    },
+    #[error("tls setup: {0}")]
+    Tls(String),
+}
+
+struct Backoff {
+    next_attempt: Option<Instant>,
+    delay: Duration,
+    last_error: String,
+}
+
+/// The pool plus what is needed to reconnect politely and cancel queries.
+pub struct Db {
+    pool: Pool,
+    tls: MakeRustlsConnect,
+    target: String,
+    password: Option<String>,
+    backoff: Mutex<Backoff>,
+    max_backoff: Duration,
+    server_version: Arc<AtomicU32>,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+impl Db {
+    /// Builds the pool; connects lazily, so a down server does not stop start-up.
+    pub fn new(ds: &Datasource, max_backoff: Duration) -> Result<Db, DbError> {
+        let tls = MakeRustlsConnect::new(tls_config(ds)?);
+        let mut pg = ds.pg.clone();
+        pg.ssl_mode(match ds.sslmode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            _ => PgSslMode::Require,
+        });
+        pg.application_name(&ds.application_name);
+        let mut options = pg.get_options().map(str::to_string).unwrap_or_default();
+        for (k, v) in [
+            ("statement_timeout", ds.statement_timeout.as_millis().to_string()),
+            ("lock_timeout", ds.lock_timeout.as_millis().to_string()),
+            (
+                "idle_in_transaction_session_timeout",
+                ds.idle_in_transaction_session_timeout.as_millis().to_string(),
+            ),
+            ("default_transaction_read_only", "on".to_string()),
+        ] {
+            options.push_str(&format!(" -c {k}={v}"));
+        }
+        pg.options(options.trim());
+
+        let server_version = Arc::new(AtomicU32::new(0));
+        let version = server_version.clone();
+        let manager = Manager::from_config(
+            pg,
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(ds.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(ds.connect_timeout))
+            .create_timeout(Some(ds.connect_timeout))
+            .recycle_timeout(Some(ds.connect_timeout))
+            .post_create(Hook::async_fn(move |client, _| {
+                let version = version.clone();
+                Box::pin(async move {
+                    let row = client
+                        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+                        .await
+                        .map_err(HookError::Backend)?;
+                    let v: i32 = row.get(0);
+                    version.store(u32::try_from(v).unwrap_or(0), Ordering::Relaxed);
+                    Ok(())
+                })
+            }))
+            .build()
+            .map_err(|e| DbError::Tls(format!("build pool: {e}")))?;
+        Ok(Db {
+            pool,
+            tls,
+            target: ds.target(),
+            password: ds.password(),
+            backoff: Mutex::new(Backoff {
+                next_attempt: None,
+                delay: FIRST_BACKOFF,
+                last_error: String::new(),
+            }),
+            max_backoff: max_backoff.max(FIRST_BACKOFF),
+            server_version,
+        })
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// What collectors know of the server, as of the newest connection.
+    pub fn ctx(&self) -> Ctx {
+        Ctx {
+            server_version_num: self.server_version.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A pooled connection, or an error at once while backing off.
+    pub async fn client(&self) -> Result<Client, DbError> {
+        if let Some(e) = self.backing_off() {
+            return Err(e);
+        }
+        match self.pool.get().await {
+            Ok(c) => {
+                let mut b = self.lock_backoff();
+                b.next_attempt = None;
+                b.delay = FIRST_BACKOFF;
+                Ok(c)
+            }
+            Err(e) => {
+                let message = self.scrub(&describe_pool(&e));
+                if !matches!(e, PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) {
+                    let mut b = self.lock_backoff();
+                    b.next_attempt = Some(Instant::now() + b.delay);
+                    b.delay = (b.delay * 2).min(self.max_backoff);
+                    b.last_error = message.clone();
+                }
+                Err(DbError::Connect {
+                    target: self.target.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
+    fn backing_off(&self) -> Option<DbError> {
+        let b = self.lock_backoff();
+        let until = b.next_attempt?;
+        let now = Instant::now();
+        (until > now).then(|| DbError::Backoff {
+            target: self.target.clone(),
+            retry_in: until - now,
+            last: b.last_error.clone(),
+        })
+    }
+
+    fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        // A poisoned lock only means a panic elsewhere; the data stays usable.
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the server to cancel what this client is running (after a
+    /// collector timeout), in the background.
+    pub fn cancel(&self, client: &Client) {
+        let token = client.cancel_token();
+        let tls = self.tls.clone();
+        tokio::spawn(async move {
+            if let Err(e) = token.cancel_query(tls).await {
+                tracing::debug!(error = %e, "cancel a timed-out query");
+            }
+        });
+    }
+
+    /// Removes the password from a message, whatever produced it.
+    pub fn scrub(&self, message: &str) -> String {
+        match &self.password {
+            Some(p) => message.replace(p.as_str(), "******"),
+            None => message.to_string(),
+        }
+    }
+
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}
+
+/// A tokio-postgres error with the server's message, code and detail.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+fn describe_pool(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => describe(e),
+        PoolError::Timeout(t) => format!("timed out ({t:?})").to_lowercase(),
+        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => describe(e),
+        other => other.to_string(),
+    }
+}
+
+fn tls_config(ds: &Datasource) -> Result<rustls::ClientConfig, DbError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DbError::Tls(e.to_string()))?;
+    let roots = match &ds.sslrootcert {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| DbError::Tls(format!("read sslrootcert {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| DbError::Tls(format!("parse sslrootcert {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| DbError::Tls(format!("sslrootcert {}: {e}", path.display())))?;
+            }
+            Some(Arc::new(roots))
+        }
+        None => None,
+    };
+    let verify_name = ds.sslmode == SslMode::VerifyFull;
+    let config = match (ds.sslmode, roots) {
+        // libpq: with a root certificate, require behaves like verify-ca.
+        (SslMode::VerifyCa | SslMode::VerifyFull | SslMode::Require | SslMode::Prefer, Some(roots)) => {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| DbError::Tls(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Verifier { inner, verify_name }))
+                .with_no_client_auth()
+        }
+        // prefer/require without a root certificate: encrypted, not verified (libpq's behaviour).
+        _ => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Verifies the chain against sslrootcert; the host name only in verify-full.
+#[derive(Debug)]
+struct Verifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    verify_name: bool,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if !self.verify_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// sslmode prefer/require without a root certificate: encryption only.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

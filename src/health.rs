@@ -1,0 +1,293 @@
+//! What pgsidecar knows about itself: each collector's status (for the
+//! landing page, `/readyz` and the health metrics) and the health families.
+//!
+//! Metrics (rendered after every collection and every few seconds, never per
+//! scrape):
+//! - `pg_up` gauge: 1 if the last run of the `postmaster` collector reached
+//!   Postgres (postgres_exporter's name).
+//! - `pg_scrape_collector_success{collector}`,
+//!   `pg_scrape_collector_duration_seconds{collector}` gauges
+//!   (postgres_exporter's names; here they describe the last collection).
+//! - `pgsidecar_collector_last_success_timestamp_seconds{collector}` gauge.
+//! - `pgsidecar_collector_failures_total{collector}` counter.
+//! - `pgsidecar_collector_interval_seconds{collector}`,
+//!   `pgsidecar_collector_timeout_seconds{collector}`,
+//!   `pgsidecar_collector_stale_after_seconds{collector}` gauges (configuration).
+//! - `pgsidecar_build_info{version,revision,rustc}` gauge, 1.
+//! - `pgsidecar_db_pool_size`, `_available`, `_waiting`, `_max_size` gauges.
+//! - the process metrics of the `prometheus` crate: `process_cpu_seconds_total`,
+//!   `process_resident_memory_bytes`, `process_virtual_memory_bytes`,
+//!   `process_open_fds`, `process_max_fds`, `process_start_time_seconds`,
+//!   `process_threads`.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use prometheus::core::Collector;
+
+use crate::config::CollectorConfig;
+use crate::metrics::{Family, encode, encode_protos};
+
+/// One collector's state, as last recorded.
+#[derive(Debug, Clone)]
+pub struct CollectorStatus {
+    pub name: &'static str,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub stale_after: Duration,
+    pub runs: u64,
+    pub failures: u64,
+    pub last_run: Option<SystemTime>,
+    pub last_duration: Option<Duration>,
+    pub last_success: Option<SystemTime>,
+    /// The last run's error, scrubbed of secrets; `None` after a success.
+    pub last_error: Option<String>,
+}
+
+impl CollectorStatus {
+    pub fn ok(&self) -> Option<bool> {
+        (self.runs > 0).then_some(self.last_error.is_none())
+    }
+}
+
+pub struct Health {
+    collectors: Mutex<Vec<CollectorStatus>>,
+    process: prometheus::process_collector::ProcessCollector,
+}
+
+impl Health {
+    pub fn new(enabled: &[CollectorConfig]) -> Self {
+        Health {
+            collectors: Mutex::new(
+                enabled
+                    .iter()
+                    .map(|c| CollectorStatus {
+                        name: c.name,
+                        interval: c.interval,
+                        timeout: c.timeout,
+                        stale_after: c.stale_after,
+                        runs: 0,
+                        failures: 0,
+                        last_run: None,
+                        last_duration: None,
+                        last_success: None,
+                        last_error: None,
+                    })
+                    .collect(),
+            ),
+            process: prometheus::process_collector::ProcessCollector::for_self(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CollectorStatus>> {
+        self.collectors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a finished run; returns the status before it.
+    pub fn record(
+        &self,
+        name: &str,
+        finished: SystemTime,
+        duration: Duration,
+        error: Option<String>,
+    ) -> Option<CollectorStatus> {
+        let mut all = self.lock();
+        let s = all.iter_mut().find(|s| s.name == name)?;
+        let before = s.clone();
+        s.runs += 1;
+        s.last_run = Some(finished);
+        s.last_duration = Some(duration);
+        match error {
+            None => s.last_success = Some(finished),
+            Some(_) => s.failures += 1,
+        }
+        s.last_error = error;
+        Some(before)
+    }
+
+    pub fn statuses(&self) -> Vec<CollectorStatus> {
+        self.lock().clone()
+    }
+
+    /// The collectors that have not finished a run yet.
+    pub fn not_ready(&self) -> Vec<&'static str> {
+        self.lock().iter().filter(|s| s.runs == 0).map(|s| s.name).collect()
+    }
+
+    /// 1 if Postgres answered the `postmaster` collector's last run (or, with
+    /// that collector disabled, the most recent run of any collector).
+    pub fn pg_up(&self) -> bool {
+        let all = self.lock();
+        if let Some(p) = all.iter().find(|s| s.name == "postmaster") {
+            return p.ok() == Some(true);
+        }
+        all.iter()
+            .filter(|s| s.runs > 0)
+            .max_by_key(|s| s.last_run)
+            .is_some_and(|s| s.last_error.is_none())
+    }
+
+    /// Encodes the health families.
+    pub fn render(&self, pool: deadpool_postgres::Status) -> Bytes {
+        let mut fams = Vec::new();
+        let mut up = Family::gauge(
+            "pg_up",
+            "Whether the last connection to Postgres succeeded (1) or not (0)",
+            &[],
+        );
+        up.set(&[], if self.pg_up() { 1.0 } else { 0.0 });
+        fams.push(up);
+
+        let l = &["collector"];
+        let mut success = Family::gauge(
+            "pg_scrape_collector_success",
+            "Whether the collector's last run succeeded (1) or not (0)",
+            l,
+        );
+        let mut duration = Family::gauge(
+            "pg_scrape_collector_duration_seconds",
+            "Duration of the collector's last run",
+            l,
+        );
+        let mut last_ok = Family::gauge(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            "Unix time of the collector's last successful run (0: never)",
+            l,
+        );
+        let mut failures = Family::counter(
+            "pgsidecar_collector_failures_total",
+            "Failed runs of the collector since pgsidecar started",
+            l,
+        );
+        let mut interval = Family::gauge(
+            "pgsidecar_collector_interval_seconds",
+            "Configured interval between runs of the collector",
+            l,
+        );
+        let mut timeout = Family::gauge(
+            "pgsidecar_collector_timeout_seconds",
+            "Configured time limit of one run of the collector",
+            l,
+        );
+        let mut stale = Family::gauge(
+            "pgsidecar_collector_stale_after_seconds",
+            "Age after which a failing collector's last good series are dropped",
+            l,
+        );
+        for s in self.lock().iter() {
+            let n = &[s.name];
+            if s.runs > 0 {
+                success.set(n, if s.last_error.is_none() { 1.0 } else { 0.0 });
+                duration.set(n, s.last_duration.unwrap_or_default().as_secs_f64());
+            }
+            last_ok.set(n, s.last_success.map_or(0.0, unix));
+            failures.set(n, s.failures as f64);
+            interval.set(n, s.interval.as_secs_f64());
+            timeout.set(n, s.timeout.as_secs_f64());
+            stale.set(n, s.stale_after.as_secs_f64());
+        }
+        fams.extend([success, duration, last_ok, failures, interval, timeout, stale]);
+
+        let mut build = Family::gauge(
+            "pgsidecar_build_info",
+            "pgsidecar's version, source revision and compiler; always 1",
+            &["version", "revision", "rustc"],
+        );
+        build.set(
+            &[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("PGSIDECAR_REVISION").unwrap_or("unknown"),
+                option_env!("PGSIDECAR_RUSTC").unwrap_or("unknown"),
+            ],
+            1.0,
+        );
+        fams.push(build);
+
+        for (name, help, v) in [
+            (
+                "pgsidecar_db_pool_size",
+                "Connections pgsidecar's own pool holds open",
+                pool.size,
+            ),
+            (
+                "pgsidecar_db_pool_available",
+                "Idle connections in pgsidecar's own pool",
+                pool.available,
+            ),
+            (
+                "pgsidecar_db_pool_waiting",
+                "Collectors waiting for a connection from pgsidecar's own pool",
+                pool.waiting,
+            ),
+            (
+                "pgsidecar_db_pool_max_size",
+                "Most connections pgsidecar's own pool may open",
+                pool.max_size,
+            ),
+        ] {
+            let mut f = Family::gauge(name, help, &[]);
+            f.set(&[], v as f64);
+            fams.push(f);
+        }
+
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&encode(fams));
+        out.extend_from_slice(&encode_protos(self.process.collect()));
+        out.freeze()
+    }
+}
+
+pub fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: &'static str) -> CollectorConfig {
+        CollectorConfig {
+            name,
+            enabled: true,
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(5),
+            stale_after: Duration::from_secs(45),
+        }
+    }
+
+    #[test]
+    fn pg_up_follows_the_postmaster_collector() {
+        let h = Health::new(&[cfg("postmaster"), cfg("settings")]);
+        assert!(!h.pg_up());
+        assert_eq!(h.not_ready(), vec!["postmaster", "settings"]);
+        h.record("settings", SystemTime::now(), Duration::ZERO, None);
+        assert!(!h.pg_up());
+        h.record("postmaster", SystemTime::now(), Duration::ZERO, None);
+        assert!(h.pg_up());
+        h.record("postmaster", SystemTime::now(), Duration::ZERO, Some("down".into()));
+        assert!(!h.pg_up());
+        assert!(h.not_ready().is_empty());
+        let text = String::from_utf8(
+            h.render(deadpool_postgres::Status {
+                max_size: 3,
+                size: 1,
+                available: 1,
+                waiting: 0,
+            })
+            .to_vec(),
+        )
+        .unwrap();
+        assert!(text.contains("pg_up 0\n"), "{text}");
+        assert!(
+            text.contains("pg_scrape_collector_success{collector=\"postmaster\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgsidecar_collector_failures_total{collector=\"postmaster\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("pgsidecar_db_pool_max_size 3\n"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The scheduler: one task per enabled collector, each on its own interval
+//! and with its own time limit, plus a task that refreshes the health
+//! families every few seconds.
+//!
+//! A run's result replaces the collector's previous part of the snapshot at
+//! once. A failed run keeps the last good part until it is older than the
+//! collector's `stale_after`, then drops it; the failure itself shows at once
+//! in `pg_scrape_collector_success`. A failure is logged when it starts or its
+//! message changes, and recovery once, not a line per interval.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior, timeout_at};
+
+use crate::app::Shared;
+use crate::collectors::{CollectError, Definition};
+use crate::config::CollectorConfig;
+use crate::db::Db;
+use crate::metrics::{Family, encode};
+
+/// How often the health families (process, pool) are refreshed when no
+/// collector finishes in between.
+pub const HEALTH_REFRESH: Duration = Duration::from_secs(5);
+
+/// Runs until `shutdown` turns true; returns when every task has stopped.
+pub async fn run(
+    shared: Arc<Shared>,
+    collectors: Vec<(&'static Definition, CollectorConfig)>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (def, cfg) in collectors {
+        tasks.spawn(collector_loop(def, cfg, shared.clone(), shutdown.clone()));
+    }
+    tasks.spawn(health_loop(shared, shutdown));
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "scheduler task ended abnormally");
+        }
+    }
+}
+
+async fn health_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(HEALTH_REFRESH);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => shared.refresh_health(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn collector_loop(
+    def: &'static Definition,
+    cfg: CollectorConfig,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(cfg.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut logged_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = run_once(def, &cfg, &shared.db) => r,
+            _ = shutdown.changed() => return,
+        };
+        let took = started.elapsed();
+        let error = match result {
+            Ok(families) => {
+                shared.snapshot.set(def.name, Some(encode(families)));
+                if logged_error.take().is_some() {
+                    tracing::info!(collector = def.name, "collector recovered");
+                }
+                None
+            }
+            Err(e) => {
+                let message = shared.db.scrub(&e.to_string());
+                let is_backoff = matches!(e, CollectError::Connect(crate::db::DbError::Backoff { .. }));
+                if !is_backoff && logged_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(collector = def.name, error = %message, "collector failed");
+                    logged_error = Some(message.clone());
+                } else {
+                    tracing::debug!(collector = def.name, error = %message, "collector failed again");
+                }
+                Some(message)
+            }
+        };
+        let failed = error.is_some();
+        let before = shared.health.record(def.name, SystemTime::now(), took, error);
+        if failed {
+            let last_success = before.and_then(|b| b.last_success);
+            let stale = last_success.is_none_or(|t| t.elapsed().unwrap_or_default() > cfg.stale_after);
+            if stale && shared.snapshot.has(def.name) {
+                tracing::info!(collector = def.name, stale_after = %crate::config::show(cfg.stale_after), "dropping the failed collector's stale series");
+                shared.snapshot.set(def.name, None);
+            }
+        }
+        shared.refresh_health();
+    }
+}
+
+/// One bounded run: a connection and the collector's queries, within its timeout.
+async fn run_once(def: &Definition, cfg: &CollectorConfig, db: &Db) -> Result<Vec<Family>, CollectError> {
+    let deadline = Instant::now() + cfg.timeout;
+    let client = timeout_at(deadline, db.client())
+        .await
+        .map_err(|_| CollectError::Timeout(cfg.timeout))??;
+    match timeout_at(deadline, (def.collect)(&client, db.ctx())).await {
+        Ok(r) => r,
+        Err(_) => {
+            db.cancel(&client);
+            Err(CollectError::Timeout(cfg.timeout))
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The snapshot: the encoded exposition that `/metrics` serves.
+//!
+//! Each collector's families are encoded once per collection and stored as
+//! bytes under the collector's name; the health families likewise. After any
+//! change the parts are joined into one body, so a scrape is a reference-count
+//! increment and a write, whatever the number of scrapers. The gzip form is
+//! made at most once per body, by the first scrape that asks for it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use bytes::Bytes;
+
+/// One version of the full `/metrics` body.
+#[derive(Debug, Default)]
+pub struct Body {
+    pub text: Bytes,
+    gzip: OnceLock<Bytes>,
+}
+
+impl Body {
+    pub fn gzip(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                // Writing to a Vec cannot fail.
+                let _ = enc.write_all(&self.text);
+                Bytes::from(enc.finish().unwrap_or_default())
+            })
+            .clone()
+    }
+}
+
+/// The key the health families are stored under; sorts before collector names.
+pub const HEALTH: &str = "";
+
+#[derive(Default)]
+pub struct Snapshot {
+    parts: Mutex<BTreeMap<&'static str, Bytes>>,
+    body: RwLock<Arc<Body>>,
+}
+
+impl Snapshot {
+    /// Replaces (or with `None`, drops) one part and rebuilds the body.
+    pub fn set(&self, name: &'static str, part: Option<Bytes>) {
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        match part {
+            Some(b) => parts.insert(name, b),
+            None => parts.remove(name),
+        };
+        let mut text = Vec::with_capacity(parts.values().map(Bytes::len).sum());
+        for p in parts.values() {
+            text.extend_from_slice(p);
+        }
+        let body = Arc::new(Body {
+            text: Bytes::from(text),
+            gzip: OnceLock::new(),
+        });
+        // Swapped while the parts lock is held, so bodies are published in order.
+        *self.body.write().unwrap_or_else(|p| p.into_inner()) = body;
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name)
+    }
+
+    /// The current body; never waits on anything but a pointer swap.
+    pub fn body(&self) -> Arc<Body> {
+        self.body.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_join_in_order_and_can_be_dropped() {
+        let s = Snapshot::default();
+        s.set("b", Some(Bytes::from_static(b"b 1\n")));
+        s.set(HEALTH, Some(Bytes::from_static(b"h 1\n")));
+        s.set("a", Some(Bytes::from_static(b"a 1\n")));
+        assert_eq!(&s.body().text[..], b"h 1\na 1\nb 1\n");
+        s.set("a", None);
+        assert_eq!(&s.body().text[..], b"h 1\nb 1\n");
+        assert!(!s.has("a"));
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let s = Snapshot::default();
+        s.set("a", Some(Bytes::from_static(b"a 1\n")));
+        let gz = s.body().gzip();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut out).unwrap();
+        assert_eq!(out, "a 1\n");
+    }
+}
