@@ -335,6 +335,11 @@ impl Walker<'_> {
 
     /// The keys of a mapping; reports a non-mapping and unknown keys.
     fn mapping<'v>(&mut self, v: &'v Value, path: &[&str], known: &[&str]) -> Fields<'v> {
+        self.mapping_of(v, path, known, "key")
+    }
+
+    /// Like `mapping`, naming what an unknown key is (a key, a collector).
+    fn mapping_of<'v>(&mut self, v: &'v Value, path: &[&str], known: &[&str], what: &str) -> Fields<'v> {
         let mut out = Fields::new();
         let map = match v {
             Value::Mapping(m) => m,
@@ -354,7 +359,7 @@ impl Walker<'_> {
             } else {
                 let mut p = path.to_vec();
                 p.push(k);
-                self.problem(&p, unknown("key", k, known));
+                self.problem(&p, unknown(what, k, known));
             }
         }
         out
@@ -460,7 +465,7 @@ impl Walker<'_> {
         default_stale: Option<Duration>,
     ) -> Vec<CollectorConfig> {
         let names: Vec<&str> = collectors::ALL.iter().map(|d| d.name).collect();
-        let given = self.mapping(v, &["collectors"], &names);
+        let given = self.mapping_of(v, &["collectors"], &names, "collector");
         let mut out = Vec::new();
         for def in collectors::ALL {
             let path = ["collectors", def.name];
@@ -608,7 +613,10 @@ impl Walker<'_> {
             Some(p) if !p.rest.trim().is_empty() => match tokio_postgres::Config::from_str(&p.rest) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    self.dsn_problem(&dsn_source, scrub_dsn_error(&e.to_string()));
+                    self.dsn_problem(
+                        &dsn_source,
+                        scrub_dsn_error(crate::db::describe(&e).trim_start_matches("invalid connection string: ")),
+                    );
                     None
                 }
             },
@@ -617,11 +625,14 @@ impl Walker<'_> {
         };
 
         if let Some(pg) = pg.as_mut() {
-            if let Some(u) = self.env_or_file(env, "DATA_SOURCE_USER") {
-                pg.user(&u);
-            }
-            if let Some(p) = self.env_or_file(env, "DATA_SOURCE_PASS") {
-                pg.password(p);
+            // As in postgres_exporter, _USER and _PASS complete DATA_SOURCE_URI only.
+            if dsn_source == "DATA_SOURCE_URI" {
+                if let Some(u) = self.env_or_file(env, "DATA_SOURCE_USER") {
+                    pg.user(&u);
+                }
+                if let Some(p) = self.env_or_file(env, "DATA_SOURCE_PASS") {
+                    pg.password(p);
+                }
             }
             if let Some(file) = self.string(&f, "password_file", &path) {
                 match std::fs::read_to_string(&file) {
@@ -636,18 +647,22 @@ impl Walker<'_> {
 
         // sslmode: the DSN's, else the file's, else PGSSLMODE, else prefer.
         let file_sslmode = self.string(&f, "sslmode", &path);
-        let sslmode_text = parts
-            .as_mut()
-            .and_then(|p| p.sslmode.take())
-            .or(file_sslmode)
-            .or_else(|| env.var("PGSSLMODE"));
-        let sslmode = match sslmode_text.as_deref().map(SslMode::from_str) {
-            None => Some(SslMode::Prefer),
-            Some(Ok(m)) => Some(m),
-            Some(Err(e)) => {
-                self.problem(&join(&path, "sslmode"), e);
-                None
-            }
+        let from_dsn = parts.as_mut().and_then(|p| p.sslmode.take());
+        let sslmode = match from_dsn {
+            Some(text) => SslMode::from_str(&text)
+                .map_err(|e| self.dsn_problem(&dsn_source, e))
+                .ok(),
+            None => match file_sslmode {
+                Some(text) => SslMode::from_str(&text)
+                    .map_err(|e| self.problem(&join(&path, "sslmode"), e))
+                    .ok(),
+                None => match env.var("PGSSLMODE") {
+                    Some(text) => SslMode::from_str(&text)
+                        .map_err(|e| self.other_problem("PGSSLMODE", "", e))
+                        .ok(),
+                    None => Some(SslMode::Prefer),
+                },
+            },
         };
         let sslrootcert = parts
             .as_mut()

@@ -71,6 +71,37 @@ impl Family {
         self.samples.len()
     }
 
+    fn write_untyped(&self, out: &mut Vec<u8>) {
+        let help = self.help.replace('\\', "\\\\").replace('\n', "\\n");
+        let mut s = format!("# HELP {name} {help}\n# TYPE {name} untyped\n", name = self.name);
+        for (values, v) in &self.samples {
+            s.push_str(&self.name);
+            if !self.labels.is_empty() {
+                let pairs: Vec<String> = self
+                    .labels
+                    .iter()
+                    .zip(values)
+                    .map(|(n, v)| {
+                        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                        format!("{n}=\"{v}\"")
+                    })
+                    .collect();
+                s.push('{');
+                s.push_str(&pairs.join(","));
+                s.push('}');
+            }
+            s.push(' ');
+            s.push_str(&match *v {
+                v if v.is_nan() => "NaN".to_string(),
+                v if v == f64::INFINITY => "+Inf".to_string(),
+                v if v == f64::NEG_INFINITY => "-Inf".to_string(),
+                v => v.to_string(),
+            });
+            s.push('\n');
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
     fn into_proto(self) -> proto::MetricFamily {
         let mut mf = proto::MetricFamily::default();
         mf.set_name(self.name);
@@ -96,18 +127,10 @@ impl Family {
                     c.set_value(v);
                     m.set_counter(c);
                 }
-                MetricType::GAUGE => {
+                _ => {
                     let mut g = proto::Gauge::default();
                     g.set_value(v);
                     m.set_gauge(g);
-                }
-                // The plain model marks Untyped deprecated (protobuf-specific), but the
-                // text encoder still writes it, and postgres_exporter's pg_static is untyped.
-                #[allow(deprecated)]
-                _ => {
-                    let mut u = proto::Untyped::default();
-                    u.set_value(v);
-                    m.set_untyped(u);
                 }
             }
             mf.mut_metric().push(m);
@@ -117,15 +140,22 @@ impl Family {
 }
 
 /// Encodes families in the text exposition format 0.0.4. Empty families are
-/// left out.
+/// left out. Counters and gauges go through the `prometheus` crate's text
+/// encoder; untyped families, which that encoder does not implement, are
+/// written by [`Family::write_untyped`].
 pub fn encode(families: Vec<Family>) -> Bytes {
-    encode_protos(
-        families
-            .into_iter()
-            .filter(|f| !f.is_empty())
-            .map(Family::into_proto)
-            .collect(),
-    )
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    for f in families.into_iter().filter(|f| !f.is_empty()) {
+        if f.kind == MetricType::UNTYPED {
+            out.extend_from_slice(&encode_protos(std::mem::take(&mut pending)));
+            f.write_untyped(&mut out);
+        } else {
+            pending.push(f.into_proto());
+        }
+    }
+    out.extend_from_slice(&encode_protos(pending));
+    Bytes::from(out)
 }
 
 /// Encodes families gathered from the `prometheus` crate's own collectors.
@@ -160,6 +190,26 @@ mod tests {
         assert!(text.contains("# TYPE pg_x counter"), "{text}");
         assert_eq!(text.matches("pg_x{datname=\"a\"} 2").count(), 1, "{text}");
         assert!(text.contains(r#"pg_x{datname="b\"q"} 3"#), "{text}");
+    }
+
+    #[test]
+    fn untyped_families_are_written_by_hand_in_order() {
+        let mut g = Family::gauge("pg_a", "first", &[]);
+        g.set(&[], 1.5);
+        let mut u = Family::untyped("pg_static", "Version \\ string", &["version", "short_version"]);
+        u.set(&["PostgreSQL \"17\"\nx", "17.0.0"], 1.0);
+        let mut c = Family::counter("pg_c", "last", &[]);
+        c.set(&[], 3.0);
+        let text = String::from_utf8(encode(vec![g, u, c]).to_vec()).unwrap();
+        let untyped = "# HELP pg_static Version \\\\ string\n# TYPE pg_static untyped\n\
+                       pg_static{version=\"PostgreSQL \\\"17\\\"\\nx\",short_version=\"17.0.0\"} 1\n";
+        assert!(text.contains(untyped), "{text}");
+        let (a, s, c) = (
+            text.find("pg_a 1.5").unwrap(),
+            text.find(untyped).unwrap(),
+            text.find("pg_c 3").unwrap(),
+        );
+        assert!(a < s && s < c, "{text}");
     }
 
     #[test]

@@ -67,14 +67,23 @@ async fn collector_loop(
             _ = shutdown.changed() => return,
         }
         let started = Instant::now();
+        // A run is a task of its own, so that a bug that panics fails one run
+        // instead of ending the collector.
+        let mut run = tokio::spawn({
+            let (shared, cfg) = (shared.clone(), cfg.clone());
+            async move { run_once(def, &cfg, &shared.db).await.map(encode) }
+        });
         let result = tokio::select! {
-            r = run_once(def, &cfg, &shared.db) => r,
-            _ = shutdown.changed() => return,
+            r = &mut run => r.unwrap_or_else(|e| Err(CollectError::Panic(e.to_string()))),
+            _ = shutdown.changed() => {
+                run.abort();
+                return;
+            }
         };
         let took = started.elapsed();
         let error = match result {
-            Ok(families) => {
-                shared.snapshot.set(def.name, Some(encode(families)));
+            Ok(encoded) => {
+                shared.snapshot.set(def.name, Some(encoded));
                 if logged_error.take().is_some() {
                     tracing::info!(collector = def.name, "collector recovered");
                 }

@@ -57,6 +57,8 @@ pub enum CollectError {
     Query { what: &'static str, message: String },
     #[error("timed out after {}", crate::config::show(*.0))]
     Timeout(Duration),
+    #[error("collector panicked: {0}")]
+    Panic(String),
 }
 
 impl CollectError {

@@ -1,0 +1,223 @@
+//! Each collector against a real server: create a known state, see it in the
+//! scrape.
+
+use std::time::Duration;
+
+use crate::scrape::{eventually, scrape};
+use crate::{pg, shared_yaml, start, test_yaml};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postmaster_reports_up_version_and_start_time() {
+    let cluster = pg::shared();
+    let client = cluster.connect("postgres", "it-postmaster").await;
+    let row = client
+        .query_one(
+            "SELECT version(), current_setting('server_version'), extract(epoch FROM pg_postmaster_start_time())::float8",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (version, server_version, started): (String, String, f64) = (row.get(0), row.get(1), row.get(2));
+    let short: String = server_version
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+
+    let px = start(&shared_yaml()).await;
+    let m = eventually(px.addr, WAIT, "pg_up 1", |m| {
+        (m.get("pg_up", &[]) == Some(1.0)).then(|| m.clone())
+    })
+    .await;
+    assert_eq!(
+        m.get("pg_static", &[("version", version.as_str())]),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    let static_short = &m.all("pg_static", &[])[0].labels["short_version"];
+    assert!(
+        static_short.starts_with(&short),
+        "short_version {static_short} vs {server_version}"
+    );
+    assert_eq!(static_short.split('.').count(), 3);
+    let start_time = m.get("pg_postmaster_start_time_seconds", &[]).unwrap();
+    assert!((start_time - started).abs() < 1.0, "{start_time} vs {started}");
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_exported_with_converted_units() {
+    let cluster = pg::shared();
+    let admin = cluster.connect("postgres", "it-settings").await;
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS settings_db")
+        .await
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE settings_db").await.unwrap();
+    admin
+        .batch_execute(
+            "ALTER DATABASE settings_db SET work_mem = '6MB'; \
+             ALTER DATABASE settings_db SET enable_seqscan = off; \
+             ALTER DATABASE settings_db SET vacuum_cost_delay = '3ms'",
+        )
+        .await
+        .unwrap();
+    let yaml =
+        test_yaml(&cluster.dsn("settings_db"), "").replace("datasource:\n", "datasource:\n  statement_timeout: 7s\n");
+    let px = start(&yaml).await;
+    let m = eventually(px.addr, WAIT, "settings", |m| {
+        m.has("pg_settings_work_mem_bytes").then(|| m.clone())
+    })
+    .await;
+    assert_eq!(m.get("pg_settings_work_mem_bytes", &[]), Some(6.0 * 1024.0 * 1024.0));
+    assert_eq!(m.get("pg_settings_enable_seqscan", &[]), Some(0.0));
+    assert_eq!(m.get("pg_settings_vacuum_cost_delay_seconds", &[]), Some(0.003));
+    // pgsidecar's own session settings, visible through its own session.
+    assert_eq!(m.get("pg_settings_statement_timeout_seconds", &[]), Some(7.0));
+    assert_eq!(m.get("pg_settings_lock_timeout_seconds", &[]), Some(1.0));
+    assert_eq!(m.get("pg_settings_default_transaction_read_only", &[]), Some(1.0));
+    assert_eq!(m.get("pg_settings_max_connections", &[]), Some(60.0));
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_database_counts_committed_transactions() {
+    let cluster = pg::shared();
+    let admin = cluster.connect("postgres", "it-xact").await;
+    admin.batch_execute("DROP DATABASE IF EXISTS xact_db").await.unwrap();
+    admin.batch_execute("CREATE DATABASE xact_db").await.unwrap();
+    let px = start(&shared_yaml()).await;
+    let commits = |m: &crate::scrape::Metrics| m.get("pg_stat_database_xact_commit", &[("datname", "xact_db")]);
+    let before = eventually(px.addr, WAIT, "xact_db commits", commits).await;
+
+    let db = cluster.connect("xact_db", "it-xact").await;
+    db.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    const N: f64 = 40.0;
+    for i in 0..N as i32 {
+        db.execute("INSERT INTO t VALUES ($1)", &[&i]).await.unwrap();
+    }
+    drop(db); // stats are flushed at the latest when the session ends
+
+    let after = eventually(px.addr, WAIT, "40 more commits in xact_db", |m| {
+        commits(m).filter(|v| *v >= before + N)
+    })
+    .await;
+    assert!(after >= before + N);
+    let m = scrape(px.addr).await;
+    let ins = m
+        .get("pg_stat_database_tup_inserted", &[("datname", "xact_db")])
+        .unwrap();
+    assert!(ins >= N, "tup_inserted {ins}");
+    assert!(m.text.contains("# TYPE pg_stat_database_xact_commit counter"));
+    assert!(m.text.contains("# TYPE pg_stat_database_numbackends gauge"));
+    let datid = &m.all("pg_stat_database_xact_commit", &[("datname", "xact_db")])[0].labels["datid"];
+    assert!(datid.parse::<u32>().is_ok(), "datid {datid}");
+    // Conflicts exist for every database, all zero on a primary.
+    assert_eq!(
+        m.get("pg_stat_database_conflicts_confl_lock", &[("datname", "xact_db")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get("pg_stat_database_conflicts_confl_snapshot", &[("datname", "xact_db")]),
+        Some(0.0)
+    );
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_size_and_connection_limit() {
+    let cluster = pg::shared();
+    let admin = cluster.connect("postgres", "it-size").await;
+    admin.batch_execute("DROP DATABASE IF EXISTS size_db").await.unwrap();
+    admin
+        .batch_execute("CREATE DATABASE size_db CONNECTION LIMIT 7")
+        .await
+        .unwrap();
+    let db = cluster.connect("size_db", "it-size").await;
+    db.batch_execute("CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 50000) g")
+        .await
+        .unwrap();
+    let expected: i64 = db
+        .query_one("SELECT pg_database_size('size_db')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(expected > 10_000_000, "fixture should be over 10 MB, is {expected}");
+
+    let px = start(&shared_yaml()).await;
+    let size = eventually(px.addr, WAIT, "size_db size", |m| {
+        m.get("pg_database_size_bytes", &[("datname", "size_db")])
+            .filter(|s| *s > 10_000_000.0)
+    })
+    .await;
+    assert!((size - expected as f64).abs() < 2_000_000.0, "{size} vs {expected}");
+    let m = scrape(px.addr).await;
+    assert_eq!(
+        m.get("pg_database_connection_limit", &[("datname", "size_db")]),
+        Some(7.0)
+    );
+    assert_eq!(
+        m.get("pg_database_connection_limit", &[("datname", "postgres")]),
+        Some(-1.0)
+    );
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_activity_counts_connections_by_application() {
+    let cluster = pg::shared();
+    const M: usize = 4;
+    let app = "it-activity-app";
+    let mut clients = Vec::new();
+    for _ in 0..M {
+        clients.push(cluster.connect("postgres", app).await);
+    }
+    let px = start(&shared_yaml()).await;
+    let m = eventually(px.addr, WAIT, "4 idle it-activity-app connections", |m| {
+        let n: f64 = m
+            .all(
+                "pg_stat_activity_count",
+                &[("application_name", app), ("state", "idle")],
+            )
+            .iter()
+            .map(|s| s.value)
+            .sum();
+        (n == M as f64).then(|| m.clone())
+    })
+    .await;
+    let s = &m.all("pg_stat_activity_count", &[("application_name", app)])[0];
+    assert_eq!(s.labels["datname"], "postgres");
+    assert_eq!(s.labels["usename"], "postgres");
+    assert_eq!(s.labels["backend_type"], "client backend");
+    // Every database gets a zero sample for the states it has no connection in.
+    assert_eq!(
+        m.get(
+            "pg_stat_activity_count",
+            &[("datname", "template1"), ("state", "disabled")]
+        ),
+        Some(0.0)
+    );
+
+    // An open transaction shows its age.
+    clients[0].batch_execute("BEGIN; SELECT txid_current()").await.unwrap();
+    eventually(px.addr, WAIT, "a transaction older than 1s", |m| {
+        m.get(
+            "pg_stat_activity_max_tx_duration",
+            &[("application_name", app), ("state", "idle in transaction")],
+        )
+        .filter(|age| *age >= 1.0)
+    })
+    .await;
+    clients[0].batch_execute("COMMIT").await.unwrap();
+
+    drop(clients);
+    eventually(px.addr, WAIT, "connections gone", |m| {
+        m.all("pg_stat_activity_count", &[("application_name", app)])
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    px.stop().await.unwrap();
+}

@@ -1,0 +1,264 @@
+//! Bad configurations: every problem listed at once, each with file, line,
+//! column, key path and reason; nothing listens. A table of exact messages.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use pgsidecar::config::{Config, ConfigError, Flags};
+
+fn problems(yaml: &str, flags: &Flags, env: &[(&str, &str)]) -> Vec<String> {
+    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    match Config::from_yaml(yaml, "test.yaml", flags, &env) {
+        Ok(_) => panic!("config should be invalid:\n{yaml}"),
+        Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+const COLLECTORS: &str = "postmaster, settings, stat_database, stat_database_conflicts, database, stat_activity";
+
+#[test]
+fn each_bad_input_gets_its_exact_message() {
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "colectors:\n  database:\n    interval: 5m\n",
+            "test.yaml:1:1: colectors: unknown key (did you mean \"collectors\"?); expected one of: datasource, web, log, collection, collectors".into(),
+        ),
+        (
+            "datasource:\n  pool_size: many\n",
+            "test.yaml:2:3: datasource.pool_size: expected a whole number between 1 and 32, got a string (\"many\")".into(),
+        ),
+        (
+            "datasource:\n  pool_size: 0\n",
+            "test.yaml:2:3: datasource.pool_size: must be between 1 and 32, got 0".into(),
+        ),
+        (
+            "collection:\n  interval: 15\n",
+            "test.yaml:2:3: collection.interval: invalid duration \"15\": expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms".into(),
+        ),
+        (
+            "collectors:\n  stat_databse:\n    enabled: true\n",
+            format!("test.yaml:2:3: collectors.stat_databse: unknown collector (did you mean \"stat_database\"?); expected one of: {COLLECTORS}"),
+        ),
+        (
+            "collectors:\n  settings:\n    enabled: yes please\n",
+            "test.yaml:3:5: collectors.settings.enabled: expected true or false, got a string (\"yes please\")".into(),
+        ),
+        (
+            "collectors:\n  settings:\n    interval: 5s\n    timeout: 10s\n",
+            "test.yaml:4:5: collectors.settings.timeout: timeout 10s is longer than the interval 5s".into(),
+        ),
+        (
+            "datasource:\n  dsn: \"host=db port=notaport\"\n",
+            "test.yaml:2:3: datasource.dsn: invalid DSN: invalid value for option `port`".into(),
+        ),
+        (
+            "datasource:\n  dsn: \"host=db user\"\n",
+            "test.yaml:2:3: datasource.dsn: invalid DSN: expected key=value, got \"user\" without a value".into(),
+        ),
+        (
+            "datasource:\n  sslmode: verify-full\n",
+            "test.yaml: datasource.sslrootcert: sslmode verify-ca and verify-full need sslrootcert (a PEM file of trusted CA certificates)".into(),
+        ),
+        (
+            "datasource:\n  sslmode: allow\n",
+            "test.yaml:2:3: datasource.sslmode: unknown sslmode \"allow\": expected disable, prefer, require, verify-ca or verify-full".into(),
+        ),
+        (
+            "log:\n  format: text\n",
+            "test.yaml:2:3: log.format: unknown log format \"text\": expected logfmt or json".into(),
+        ),
+        (
+            "web:\n  listen_address: 9188\n",
+            "test.yaml:2:3: web.listen_address: expected a string, got a number (9188)".into(),
+        ),
+        (
+            "web:\n  telemetry_path: /healthz\n",
+            "test.yaml:2:3: web.telemetry_path: telemetry path \"/healthz\" is taken by pgsidecar's own endpoint".into(),
+        ),
+        (
+            "web: [1, 2\n",
+            "test.yaml:2:1: invalid YAML: did not find expected ',' or ']'".into(),
+        ),
+        ("- a\n- b\n", "test.yaml: expected a mapping, got a list".into()),
+    ];
+    let mut wrong = Vec::new();
+    for (yaml, expected) in &cases {
+        let got = problems(yaml, &Flags::default(), &[]);
+        if got != [expected.clone()] {
+            wrong.push(format!("yaml:\n{yaml}expected: {expected}\n     got: {got:?}\n"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let yaml = "datasource:\n  pool_size: -1\n  colour: blue\ncollection:\n  timeout: soon\ncollectors:\n  nope: {}\nlog:\n  level: loud\n";
+    let got = problems(yaml, &Flags::default(), &[]);
+    assert_eq!(
+        got,
+        vec![
+            "test.yaml:5:3: collection.timeout: invalid duration \"soon\": expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms".to_string(),
+            format!("test.yaml:7:3: collectors.nope: unknown collector; expected one of: {COLLECTORS}"),
+            "test.yaml:3:3: datasource.colour: unknown key; expected one of: dsn, password_file, sslmode, sslrootcert, application_name, pool_size, connect_timeout, statement_timeout, lock_timeout, idle_in_transaction_session_timeout".to_string(),
+            "test.yaml:2:3: datasource.pool_size: expected a whole number between 1 and 32, got a number (-1)".to_string(),
+            "test.yaml:9:3: log.level: unknown log level \"loud\": expected debug, info, warn or error".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn flags_and_environment_are_named_as_the_source() {
+    let flags = Flags {
+        listen_address: Some("nope".into()),
+        log_format: Some("xml".into()),
+        ..Flags::default()
+    };
+    let got = problems("", &flags, &[("DATA_SOURCE_NAME", "host=db port=x")]);
+    assert_eq!(
+        got,
+        vec![
+            "DATA_SOURCE_NAME: invalid DSN: invalid value for option `port`".to_string(),
+            "--web.listen-address: invalid listen address \"nope\": expected host:port, e.g. 0.0.0.0:9188 or :9188"
+                .to_string(),
+            "--log.format: unknown log format \"xml\": expected logfmt or json".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn precedence_flags_over_file_over_env_defaults() {
+    let env: BTreeMap<String, String> = [
+        ("PGHOST", "envhost"),
+        ("PGUSER", "envuser"),
+        ("PGPORT", "6543"),
+        ("PGDATABASE", "envdb"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let yaml = "datasource:\n  dsn: \"host=filehost dbname=filedb\"\nweb:\n  listen_address: 127.0.0.1:9999\nlog:\n  level: debug\n";
+    let flags = Flags {
+        listen_address: Some(":7777".into()),
+        ..Flags::default()
+    };
+    let c = Config::from_yaml(yaml, "test.yaml", &flags, &env).unwrap();
+    assert_eq!(c.datasource.target(), "envuser@filehost:6543/filedb");
+    assert_eq!(c.web.listen_address.to_string(), "0.0.0.0:7777");
+    assert_eq!(c.log.level, tracing::Level::DEBUG);
+    assert_eq!(c.datasource.application_name, "pgsidecar");
+    assert_eq!(c.collector("database").unwrap().interval, Duration::from_secs(300));
+    assert_eq!(c.collector("settings").unwrap().interval, Duration::from_secs(15));
+    assert_eq!(c.collector("settings").unwrap().stale_after, Duration::from_secs(45));
+
+    // DATA_SOURCE_NAME overrides the file's DSN; DATA_SOURCE_URI + _USER + _PASS compose one.
+    let mut env2 = env.clone();
+    env2.insert("DATA_SOURCE_URI".into(), "urihost:5433/uridb?sslmode=disable".into());
+    env2.insert("DATA_SOURCE_USER".into(), "uriuser".into());
+    env2.insert("DATA_SOURCE_PASS".into(), "pw".into());
+    let c = Config::from_yaml(yaml, "test.yaml", &Flags::default(), &env2).unwrap();
+    assert_eq!(c.datasource.target(), "uriuser@urihost:5433/uridb");
+    assert_eq!(c.datasource.password().as_deref(), Some("pw"));
+    env2.insert(
+        "DATA_SOURCE_NAME".into(),
+        "postgresql://dsnuser@dsnhost:6000/dsndb".into(),
+    );
+    let c = Config::from_yaml(yaml, "test.yaml", &Flags::default(), &env2).unwrap();
+    assert_eq!(
+        c.datasource.target(),
+        "dsnuser@dsnhost:6000/dsndb",
+        "_USER completes DATA_SOURCE_URI only"
+    );
+    assert_eq!(c.datasource.password(), None);
+}
+
+#[test]
+fn password_files_are_read() {
+    let dir = std::env::temp_dir().join(format!("pgsidecar-pwfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pass");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let env: BTreeMap<String, String> = [
+        ("DATA_SOURCE_URI".to_string(), "127.0.0.1:5432/app".to_string()),
+        ("DATA_SOURCE_PASS_FILE".to_string(), file.display().to_string()),
+    ]
+    .into();
+    let c = Config::from_yaml("", "test.yaml", &Flags::default(), &env).unwrap();
+    assert_eq!(c.datasource.password().as_deref(), Some("from-file"));
+    let got = problems(
+        "",
+        &Flags::default(),
+        &[
+            ("DATA_SOURCE_URI", "127.0.0.1:5432/app"),
+            ("DATA_SOURCE_PASS_FILE", "/nonexistent/pass"),
+        ],
+    );
+    assert_eq!(
+        got,
+        vec![
+            "DATA_SOURCE_PASS_FILE: cannot read /nonexistent/pass: No such file or directory (os error 2)".to_string()
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The binary exits non-zero before listening, printing every problem.
+#[test]
+fn binary_rejects_bad_config_before_listening() {
+    let dir = std::env::temp_dir().join(format!("pgsidecar-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = crate::pg::free_port();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        format!("web:\n  listen_address: 127.0.0.1:{port}\ncollection:\n  interval: fast\nlog:\n  levle: info\n"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .arg("--config.file")
+        .arg(&file)
+        .env_remove("DATA_SOURCE_NAME")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    assert_eq!(
+        stderr,
+        format!(
+            "pgsidecar: invalid configuration (2 problems):\n  \
+             {f}:4:3: collection.interval: invalid duration \"fast\": expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms\n  \
+             {f}:6:3: log.levle: unknown key (did you mean \"level\"?); expected one of: level, format\n"
+        )
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing may listen"
+    );
+
+    // --config.check on a good file: exit 0 without connecting (nothing listens on port 1).
+    std::fs::write(&file, "datasource:\n  dsn: \"host=127.0.0.1 port=1 user=u dbname=d\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .args(["--config.check", "--config.file"])
+        .arg(&file)
+        .env_remove("DATA_SOURCE_NAME")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("configuration is valid: target u@127.0.0.1:1/d"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .args(["--config.check", "--config.file", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "pgsidecar: /nonexistent.yaml: cannot read config file: No such file or directory (os error 2)\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

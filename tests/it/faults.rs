@@ -1,0 +1,221 @@
+//! Postgres down, stopped, killed or slow: pgsidecar keeps running, says so in
+//! its metrics, and recovers by itself. Each test owns its cluster.
+
+use std::time::{Duration, Instant};
+
+use crate::pg::Cluster;
+use crate::scrape::{eventually, get, scrape};
+use crate::{start, test_yaml};
+
+/// One interval (1 s) plus the time a slow CI machine may need.
+const WITHIN: Duration = Duration::from_secs(8);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_at_start_then_comes_up() {
+    let cluster = Cluster::init();
+    let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
+    let m = eventually(px.addr, WITHIN, "pg_up 0 while down", |m| {
+        let failed = m.all("pg_scrape_collector_success", &[]);
+        (m.get("pg_up", &[]) == Some(0.0) && failed.len() == 6 && failed.iter().all(|s| s.value == 0.0))
+            .then(|| m.clone())
+    })
+    .await;
+    assert!(!m.has("pg_stat_database_xact_commit"));
+    assert_eq!(
+        get(px.addr, "/readyz").await.status,
+        200,
+        "ready once every collector has run, even failing"
+    );
+    let page = get(px.addr, "/").await.text();
+    assert!(page.contains("class=fail"), "{page}");
+    assert!(page.contains("Connection refused"), "{page}");
+
+    cluster.start();
+    let up_at = Instant::now();
+    eventually(px.addr, WITHIN, "pg_up 1 after start", |m| {
+        m.get("pg_up", &[]).filter(|v| *v == 1.0)
+    })
+    .await;
+    eventually(px.addr, WITHIN, "stat_database data", |m| {
+        m.has("pg_stat_database_xact_commit").then_some(())
+    })
+    .await;
+    assert!(up_at.elapsed() < WITHIN);
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_and_started_mid_run_with_stale_series_dropped() {
+    let cluster = Cluster::init();
+    cluster.start();
+    let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
+    eventually(px.addr, WITHIN, "pg_up 1", |m| {
+        m.get("pg_up", &[]).filter(|v| *v == 1.0)
+    })
+    .await;
+    eventually(px.addr, WITHIN, "xact_commit", |m| {
+        m.has("pg_stat_database_xact_commit").then_some(())
+    })
+    .await;
+
+    cluster.stop();
+    let down = Instant::now();
+    let m = eventually(px.addr, WITHIN, "pg_up 0 after stop", |m| {
+        (m.get("pg_up", &[]) == Some(0.0)).then(|| m.clone())
+    })
+    .await;
+    // The failure shows at once; the last good series stay until stale (3 intervals).
+    if down.elapsed() < Duration::from_secs(2) {
+        assert!(
+            m.has("pg_stat_database_xact_commit"),
+            "series dropped before stale_after:\n{}",
+            m.text
+        );
+    }
+    eventually(px.addr, WITHIN, "stale series dropped", |m| {
+        (!m.has("pg_stat_database_xact_commit")
+            && m.get("pg_scrape_collector_success", &[("collector", "stat_database")]) == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        down.elapsed() >= Duration::from_secs(3),
+        "dropped after {:?}, before stale_after",
+        down.elapsed()
+    );
+
+    cluster.start();
+    eventually(px.addr, WITHIN, "pg_up 1 after restart", |m| {
+        m.get("pg_up", &[]).filter(|v| *v == 1.0)
+    })
+    .await;
+    eventually(px.addr, WITHIN, "series back", |m| {
+        m.has("pg_stat_database_xact_commit").then_some(())
+    })
+    .await;
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postmaster_killed_with_sigkill() {
+    let cluster = Cluster::init();
+    cluster.start();
+    let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
+    eventually(px.addr, WITHIN, "pg_up 1", |m| {
+        m.get("pg_up", &[]).filter(|v| *v == 1.0)
+    })
+    .await;
+
+    cluster.kill();
+    cluster.wait_down();
+    eventually(px.addr, WITHIN, "pg_up 0 after SIGKILL", |m| {
+        m.get("pg_up", &[]).filter(|v| *v == 0.0)
+    })
+    .await;
+    assert_eq!(get(px.addr, "/healthz").await.status, 200);
+
+    cluster.start();
+    let m = eventually(px.addr, WITHIN, "pg_up 1 after crash recovery", |m| {
+        (m.get("pg_up", &[]) == Some(1.0)).then(|| m.clone())
+    })
+    .await;
+    assert!(
+        m.get("pgsidecar_collector_failures_total", &[("collector", "postmaster")])
+            .unwrap()
+            >= 1.0
+    );
+    px.stop().await.unwrap();
+}
+
+/// A collector blocked behind a lock exceeds its timeout: it is marked failed
+/// and its query is cancelled, the other collectors keep succeeding, and
+/// `/metrics` still answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_over_its_timeout_leaves_the_others_running() {
+    let cluster = Cluster::init();
+    cluster.start();
+    // Long lock_timeout so that the collector's own timeout is what fires.
+    let yaml = test_yaml(
+        &cluster.dsn("postgres"),
+        "collectors:\n  database:\n    interval: 1s\n    timeout: 500ms\n  stat_database:\n    enabled: false\n  \
+         stat_database_conflicts:\n    enabled: false\n  stat_activity:\n    enabled: false\n",
+    )
+    .replace(
+        "datasource:\n",
+        "datasource:\n  lock_timeout: 30s\n  statement_timeout: 30s\n",
+    );
+    let px = start(&yaml).await;
+    // Connection start-up reads pg_database too: wait until the pool holds all its connections.
+    eventually(px.addr, WITHIN, "pool filled", |m| {
+        (m.get("pgsidecar_db_pool_size", &[]) == Some(3.0)
+            && m.get("pg_scrape_collector_success", &[("collector", "database")]) == Some(1.0))
+        .then_some(())
+    })
+    .await;
+
+    // Connect before taking the lock: new sessions would wait for it.
+    let locker = cluster.connect("postgres", "it-locker").await;
+    let watcher = cluster.connect("postgres", "it-watcher").await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pg_database IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let m = eventually(px.addr, WITHIN, "database collector timed out", |m| {
+        (m.get("pg_scrape_collector_success", &[("collector", "database")]) == Some(0.0)).then(|| m.clone())
+    })
+    .await;
+    let failed_at = m
+        .get(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            &[("collector", "database")],
+        )
+        .unwrap();
+
+    for _ in 0..6 {
+        let started = Instant::now();
+        let m = scrape(px.addr).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "/metrics took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            m.get("pg_scrape_collector_success", &[("collector", "postmaster")]),
+            Some(1.0),
+            "{}",
+            m.text
+        );
+        assert_eq!(
+            m.get("pg_scrape_collector_success", &[("collector", "settings")]),
+            Some(1.0),
+            "{}",
+            m.text
+        );
+        assert_eq!(m.get("pg_up", &[]), Some(1.0));
+        // Timed-out queries are cancelled: never more than the one in flight waits on the lock.
+        // (The function, not the view: the view joins the locked pg_database.)
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_get_activity(NULL) WHERE application_name = 'pgsidecar' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(waiting <= 1, "{waiting} pgsidecar queries wait on the lock");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let page = get(px.addr, "/").await.text();
+    assert!(page.contains("timed out after 500ms"), "{page}");
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    eventually(px.addr, WITHIN, "database collector recovered", |m| {
+        m.get(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            &[("collector", "database")],
+        )
+        .filter(|t| *t > failed_at && m.get("pg_scrape_collector_success", &[("collector", "database")]) == Some(1.0))
+    })
+    .await;
+    px.stop().await.unwrap();
+}

@@ -1,0 +1,41 @@
+//! pgsidecar's integration tests: one binary, real PostgreSQL clusters
+//! started by the tests themselves (see `pg`), pgsidecar started in-process
+//! on 127.0.0.1:0 or as its binary, and scraped over HTTP.
+
+mod collectors;
+mod config_errors;
+mod faults;
+mod http;
+mod pg;
+mod promtool;
+mod scrape;
+mod secrets;
+
+use std::collections::BTreeMap;
+
+use pgsidecar::Running;
+use pgsidecar::config::{Config, Flags};
+
+/// A config for `dsn`: every collector on a 1 s interval, plus `extra` YAML
+/// appended at the top level.
+pub fn test_yaml(dsn: &str, extra: &str) -> String {
+    format!("datasource:\n  dsn: \"{dsn}\"\ncollection:\n  interval: 1s\n  timeout: 900ms\n{extra}")
+}
+
+pub fn config(yaml: &str) -> Config {
+    Config::from_yaml(yaml, "test.yaml", &Flags::default(), &BTreeMap::<String, String>::new())
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"))
+}
+
+/// Starts pgsidecar in this process with the given YAML.
+pub async fn start(yaml: &str) -> Running {
+    Running::start(config(yaml)).await.expect("start pgsidecar")
+}
+
+/// The shared cluster's DSN for `postgres`, with the database collector fast.
+pub fn shared_yaml() -> String {
+    test_yaml(
+        &pg::shared().dsn("postgres"),
+        "collectors:\n  database:\n    interval: 1s\n",
+    )
+}

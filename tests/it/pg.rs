@@ -1,0 +1,266 @@
+//! A throwaway PostgreSQL cluster: initdb in a temp dir, a free port on
+//! 127.0.0.1, `pg_stat_statements` preloaded. Works as root (the server runs
+//! as the `postgres` system user through `runuser`) and as a normal user.
+//!
+//! Binaries come from `PG_BIN`, else `pg_config --bindir`, else the newest
+//! `/usr/lib/postgresql/*/bin`. Every cluster is stopped and removed when
+//! dropped; a detached watchdog does the same if the test process dies first
+//! (or never drops it, as with the shared cluster in a `static`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub struct Cluster {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    run_as_postgres: bool,
+}
+
+/// The cluster shared by the tests of this binary that do not stop or lock it.
+pub fn shared() -> &'static Cluster {
+    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let c = Cluster::init();
+        c.start();
+        c
+    })
+}
+
+fn bin_dir() -> PathBuf {
+    if let Ok(b) = std::env::var("PG_BIN") {
+        return PathBuf::from(b);
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.join("initdb").exists() {
+            return p;
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, p)| p.join("initdb").exists())
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, p)) => p,
+        None => panic!(
+            "no PostgreSQL server binaries: set PG_BIN, put pg_config on PATH, or install Debian's postgresql package (scripts/test does)"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+impl Cluster {
+    /// Creates (initdb) a cluster without starting it.
+    pub fn init() -> Cluster {
+        let bin = bin_dir();
+        let run_as_postgres = is_root();
+        let base = std::env::temp_dir().join(format!(
+            "pgsidecar-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&base).expect("create cluster dir");
+        if run_as_postgres {
+            let ok = Command::new("chown")
+                .args(["postgres:", base.to_str().unwrap()])
+                .status();
+            assert!(
+                ok.map(|s| s.success()).unwrap_or(false),
+                "chown {} to postgres",
+                base.display()
+            );
+        }
+        let c = Cluster {
+            port: free_port(),
+            dir: base,
+            bin,
+            run_as_postgres,
+        };
+        c.spawn_watchdog();
+        let data = c.data();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--locale=C",
+            ],
+        );
+        let conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
+             shared_preload_libraries = 'pg_stat_statements'\nfsync = off\nfull_page_writes = off\n\
+             synchronous_commit = off\nmax_connections = 60\npassword_encryption = 'scram-sha-256'\n\
+             track_io_timing = on\nlogging_collector = off\n",
+            port = c.port,
+            dir = c.dir.display()
+        );
+        append(&Path::new(&data).join("postgresql.conf"), &conf);
+        std::fs::write(
+            Path::new(&data).join("pg_hba.conf"),
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write pg_hba.conf");
+        c
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    /// Runs a server binary (as `postgres` when we are root).
+    fn command(&self, tool: &str, args: &[&str]) -> Command {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.run_as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        cmd.args(args).stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool, args).output().expect("run postgres tool");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start(&self) {
+        let log = self.dir.join("server.log").display().to_string();
+        // After a SIGKILL the old backends may hold shared memory for a moment.
+        for attempt in 0..20 {
+            let out = self
+                .command("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-t", "60", "start"])
+                .output()
+                .expect("run pg_ctl");
+            if out.status.success() {
+                return;
+            }
+            if attempt == 19 {
+                let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "pg_ctl start failed: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    server_log
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// SIGKILL to the postmaster, as an OOM killer would.
+    pub fn kill(&self) {
+        let pid_file = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).expect("read postmaster.pid");
+        let pid = pid_file.lines().next().expect("pid line").trim().to_string();
+        let status = Command::new("kill").args(["-9", &pid]).status().expect("kill");
+        assert!(status.success(), "kill -9 {pid}");
+    }
+
+    /// A DSN for the superuser (trusted on 127.0.0.1).
+    pub fn dsn(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname} sslmode=disable",
+            self.port
+        )
+    }
+
+    pub async fn connect(&self, dbname: &str, application_name: &str) -> tokio_postgres::Client {
+        let dsn = format!("{} application_name={application_name}", self.dsn(dbname));
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect to test cluster on port {}: {e}", self.port));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Waits until the server no longer accepts connections (after a kill).
+    pub fn wait_down(&self) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server on port {} still accepts connections", self.port);
+    }
+
+    /// Stops the server and removes the directory when this process exits,
+    /// however it exits.
+    fn spawn_watchdog(&self) {
+        let pg_ctl = self.command("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+        let mut stop: Vec<String> = vec![pg_ctl.get_program().to_string_lossy().into_owned()];
+        stop.extend(pg_ctl.get_args().map(|a| format!("'{}'", a.to_string_lossy())));
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
+            parent = std::process::id(),
+            stop = stop.join(" "),
+            dir = self.dir.display()
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cluster watchdog (setsid sh)");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open postgresql.conf");
+    f.write_all(text.as_bytes()).expect("append postgresql.conf");
+}
