@@ -235,13 +235,15 @@ impl Cluster {
             stop = stop.join(" "),
             dir = self.dir.display()
         );
-        Command::new("setsid")
-            .args(["sh", "-c", &script])
+        // `setsid -f` forks the watchdog into its own session and returns at once.
+        let status = Command::new("setsid")
+            .args(["-f", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
+            .status()
             .expect("spawn cluster watchdog (setsid sh)");
+        assert!(status.success(), "setsid -f sh: {status}");
     }
 }
 
