@@ -221,3 +221,36 @@ async fn stat_activity_counts_connections_by_application() {
     .await;
     px.stop().await.unwrap();
 }
+
+/// Columns that exist only on newer servers appear exactly there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_gated_columns_follow_the_server() {
+    let cluster = pg::shared();
+    let client = cluster.connect("postgres", "it-version").await;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let px = start(&shared_yaml()).await;
+    let m = eventually(px.addr, WAIT, "stat_database and conflicts", |m| {
+        (m.has("pg_stat_database_xact_commit") && m.has("pg_stat_database_conflicts_confl_lock")).then(|| m.clone())
+    })
+    .await;
+    let by_version = [
+        ("pg_stat_database_active_time_seconds_total", 140000),
+        ("pg_stat_database_sessions_total", 140000),
+        ("pg_stat_database_conflicts_confl_active_logicalslot_total", 160000),
+        ("pg_stat_database_checksum_failures_total", 0),
+    ];
+    for (name, since) in by_version {
+        assert_eq!(m.has(name), version >= since, "{name} on server {version}");
+    }
+    if version >= 140000 {
+        let sessions = m
+            .get("pg_stat_database_sessions_total", &[("datname", "postgres")])
+            .unwrap();
+        assert!(sessions >= 1.0, "sessions {sessions}");
+    }
+    px.stop().await.unwrap();
+}

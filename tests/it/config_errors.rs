@@ -262,3 +262,46 @@ fn binary_rejects_bad_config_before_listening() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn shipped_examples_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let flags = Flags {
+            config_file: Some(path.clone()),
+            ..Flags::default()
+        };
+        if let Err(e) = Config::load(&flags, &BTreeMap::<String, String>::new()) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+}
+
+/// Every source file says what it owns in a `//!` header (STYLE.md).
+#[test]
+fn every_source_file_has_a_module_doc() {
+    fn walk(dir: &std::path::Path, missing: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, missing);
+            } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.starts_with("//!") {
+                    missing.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for dir in ["src", "tests"] {
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+            &mut missing,
+        );
+    }
+    assert!(missing.is_empty(), "files without a //! header: {missing:?}");
+}
