@@ -10,6 +10,7 @@ mod pg;
 mod promtool;
 mod scrape;
 mod secrets;
+mod tls;
 
 use std::collections::BTreeMap;
 

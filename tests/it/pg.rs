@@ -130,6 +130,32 @@ impl Cluster {
         c
     }
 
+    /// Turns on TLS with this certificate and key (PEM) before the first start.
+    pub fn enable_tls(&self, cert_pem: &Path, key_pem: &Path) {
+        let data = Path::new(&self.dir).join("data");
+        std::fs::copy(cert_pem, data.join("server.crt")).expect("copy server.crt");
+        std::fs::copy(key_pem, data.join("server.key")).expect("copy server.key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+        if self.run_as_postgres {
+            let ok = Command::new("chown")
+                .args(["postgres:"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status();
+            assert!(ok.map(|s| s.success()).unwrap_or(false), "chown server key");
+        }
+        append(
+            &data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        );
+    }
+
+    /// The cluster's directory (for test fixtures).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn data(&self) -> String {
         self.dir.join("data").display().to_string()
     }
