@@ -23,6 +23,9 @@ use serde_yaml::Value;
 
 use crate::collectors;
 
+mod checks;
+pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
+
 /// Default listen port: one above postgres_exporter's 9187, so both can run
 /// side by side during a migration.
 pub const DEFAULT_PORT: u16 = 9188;
@@ -35,6 +38,8 @@ pub struct Config {
     pub log: Log,
     /// One entry per known collector, enabled or not, in registration order.
     pub collectors: Vec<CollectorConfig>,
+    /// The checklist: thresholds and expectations (see `checks.rs`).
+    pub checks: std::sync::Arc<Checks>,
 }
 
 #[derive(Clone)]
@@ -250,6 +255,7 @@ impl Config {
         let mut w = Walker {
             source,
             text,
+            env,
             problems: Vec::new(),
         };
         let root = match serde_yaml::from_str::<Value>(text) {
@@ -288,12 +294,13 @@ fn strip_location(msg: &str) -> &str {
 struct Walker<'a> {
     source: &'a str,
     text: &'a str,
+    env: &'a dyn Env,
     problems: Vec<Problem>,
 }
 
 type Fields<'v> = BTreeMap<String, &'v Value>;
 
-const TOP_KEYS: &[&str] = &["datasource", "web", "log", "collection", "collectors"];
+const TOP_KEYS: &[&str] = &["datasource", "web", "log", "collection", "collectors", "checks"];
 const DATASOURCE_KEYS: &[&str] = &[
     "dsn",
     "password_file",
@@ -318,7 +325,7 @@ impl Walker<'_> {
             source: self.source.to_string(),
             line,
             column,
-            key: path.join("."),
+            key: key_path(path),
             message: message.into(),
         });
     }
@@ -368,7 +375,13 @@ impl Walker<'_> {
     fn string(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
         let v = f.get(key)?;
         match v {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => match expand_env(s, self.env) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.problem(&join(path, key), e);
+                    None
+                }
+            },
             Value::Null => None,
             other => {
                 self.problem(&join(path, key), format!("expected a string, got {}", kind(other)));
@@ -449,11 +462,13 @@ impl Walker<'_> {
         let datasource = self.datasource(get("datasource"), env, max_timeout);
         let web = self.web(get("web"), flags);
         let log = self.log(get("log"), flags);
+        let checks = self.checks(get("checks"));
         Some(Config {
             datasource: datasource?,
             web: web?,
             log: log?,
             collectors,
+            checks: std::sync::Arc::new(checks),
         })
     }
 
@@ -1004,6 +1019,44 @@ fn parse_format(l: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// `checks.pools[1].size`: list indices attach without a dot.
+fn key_path(path: &[&str]) -> String {
+    let mut out = String::new();
+    for p in path {
+        if !out.is_empty() && !p.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(p);
+    }
+    out
+}
+
+/// Expands `${NAME}` from the environment (`$${` is a literal `${`).
+fn expand_env(s: &str, env: &dyn Env) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let Some(end) = rest[i..].find('}') else {
+            return Err(format!("unterminated ${{ in {s:?}"));
+        };
+        let name = &rest[i + 2..i + end];
+        match env.var(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable {name} is not set (used as ${{{name}}})")),
+        }
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 fn join<'a>(path: &[&'a str], key: &'a str) -> Vec<&'a str> {
     let mut p = path.to_vec();
     p.push(key);
@@ -1051,27 +1104,67 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Finds the line and column of a key path in block-style YAML, for error
-/// messages. Returns `None` for flow style or anything it cannot follow.
+/// messages; list items are path components `[0]`, `[1]`, .... Returns `None`
+/// for flow style or anything it cannot follow.
 fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
+    struct Entry {
+        indent: usize,
+        key: String,
+        item: bool,
+        items: usize,
+    }
     if path.is_empty() {
         return None;
     }
-    let mut stack: Vec<(usize, String)> = Vec::new();
+    let matches = |stack: &[Entry]| stack.len() == path.len() && stack.iter().zip(path).all(|(e, p)| e.key == *p);
+    let mut stack: Vec<Entry> = Vec::new();
     for (n, raw) in text.lines().enumerate() {
-        let trimmed = raw.trim_start();
+        let mut trimmed = raw.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
             continue;
         }
-        let indent = raw.len() - trimmed.len();
+        let mut indent = raw.len() - trimmed.len();
+        if trimmed == "-" || trimmed.starts_with("- ") {
+            while stack
+                .last()
+                .is_some_and(|e| e.indent > indent || (e.indent == indent && e.item))
+            {
+                stack.pop();
+            }
+            let index = stack.last_mut().map_or(0, |parent| {
+                parent.items += 1;
+                parent.items - 1
+            });
+            stack.push(Entry {
+                indent,
+                key: format!("[{index}]"),
+                item: true,
+                items: 0,
+            });
+            if matches(&stack) {
+                return Some((n + 1, indent + 1));
+            }
+            let after = trimmed[1..].trim_start();
+            indent += trimmed.len() - after.len();
+            trimmed = after;
+            if trimmed.is_empty() {
+                continue;
+            }
+        }
         let Some((key, _)) = trimmed.split_once(':') else {
             continue;
         };
         let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+        while stack.last().is_some_and(|e| e.indent >= indent) {
             stack.pop();
         }
-        stack.push((indent, key.to_string()));
-        if stack.len() == path.len() && stack.iter().zip(path).all(|((_, k), p)| k == p) {
+        stack.push(Entry {
+            indent,
+            key: key.to_string(),
+            item: false,
+            items: 0,
+        });
+        if matches(&stack) {
             return Some((n + 1, indent + 1));
         }
     }
@@ -1122,6 +1215,23 @@ mod tests {
         assert_eq!(locate(text, &["collectors", "stat_database", "interval"]), Some((5, 5)));
         assert_eq!(locate(text, &["web", "listen_address"]), Some((2, 3)));
         assert_eq!(locate(text, &["web", "nope"]), None);
+    }
+
+    #[test]
+    fn locate_follows_list_items() {
+        let text = "checks:\n  pools:\n    - name: a\n      size: 1\n    - name: b\n      size: x\n  indexes:\n    expected:\n    - idx_a\n    - idx_b\n";
+        assert_eq!(locate(text, &["checks", "pools", "[1]", "size"]), Some((6, 7)));
+        assert_eq!(locate(text, &["checks", "pools", "[0]", "name"]), Some((3, 7)));
+        assert_eq!(locate(text, &["checks", "indexes", "expected", "[1]"]), Some((10, 5)));
+        assert_eq!(key_path(&["checks", "pools", "[1]", "size"]), "checks.pools[1].size");
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env: BTreeMap<String, String> = [("POD_IP".to_string(), "10.1.2.3".to_string())].into();
+        assert_eq!(expand_env("${POD_IP}/32", &env), Ok("10.1.2.3/32".to_string()));
+        assert_eq!(expand_env("a $${POD_IP}", &env), Ok("a ${POD_IP}".to_string()));
+        assert!(expand_env("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
     }
 
     #[test]

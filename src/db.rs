@@ -130,10 +130,11 @@ impl Db {
         &self.target
     }
 
-    /// What collectors know of the server, as of the newest connection.
-    pub fn ctx(&self) -> Ctx {
+    /// What collectors know, as of the newest connection.
+    pub fn ctx(&self, checks: &Arc<crate::config::Checks>) -> Ctx {
         Ctx {
             server_version_num: self.server_version.load(Ordering::Relaxed),
+            checks: checks.clone(),
         }
     }
 

@@ -71,7 +71,7 @@ async fn collector_loop(
         // instead of ending the collector.
         let mut run = tokio::spawn({
             let (shared, cfg) = (shared.clone(), cfg.clone());
-            async move { run_once(def, &cfg, &shared.db).await.map(encode) }
+            async move { run_once(def, &cfg, &shared.db, &shared.config.checks).await.map(encode) }
         });
         let result = tokio::select! {
             r = &mut run => r.unwrap_or_else(|e| Err(CollectError::Panic(e.to_string()))),
@@ -116,12 +116,18 @@ async fn collector_loop(
 }
 
 /// One bounded run: a connection and the collector's queries, within its timeout.
-async fn run_once(def: &Definition, cfg: &CollectorConfig, db: &Db) -> Result<Vec<Family>, CollectError> {
+async fn run_once(
+    def: &Definition,
+    cfg: &CollectorConfig,
+    db: &Db,
+    checks: &Arc<crate::config::Checks>,
+) -> Result<Vec<Family>, CollectError> {
     let deadline = Instant::now() + cfg.timeout;
     let client = timeout_at(deadline, db.client())
         .await
         .map_err(|_| CollectError::Timeout(cfg.timeout))??;
-    match timeout_at(deadline, (def.collect)(&client, db.ctx())).await {
+    let ctx = db.ctx(checks);
+    match timeout_at(deadline, (def.collect)(&client, &ctx)).await {
         Ok(r) => r,
         Err(_) => {
             db.cancel(&client);

@@ -19,11 +19,12 @@ pub mod pg_stat_activity;
 pub mod pg_stat_database;
 pub mod pg_stat_database_conflicts;
 
-/// What a collector knows about the server it talks to.
-#[derive(Clone, Copy, Debug)]
+/// What a collector knows: the server it talks to and the configured checks.
+#[derive(Clone, Debug)]
 pub struct Ctx {
     /// `server_version_num`, e.g. 150004; read once per new connection.
     pub server_version_num: u32,
+    pub checks: std::sync::Arc<crate::config::Checks>,
 }
 
 pub type Client = deadpool_postgres::Client;
@@ -36,7 +37,7 @@ pub struct Definition {
     pub enabled_by_default: bool,
     /// Overrides `collection.interval` when the collector is costly.
     pub default_interval: Option<Duration>,
-    pub collect: for<'a> fn(&'a Client, Ctx) -> CollectFuture<'a>,
+    pub collect: for<'a> fn(&'a Client, &'a Ctx) -> CollectFuture<'a>,
 }
 
 /// The registration list.

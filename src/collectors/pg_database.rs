@@ -35,7 +35,7 @@ pub struct Row {
     pub size_bytes: Option<f64>,
 }
 
-fn collect<'a>(client: &'a Client, _ctx: Ctx) -> CollectFuture<'a> {
+fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let what = "database";
         let mut rows = Vec::new();

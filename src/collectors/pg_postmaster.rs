@@ -31,7 +31,7 @@ pub struct Row {
     pub start_time: f64,
 }
 
-fn collect<'a>(client: &'a Client, _ctx: Ctx) -> CollectFuture<'a> {
+fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let rows = query(client, "postmaster", SQL).await?;
         let row = rows.first().ok_or(CollectError::Query {

@@ -31,7 +31,7 @@ pub struct Row {
     pub vartype: String,
 }
 
-fn collect<'a>(client: &'a Client, _ctx: Ctx) -> CollectFuture<'a> {
+fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let mut rows = Vec::new();
         for r in query(client, "settings", SQL).await? {

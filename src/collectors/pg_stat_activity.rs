@@ -62,7 +62,7 @@ pub struct Row {
     pub max_tx_duration: f64,
 }
 
-fn collect<'a>(client: &'a Client, _ctx: Ctx) -> CollectFuture<'a> {
+fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let what = "stat_activity";
         let mut rows = Vec::new();

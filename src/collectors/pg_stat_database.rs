@@ -190,7 +190,7 @@ pub struct Row {
     pub values: BTreeMap<&'static str, f64>,
 }
 
-fn collect<'a>(client: &'a Client, ctx: Ctx) -> CollectFuture<'a> {
+fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let what = "stat_database";
         let v = ctx.server_version_num;

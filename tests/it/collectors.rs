@@ -254,3 +254,26 @@ async fn version_gated_columns_follow_the_server() {
     }
     px.stop().await.unwrap();
 }
+
+/// The fixture schema builds on every supported version and has its eleven indexes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixture_schema_has_the_guides_indexes() {
+    let db = crate::fixture::create_app_db(pg::shared(), "fixture_db").await;
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND indexname LIKE 'idx\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 11);
+    for name in crate::fixture::NAMED_INDEXES {
+        let found: i64 = db
+            .query_one("SELECT count(*) FROM pg_indexes WHERE indexname = $1", &[&name])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 1, "{name}");
+    }
+}

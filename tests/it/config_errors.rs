@@ -23,7 +23,7 @@ fn each_bad_input_gets_its_exact_message() {
     let cases: Vec<(&str, String)> = vec![
         (
             "colectors:\n  database:\n    interval: 5m\n",
-            "test.yaml:1:1: colectors: unknown key (did you mean \"collectors\"?); expected one of: datasource, web, log, collection, collectors".into(),
+            "test.yaml:1:1: colectors: unknown key (did you mean \"collectors\"?); expected one of: datasource, web, log, collection, collectors, checks".into(),
         ),
         (
             "datasource:\n  pool_size: many\n",
@@ -264,6 +264,82 @@ fn binary_rejects_bad_config_before_listening() {
 }
 
 #[test]
+fn mluvme_example_carries_the_teams_settings() {
+    let env: BTreeMap<String, String> = [("DB_HOST", "db.internal"), ("POD_IP", "10.1.2.3")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let flags = Flags {
+        config_file: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mluvme.yaml").into()),
+        ..Flags::default()
+    };
+    let c = Config::load(&flags, &env).unwrap();
+    let checks = &c.checks;
+    assert_eq!(checks.slow_query_threshold, Duration::from_millis(100));
+    assert_eq!(checks.pools.len(), 1);
+    assert_eq!(checks.pools[0].capacity(), 30);
+    assert!(checks.pools[0].matches("mluvme-api", "x", Some("10.1.2.3".parse().unwrap()), "mluvme"));
+    assert!(!checks.pools[0].matches("mluvme-api", "x", Some("10.1.2.4".parse().unwrap()), "mluvme"));
+    assert_eq!(checks.matviews[0].name, "user_stats_summary");
+    assert_eq!(checks.matviews[0].max_age, Duration::from_secs(3600));
+    assert_eq!(checks.expected_indexes.len(), 6);
+    assert_eq!(checks.index_patterns[0].min_count, 11);
+    assert_eq!(checks.migrations.as_ref().unwrap().expected.as_deref(), Some("003"));
+    assert_eq!(c.datasource.target(), "pgsidecar@db.internal:5432/mluvme");
+
+    let got = problems(
+        "checks:\n  pools:\n    - name: api\n      client_addr: ${POD_IP}\n      size: 20\n",
+        &Flags::default(),
+        &[],
+    );
+    assert_eq!(
+        got,
+        vec![
+            "test.yaml:4:7: checks.pools[0].client_addr: environment variable POD_IP is not set (used as ${POD_IP})"
+                .to_string()
+        ]
+    );
+}
+
+#[test]
+fn checks_errors_get_the_same_clear_messages() {
+    let yaml = "checks:
+  slow_queries:
+    threshold: fast
+  pools:
+    - name: api
+      size: 20
+    - name: api
+      application_name: x
+      size: lots
+      client_addr: 10.0.0.0/40
+  materialized_views:
+    - name: public.user_stats_summary
+  indexes:
+    expected: idx_a
+    patterns:
+      - min_count: 11
+  migrations:
+    expected: 3
+";
+    let got = problems(yaml, &Flags::default(), &[]);
+    assert_eq!(
+        got,
+        vec![
+            "test.yaml:3:5: checks.slow_queries.threshold: invalid duration \"fast\": expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms",
+            "test.yaml:5:5: checks.pools[0]: a pool needs at least one of application_name, usename, client_addr, datname to recognise its connections",
+            "test.yaml:10:7: checks.pools[1].client_addr: invalid address \"10.0.0.0/40\": expected an IP address or a network such as 10.0.0.0/8",
+            "test.yaml:9:7: checks.pools[1].size: expected a whole number between 1 and 100000, got a string (\"lots\")",
+            "test.yaml:7:7: checks.pools[1].name: pool \"api\" is defined twice",
+            "test.yaml:12:5: checks.materialized_views[0]: missing key max_age (how old the view may get, e.g. 1h)",
+            "test.yaml:14:5: checks.indexes.expected: expected a list, got a string (\"idx_a\")",
+            "test.yaml:16:7: checks.indexes.patterns[0]: missing key pattern",
+            "test.yaml:18:5: checks.migrations.expected: expected a string, got a number (3): quote the revision, e.g. \"003\", or YAML drops its leading zeros",
+        ]
+    );
+}
+
+#[test]
 fn shipped_examples_are_valid() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
         let path = entry.unwrap().path();
@@ -274,7 +350,11 @@ fn shipped_examples_are_valid() {
             config_file: Some(path.clone()),
             ..Flags::default()
         };
-        if let Err(e) = Config::load(&flags, &BTreeMap::<String, String>::new()) {
+        let env: BTreeMap<String, String> = [("DB_HOST", "db.internal"), ("POD_IP", "10.1.2.3")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Err(e) = Config::load(&flags, &env) {
             panic!("{}: {e}", path.display());
         }
     }

@@ -5,6 +5,7 @@
 mod collectors;
 mod config_errors;
 mod faults;
+mod fixture;
 mod http;
 mod pg;
 mod promtool;
