@@ -43,6 +43,8 @@ pub struct CollectorStatus {
     pub last_success: Option<SystemTime>,
     /// The last run's error, scrubbed of secrets; `None` after a success.
     pub last_error: Option<String>,
+    /// The last run found a prerequisite missing (the error says which).
+    pub unavailable: bool,
 }
 
 impl CollectorStatus {
@@ -73,6 +75,7 @@ impl Health {
                         last_duration: None,
                         last_success: None,
                         last_error: None,
+                        unavailable: false,
                     })
                     .collect(),
             ),
@@ -84,13 +87,15 @@ impl Health {
         self.collectors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a finished run; returns the status before it.
+    /// Records a finished run; returns the status before it. `unavailable`
+    /// marks an error that is a missing prerequisite.
     pub fn record(
         &self,
         name: &str,
         finished: SystemTime,
         duration: Duration,
         error: Option<String>,
+        unavailable: bool,
     ) -> Option<CollectorStatus> {
         let mut all = self.lock();
         let s = all.iter_mut().find(|s| s.name == name)?;
@@ -103,6 +108,7 @@ impl Health {
             Some(_) => s.failures += 1,
         }
         s.last_error = error;
+        s.unavailable = unavailable && s.last_error.is_some();
         Some(before)
     }
 
@@ -170,6 +176,11 @@ impl Health {
             "Configured time limit of one run of the collector",
             l,
         );
+        let mut unavailable = Family::gauge(
+            "pgsidecar_collector_unavailable",
+            "1 while the collector cannot run because a prerequisite is missing; the reason says which",
+            &["collector", "reason"],
+        );
         let mut stale = Family::gauge(
             "pgsidecar_collector_stale_after_seconds",
             "Age after which a failing collector's last good series are dropped",
@@ -186,8 +197,25 @@ impl Health {
             interval.set(n, s.interval.as_secs_f64());
             timeout.set(n, s.timeout.as_secs_f64());
             stale.set(n, s.stale_after.as_secs_f64());
+            if s.unavailable {
+                let reason = s
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .trim_start_matches("unavailable: ");
+                unavailable.set(&[s.name, reason], 1.0);
+            }
         }
-        fams.extend([success, duration, last_ok, failures, interval, timeout, stale]);
+        fams.extend([
+            success,
+            duration,
+            last_ok,
+            failures,
+            interval,
+            timeout,
+            stale,
+            unavailable,
+        ]);
 
         let mut build = Family::gauge(
             "pgsidecar_build_info",
@@ -261,11 +289,17 @@ mod tests {
         let h = Health::new(&[cfg("postmaster"), cfg("settings")]);
         assert!(!h.pg_up());
         assert_eq!(h.not_ready(), vec!["postmaster", "settings"]);
-        h.record("settings", SystemTime::now(), Duration::ZERO, None);
+        h.record("settings", SystemTime::now(), Duration::ZERO, None, false);
         assert!(!h.pg_up());
-        h.record("postmaster", SystemTime::now(), Duration::ZERO, None);
+        h.record("postmaster", SystemTime::now(), Duration::ZERO, None, false);
         assert!(h.pg_up());
-        h.record("postmaster", SystemTime::now(), Duration::ZERO, Some("down".into()));
+        h.record(
+            "postmaster",
+            SystemTime::now(),
+            Duration::ZERO,
+            Some("down".into()),
+            false,
+        );
         assert!(!h.pg_up());
         assert!(h.not_ready().is_empty());
         let text = String::from_utf8(

@@ -81,6 +81,7 @@ async fn collector_loop(
             }
         };
         let took = started.elapsed();
+        let unavailable = matches!(result, Err(CollectError::Unavailable(_)));
         let error = match result {
             Ok(encoded) => {
                 shared.snapshot.set(def.name, Some(encoded));
@@ -102,7 +103,9 @@ async fn collector_loop(
             }
         };
         let failed = error.is_some();
-        let before = shared.health.record(def.name, SystemTime::now(), took, error);
+        let before = shared
+            .health
+            .record(def.name, SystemTime::now(), took, error, unavailable);
         if failed {
             let last_success = before.and_then(|b| b.last_success);
             let stale = last_success.is_none_or(|t| t.elapsed().unwrap_or_default() > cfg.stale_after);

@@ -60,6 +60,10 @@ pub enum CollectError {
     Timeout(Duration),
     #[error("collector panicked: {0}")]
     Panic(String),
+    /// A prerequisite is missing (an extension not installed, a permission):
+    /// reported once in the log and as `pgsidecar_collector_unavailable`.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl CollectError {
@@ -191,4 +195,62 @@ pub fn column_families<'r>(
             f
         })
         .collect()
+}
+
+/// Runs `sql` with bind parameters (prepared once per connection).
+pub async fn query_params(
+    client: &Client,
+    what: &'static str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, CollectError> {
+    let stmt = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| CollectError::query(what, &e))?;
+    client
+        .query(&stmt, params)
+        .await
+        .map_err(|e| CollectError::query(what, &e))
+}
+
+/// A `WHERE` fragment that applies `checks.relations` to a schema column and
+/// a relation-name column, reading its four `text[]` parameters from
+/// `$first`..`$first+3` (see [`relation_params`]). System schemas are always
+/// left out.
+pub fn relation_filter(schema_col: &str, rel_col: &str, first: usize) -> String {
+    let (a, b, c, d) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "{schema_col} NOT IN ('pg_catalog', 'information_schema') AND {schema_col} NOT LIKE 'pg\\_toast%' \
+         AND (cardinality(${a}::text[]) = 0 OR {schema_col} = ANY(${a}::text[])) \
+         AND NOT ({schema_col} = ANY(${b}::text[])) \
+         AND (cardinality(${c}::text[]) = 0 OR {rel_col} LIKE ANY(${c}::text[])) \
+         AND NOT ({rel_col} LIKE ANY(${d}::text[]))"
+    )
+}
+
+/// The four parameters of [`relation_filter`], in order.
+pub fn relation_params(r: &crate::config::Relations) -> [&Vec<String>; 4] {
+    [&r.include_schemas, &r.exclude_schemas, &r.include, &r.exclude]
+}
+
+/// Keeps at most `limit` items (the first ones: callers sort the biggest
+/// first) and reports the cut in `pgsidecar_collector_series_truncated` and
+/// `pgsidecar_collector_relations_omitted`.
+pub fn cap<T>(collector: &str, mut items: Vec<T>, limit: usize) -> (Vec<T>, Vec<Family>) {
+    let omitted = items.len().saturating_sub(limit);
+    items.truncate(limit);
+    let mut truncated = Family::gauge(
+        "pgsidecar_collector_series_truncated",
+        "1 if the collector's per-relation output was cut to checks.relations.max_series",
+        &["collector"],
+    );
+    truncated.set(&[collector], if omitted > 0 { 1.0 } else { 0.0 });
+    let mut left_out = Family::gauge(
+        "pgsidecar_collector_relations_omitted",
+        "Relations left out of the collector's output by the max_series cap",
+        &["collector"],
+    );
+    left_out.set(&[collector], omitted as f64);
+    (items, vec![truncated, left_out])
 }
