@@ -31,19 +31,19 @@ pgs_apt_install() {
 
 # The directory of the PostgreSQL server binaries: PG_BIN, pg_config, or Debian's newest.
 pgs_pg_bin() {
-  if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
+  if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return 0; fi
   local d
   if command -v pg_config >/dev/null && d=$(pg_config --bindir 2>/dev/null) && [ -x "$d/initdb" ]; then
-    echo "$d"; return
+    echo "$d"; return 0
   fi
   d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [ -n "$d" ] && [ -x "$d/initdb" ] && { echo "$d"; return; }
+  [ -n "$d" ] && [ -x "$d/initdb" ] && { echo "$d"; return 0; }
   return 1
 }
 
 # A psql client (the npm server packages ship none; Debian's talks to 13–18).
 pgs_psql_bin() {
-  if [ -x "$(pgs_pg_bin 2>/dev/null)/psql" ]; then echo "$(pgs_pg_bin)/psql"; return; fi
+  if [ -x "$(pgs_pg_bin 2>/dev/null)/psql" ]; then echo "$(pgs_pg_bin)/psql"; return 0; fi
   command -v psql || return 1
 }
 

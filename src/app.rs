@@ -65,7 +65,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .unwrap_or(std::time::Duration::from_secs(15));
     let db = Db::new(&config.datasource, shortest / 2)?;
     let shared = Arc::new(Shared {
-        health: Health::new(&configs),
+        health: Health::new(&configs, &config.checks),
         db,
         snapshot: Snapshot::default(),
         config,

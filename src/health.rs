@@ -13,6 +13,7 @@
 //! - `pgsidecar_collector_interval_seconds{collector}`,
 //!   `pgsidecar_collector_timeout_seconds{collector}`,
 //!   `pgsidecar_collector_stale_after_seconds{collector}` gauges (configuration).
+//! - `pgsidecar_slow_query_threshold_seconds` gauge (configuration).
 //! - `pgsidecar_build_info{version,revision,rustc}` gauge, 1.
 //! - `pgsidecar_db_pool_size`, `_available`, `_waiting`, `_max_size` gauges.
 //! - the process metrics of the `prometheus` crate: `process_cpu_seconds_total`,
@@ -55,12 +56,15 @@ impl CollectorStatus {
 
 pub struct Health {
     collectors: Mutex<Vec<CollectorStatus>>,
+    /// Configured thresholds, exported as gauges for alert rules to compare against.
+    slow_query_threshold: Duration,
     process: prometheus::process_collector::ProcessCollector,
 }
 
 impl Health {
-    pub fn new(enabled: &[CollectorConfig]) -> Self {
+    pub fn new(enabled: &[CollectorConfig], checks: &crate::config::Checks) -> Self {
         Health {
+            slow_query_threshold: checks.slow_query_threshold,
             collectors: Mutex::new(
                 enabled
                     .iter()
@@ -217,6 +221,14 @@ impl Health {
             unavailable,
         ]);
 
+        let mut threshold = Family::gauge(
+            "pgsidecar_slow_query_threshold_seconds",
+            "Configured slow-query threshold (checks.slow_queries.threshold)",
+            &[],
+        );
+        threshold.set(&[], self.slow_query_threshold.as_secs_f64());
+        fams.push(threshold);
+
         let mut build = Family::gauge(
             "pgsidecar_build_info",
             "pgsidecar's version, source revision and compiler; always 1",
@@ -286,7 +298,7 @@ mod tests {
 
     #[test]
     fn pg_up_follows_the_postmaster_collector() {
-        let h = Health::new(&[cfg("postmaster"), cfg("settings")]);
+        let h = Health::new(&[cfg("postmaster"), cfg("settings")], &crate::config::Checks::default());
         assert!(!h.pg_up());
         assert_eq!(h.not_ready(), vec!["postmaster", "settings"]);
         h.record("settings", SystemTime::now(), Duration::ZERO, None, false);
@@ -322,6 +334,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pgsidecar_db_pool_max_size 3\n"), "{text}");
+        assert!(text.contains("pgsidecar_slow_query_threshold_seconds 0.1\n"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 }

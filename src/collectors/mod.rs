@@ -16,6 +16,8 @@ pub mod pg_database;
 pub mod pg_postmaster;
 pub mod pg_settings;
 pub mod pg_stat_activity;
+pub mod pg_stat_activity_pools;
+pub mod pg_stat_activity_queries;
 pub mod pg_stat_database;
 pub mod pg_stat_database_conflicts;
 
@@ -48,6 +50,8 @@ pub const ALL: &[Definition] = &[
     pg_stat_database_conflicts::DEFINITION,
     pg_database::DEFINITION,
     pg_stat_activity::DEFINITION,
+    pg_stat_activity_queries::DEFINITION,
+    pg_stat_activity_pools::DEFINITION,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -277,3 +277,120 @@ async fn fixture_schema_has_the_guides_indexes() {
         assert_eq!(found, 1, "{name}");
     }
 }
+
+/// 25 connections from the pool's application against a capacity of 30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_connections_against_capacity() {
+    let cluster = pg::shared();
+    let extra = "checks:\n  pools:\n    - name: api\n      application_name: it-pool-api\n      client_addr: 127.0.0.0/8\n      size: 20\n      overflow: 10\n    - name: other\n      application_name: it-pool-none\n      size: 5\n";
+    let px = start(&test_yaml(&cluster.dsn("postgres"), extra)).await;
+    let mut clients = Vec::new();
+    for _ in 0..25 {
+        clients.push(cluster.connect("postgres", "it-pool-api").await);
+    }
+    clients[0].batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let m = eventually(px.addr, WAIT, "25 pool connections", |m| {
+        let n: f64 = m
+            .all("pgsidecar_pool_connections", &[("pool", "api")])
+            .iter()
+            .map(|s| s.value)
+            .sum();
+        (n == 25.0).then(|| m.clone())
+    })
+    .await;
+    assert_eq!(m.get("pgsidecar_pool_capacity", &[("pool", "api")]), Some(30.0));
+    assert_eq!(
+        m.get("pgsidecar_pool_connections", &[("pool", "api"), ("state", "idle")]),
+        Some(24.0)
+    );
+    assert_eq!(
+        m.get(
+            "pgsidecar_pool_connections",
+            &[("pool", "api"), ("state", "idle in transaction")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("pgsidecar_pool_connections", &[("pool", "other"), ("state", "idle")]),
+        Some(0.0)
+    );
+    assert_eq!(m.get("pgsidecar_pool_capacity", &[("pool", "other")]), Some(5.0));
+    eventually(px.addr, WAIT, "idle in transaction for over 1s", |m| {
+        m.get("pgsidecar_pool_idle_in_transaction_max_seconds", &[("pool", "api")])
+            .filter(|s| *s >= 1.0)
+    })
+    .await;
+    drop(clients);
+    eventually(px.addr, WAIT, "pool empty", |m| {
+        let n: f64 = m
+            .all("pgsidecar_pool_connections", &[("pool", "api")])
+            .iter()
+            .map(|s| s.value)
+            .sum();
+        (n == 0.0).then_some(())
+    })
+    .await;
+    px.stop().await.unwrap();
+}
+
+/// A statement running over the 100 ms threshold shows while it runs; fast ones never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_slow_queries_and_idle_transactions() {
+    let cluster = pg::shared();
+    let px = start(&test_yaml(
+        &cluster.dsn("postgres"),
+        "checks:\n  slow_queries:\n    threshold: 100ms\n",
+    ))
+    .await;
+    let m = eventually(px.addr, WAIT, "threshold gauge", |m| {
+        m.has("pg_stat_activity_oldest_query_seconds").then(|| m.clone())
+    })
+    .await;
+    assert_eq!(m.get("pgsidecar_slow_query_threshold_seconds", &[]), Some(0.1));
+
+    let fast = cluster.connect("postgres", "it-fast").await;
+    let slow = cluster.connect("postgres", "it-slow").await;
+    let sleeper = tokio::spawn(async move { slow.batch_execute("SELECT pg_sleep(4)").await });
+    let idle = cluster.connect("postgres", "it-idle-tx").await;
+    idle.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    for _ in 0..20 {
+        fast.batch_execute("SELECT 1").await.unwrap();
+    }
+    let m = eventually(px.addr, WAIT, "one slow active query", |m| {
+        (m.get("pg_stat_activity_slow_queries", &[("application_name", "it-slow")]) == Some(1.0)).then(|| m.clone())
+    })
+    .await;
+    let age = m
+        .get(
+            "pg_stat_activity_oldest_query_seconds",
+            &[("application_name", "it-slow")],
+        )
+        .unwrap();
+    assert!(age > 0.1, "age {age}");
+    assert_ne!(
+        m.get("pg_stat_activity_slow_queries", &[("application_name", "it-fast")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get(
+            "pg_stat_activity_idle_in_transaction_connections",
+            &[("application_name", "it-idle-tx")]
+        ),
+        Some(1.0)
+    );
+    // pgsidecar's own running query is left out; its other pooled sessions are idle.
+    assert!(
+        m.all("pg_stat_activity_slow_queries", &[("application_name", "pgsidecar")])
+            .iter()
+            .all(|s| s.value == 0.0)
+    );
+    sleeper.await.unwrap().unwrap();
+    eventually(px.addr, WAIT, "slow query done", |m| {
+        m.all("pg_stat_activity_slow_queries", &[("application_name", "it-slow")])
+            .iter()
+            .all(|s| s.value == 0.0)
+            .then_some(())
+    })
+    .await;
+    px.stop().await.unwrap();
+}

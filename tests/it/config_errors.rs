@@ -16,7 +16,13 @@ fn problems(yaml: &str, flags: &Flags, env: &[(&str, &str)]) -> Vec<String> {
     }
 }
 
-const COLLECTORS: &str = "postmaster, settings, stat_database, stat_database_conflicts, database, stat_activity";
+fn collectors() -> String {
+    pgsidecar::collectors::ALL
+        .iter()
+        .map(|d| d.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 #[test]
 fn each_bad_input_gets_its_exact_message() {
@@ -39,7 +45,7 @@ fn each_bad_input_gets_its_exact_message() {
         ),
         (
             "collectors:\n  stat_databse:\n    enabled: true\n",
-            format!("test.yaml:2:3: collectors.stat_databse: unknown collector (did you mean \"stat_database\"?); expected one of: {COLLECTORS}"),
+            format!("test.yaml:2:3: collectors.stat_databse: unknown collector (did you mean \"stat_database\"?); expected one of: {}", collectors()),
         ),
         (
             "collectors:\n  settings:\n    enabled: yes please\n",
@@ -101,7 +107,7 @@ fn every_problem_is_listed_at_once() {
         got,
         vec![
             "test.yaml:5:3: collection.timeout: invalid duration \"soon\": expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms".to_string(),
-            format!("test.yaml:7:3: collectors.nope: unknown collector; expected one of: {COLLECTORS}"),
+            format!("test.yaml:7:3: collectors.nope: unknown collector; expected one of: {}", collectors()),
             "test.yaml:3:3: datasource.colour: unknown key; expected one of: dsn, password_file, sslmode, sslrootcert, application_name, pool_size, connect_timeout, statement_timeout, lock_timeout, idle_in_transaction_session_timeout".to_string(),
             "test.yaml:2:3: datasource.pool_size: expected a whole number between 1 and 32, got a number (-1)".to_string(),
             "test.yaml:9:3: log.level: unknown log level \"loud\": expected debug, info, warn or error".to_string(),

@@ -16,8 +16,10 @@ async fn down_at_start_then_comes_up() {
     let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
     let m = eventually(px.addr, WITHIN, "pg_up 0 while down", |m| {
         let failed = m.all("pg_scrape_collector_success", &[]);
-        (m.get("pg_up", &[]) == Some(0.0) && failed.len() == 6 && failed.iter().all(|s| s.value == 0.0))
-            .then(|| m.clone())
+        (m.get("pg_up", &[]) == Some(0.0)
+            && failed.len() == crate::default_collectors()
+            && failed.iter().all(|s| s.value == 0.0))
+        .then(|| m.clone())
     })
     .await;
     assert!(!m.has("pg_stat_database_xact_commit"));
@@ -135,12 +137,15 @@ async fn collector_over_its_timeout_leaves_the_others_running() {
     let cluster = Cluster::init();
     cluster.start();
     // Long lock_timeout so that the collector's own timeout is what fires.
-    let yaml = test_yaml(
-        &cluster.dsn("postgres"),
-        "collectors:\n  database:\n    interval: 1s\n    timeout: 500ms\n  stat_database:\n    enabled: false\n  \
-         stat_database_conflicts:\n    enabled: false\n  stat_activity:\n    enabled: false\n",
-    )
-    .replace(
+    // Only postmaster, settings and database run: every other collector reads
+    // a view that joins pg_database too.
+    let mut collectors = String::from("collectors:\n  database:\n    interval: 1s\n    timeout: 500ms\n");
+    for def in pgsidecar::collectors::ALL {
+        if !["postmaster", "settings", "database"].contains(&def.name) {
+            collectors.push_str(&format!("  {}:\n    enabled: false\n", def.name));
+        }
+    }
+    let yaml = test_yaml(&cluster.dsn("postgres"), &collectors).replace(
         "datasource:\n",
         "datasource:\n  lock_timeout: 30s\n  statement_timeout: 30s\n",
     );

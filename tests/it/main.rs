@@ -34,6 +34,14 @@ pub async fn start(yaml: &str) -> Running {
     Running::start(config(yaml)).await.expect("start pgsidecar")
 }
 
+/// How many collectors run with the default configuration.
+pub fn default_collectors() -> usize {
+    pgsidecar::collectors::ALL
+        .iter()
+        .filter(|d| d.enabled_by_default)
+        .count()
+}
+
 /// The shared cluster's DSN for `postgres`, with the database collector fast.
 pub fn shared_yaml() -> String {
     test_yaml(

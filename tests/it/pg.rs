@@ -25,6 +25,7 @@ pub fn shared() -> &'static Cluster {
     SHARED.get_or_init(|| {
         let c = Cluster::init();
         c.start();
+        c.create_extension_in_postgres_db();
         c
     })
 }
@@ -217,6 +218,29 @@ impl Cluster {
         let pid = pid_file.lines().next().expect("pid line").trim().to_string();
         let status = Command::new("kill").args(["-9", &pid]).status().expect("kill");
         assert!(status.success(), "kill -9 {pid}");
+    }
+
+    /// `pg_stat_statements` in the `postgres` database (not in template1, so
+    /// new databases start without it). On a thread of its own: the caller
+    /// may be inside a tokio runtime.
+    fn create_extension_in_postgres_db(&self) {
+        let dsn = self.dsn("postgres");
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                client
+                    .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                    .await
+                    .unwrap();
+            })
+        })
+        .join()
+        .expect("create pg_stat_statements in the shared cluster");
     }
 
     /// A DSN for the superuser (trusted on 127.0.0.1).

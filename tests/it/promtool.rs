@@ -23,7 +23,7 @@ async fn promtool_accepts_the_exposition() {
     let px = start(&shared_yaml()).await;
     let m = eventually(px.addr, Duration::from_secs(15), "all collectors ran", |m| {
         let ok = m.all("pg_scrape_collector_success", &[]);
-        (ok.len() == 6 && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
+        (ok.len() == crate::default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
     })
     .await;
     px.stop().await.unwrap();
