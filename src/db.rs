@@ -60,13 +60,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 impl Db {
     /// Builds the pool; connects lazily, so a down server does not stop start-up.
     pub fn new(ds: &Datasource, max_backoff: Duration) -> Result<Db, DbError> {
-        let tls = MakeRustlsConnect::new(tls_config(ds)?);
+        let tls = tls_connector(ds)?;
         let mut pg = ds.pg.clone();
-        pg.ssl_mode(match ds.sslmode {
-            SslMode::Disable => PgSslMode::Disable,
-            SslMode::Prefer => PgSslMode::Prefer,
-            _ => PgSslMode::Require,
-        });
+        pg.ssl_mode(pg_ssl_mode(ds.sslmode));
         pg.application_name(&ds.application_name);
         let mut options = pg.get_options().map(str::to_string).unwrap_or_default();
         for (k, v) in [
@@ -208,6 +204,21 @@ impl Db {
 
     pub fn close(&self) {
         self.pool.close();
+    }
+}
+
+/// The TLS connector for a datasource's sslmode and root certificates.
+pub fn tls_connector(ds: &Datasource) -> Result<MakeRustlsConnect, DbError> {
+    Ok(MakeRustlsConnect::new(tls_config(ds)?))
+}
+
+/// tokio-postgres's mode: verify-ca and verify-full require TLS; the
+/// verification itself is ours (see `tls_config`).
+pub fn pg_ssl_mode(mode: SslMode) -> PgSslMode {
+    match mode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        _ => PgSslMode::Require,
     }
 }
 

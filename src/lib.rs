@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod install;
 pub mod logging;
 pub mod metrics;
 pub mod scheduler;

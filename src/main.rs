@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pgsidecar::config::{Config, Flags, ProcessEnv};
 
 /// Prometheus exporter sidecar for PostgreSQL.
@@ -31,6 +31,25 @@ struct Cli {
     /// Log format: logfmt or json [default: logfmt].
     #[arg(long = "log.format", value_name = "FORMAT")]
     log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the `pgsidecar` schema and event triggers that record
+    /// materialized-view refreshes, in the configured database (needs a superuser).
+    Install {
+        /// Print the SQL instead of running it (for your own migrations).
+        #[arg(long = "print-sql")]
+        print_sql: bool,
+    },
+    /// Remove the `pgsidecar` schema and its event triggers.
+    Uninstall {
+        /// Print the SQL instead of running it.
+        #[arg(long = "print-sql")]
+        print_sql: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +61,13 @@ fn main() -> ExitCode {
         log_level: cli.log_level,
         log_format: cli.log_format,
     };
+    let (sql, action) = match cli.command {
+        Some(Command::Install { print_sql: true }) => return print(pgsidecar::install::INSTALL_SQL),
+        Some(Command::Uninstall { print_sql: true }) => return print(pgsidecar::install::UNINSTALL_SQL),
+        Some(Command::Install { .. }) => (Some(pgsidecar::install::INSTALL_SQL), "install"),
+        Some(Command::Uninstall { .. }) => (Some(pgsidecar::install::UNINSTALL_SQL), "uninstall"),
+        None => (None, ""),
+    };
     let config = match Config::load(&flags, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -49,6 +75,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(sql) = sql {
+        return admin(&config, sql, action);
+    }
     if cli.config_check {
         let enabled: Vec<_> = config.collectors.iter().filter(|c| c.enabled).map(|c| c.name).collect();
         println!(
@@ -88,6 +117,32 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+fn print(sql: &str) -> ExitCode {
+    print!("{sql}");
+    ExitCode::SUCCESS
+}
+
+/// `install` / `uninstall` against the configured database.
+fn admin(config: &Config, sql: &str, action: &'static str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgsidecar: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(pgsidecar::install::apply(&config.datasource, sql, action)) {
+        Ok(()) => {
+            println!("pgsidecar: {action} done in {}", config.datasource.target());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgsidecar: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

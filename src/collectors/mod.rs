@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::metrics::Family;
 
 pub mod pg_database;
+pub mod pg_matviews;
 pub mod pg_postmaster;
 pub mod pg_settings;
 pub mod pg_stat_activity;
@@ -52,6 +53,7 @@ pub const ALL: &[Definition] = &[
     pg_stat_activity::DEFINITION,
     pg_stat_activity_queries::DEFINITION,
     pg_stat_activity_pools::DEFINITION,
+    pg_matviews::DEFINITION,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ mod config_errors;
 mod faults;
 mod fixture;
 mod http;
+mod matviews;
 mod pg;
 mod promtool;
 mod scrape;

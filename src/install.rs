@@ -1,0 +1,136 @@
+//! `pgsidecar install` / `uninstall`: the small `pgsidecar` schema that
+//! records materialized-view refreshes, which PostgreSQL itself does not.
+//!
+//! Two event triggers fire on `REFRESH MATERIALIZED VIEW` (plain and
+//! `CONCURRENTLY`): at `ddl_command_start` one notes the time in a session
+//! variable; at `ddl_command_end` the other writes the view's end time,
+//! duration and refresh count to `pgsidecar.matview_refresh`. Both functions
+//! are `SECURITY DEFINER`, so the role that refreshes needs no new privilege.
+//! The SQL is idempotent and versioned (`pgsidecar.schema_version`), so a later
+//! pgsidecar can upgrade it. Installing needs a superuser (event triggers do);
+//! `--print-sql` prints it for teams that apply SQL through their migrations.
+//!
+//! These are the only statements pgsidecar runs that write; they run only on
+//! the operator's command, in a session of their own.
+
+use std::time::Duration;
+
+/// The schema version this pgsidecar installs.
+pub const SCHEMA_VERSION: i32 = 1;
+
+pub const INSTALL_SQL: &str = r#"-- pgsidecar refresh log, schema version 1. Idempotent; run as a superuser.
+CREATE SCHEMA IF NOT EXISTS pgsidecar;
+COMMENT ON SCHEMA pgsidecar IS 'pgsidecar: records materialized view refreshes (pgsidecar uninstall removes it)';
+CREATE TABLE IF NOT EXISTS pgsidecar.schema_version (version int NOT NULL);
+CREATE TABLE IF NOT EXISTS pgsidecar.matview_refresh (
+    schemaname name NOT NULL,
+    matviewname name NOT NULL,
+    last_refresh timestamptz NOT NULL,
+    last_duration_seconds float8 NOT NULL,
+    refreshes bigint NOT NULL DEFAULT 1,
+    PRIMARY KEY (schemaname, matviewname)
+);
+
+CREATE OR REPLACE FUNCTION pgsidecar.refresh_started() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    PERFORM set_config('pgsidecar.refresh_started', clock_timestamp()::text, false);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgsidecar.refresh_ended() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    cmd record;
+    started timestamptz := COALESCE(NULLIF(current_setting('pgsidecar.refresh_started', true), '')::timestamptz, clock_timestamp());
+    ended timestamptz := clock_timestamp();
+BEGIN
+    FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'REFRESH MATERIALIZED VIEW' LOOP
+        INSERT INTO pgsidecar.matview_refresh AS r (schemaname, matviewname, last_refresh, last_duration_seconds)
+        SELECT n.nspname, c.relname, ended, extract(epoch FROM ended - started)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = cmd.objid
+        ON CONFLICT (schemaname, matviewname) DO UPDATE
+            SET last_refresh = EXCLUDED.last_refresh,
+                last_duration_seconds = EXCLUDED.last_duration_seconds,
+                refreshes = r.refreshes + 1;
+    END LOOP;
+END
+$$;
+
+DROP EVENT TRIGGER IF EXISTS pgsidecar_refresh_started;
+CREATE EVENT TRIGGER pgsidecar_refresh_started ON ddl_command_start
+    WHEN TAG IN ('REFRESH MATERIALIZED VIEW') EXECUTE FUNCTION pgsidecar.refresh_started();
+DROP EVENT TRIGGER IF EXISTS pgsidecar_refresh_ended;
+CREATE EVENT TRIGGER pgsidecar_refresh_ended ON ddl_command_end
+    WHEN TAG IN ('REFRESH MATERIALIZED VIEW') EXECUTE FUNCTION pgsidecar.refresh_ended();
+
+REVOKE ALL ON FUNCTION pgsidecar.refresh_started(), pgsidecar.refresh_ended() FROM PUBLIC;
+GRANT USAGE ON SCHEMA pgsidecar TO PUBLIC;
+GRANT SELECT ON pgsidecar.matview_refresh, pgsidecar.schema_version TO PUBLIC;
+DELETE FROM pgsidecar.schema_version;
+INSERT INTO pgsidecar.schema_version VALUES (1);
+"#;
+
+pub const UNINSTALL_SQL: &str = "-- Removes pgsidecar's refresh log. Run as a superuser.
+DROP EVENT TRIGGER IF EXISTS pgsidecar_refresh_started;
+DROP EVENT TRIGGER IF EXISTS pgsidecar_refresh_ended;
+DROP SCHEMA IF EXISTS pgsidecar CASCADE;
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("{action} in {target}: {message}")]
+    Sql {
+        action: &'static str,
+        target: String,
+        message: String,
+    },
+}
+
+/// Runs `sql` in one transaction on a session of its own (read-write, but
+/// bounded and named `pgsidecar-install`).
+pub async fn apply(ds: &crate::config::Datasource, sql: &str, action: &'static str) -> Result<(), InstallError> {
+    let target = ds.target();
+    let scrub = |m: String| match ds.password() {
+        Some(p) => m.replace(&p, "******"),
+        None => m,
+    };
+    let mut pg = ds.pg.clone();
+    pg.application_name("pgsidecar-install");
+    pg.options("-c statement_timeout=60000 -c lock_timeout=5000");
+    let tls = crate::db::tls_connector(ds).map_err(|e| InstallError::Connect {
+        target: target.clone(),
+        message: e.to_string(),
+    })?;
+    pg.ssl_mode(crate::db::pg_ssl_mode(ds.sslmode));
+    let connect = tokio::time::timeout(ds.connect_timeout + Duration::from_secs(1), pg.connect(tls));
+    let (client, conn) = match connect.await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Err(InstallError::Connect {
+                target,
+                message: scrub(crate::db::describe(&e)),
+            });
+        }
+        Err(_) => {
+            return Err(InstallError::Connect {
+                target,
+                message: "timed out".into(),
+            });
+        }
+    };
+    let task = tokio::spawn(conn);
+    let result = client
+        .batch_execute(&format!("BEGIN;\n{sql}\nCOMMIT;"))
+        .await
+        .map_err(|e| InstallError::Sql {
+            action,
+            target: target.clone(),
+            message: scrub(crate::db::describe(&e)),
+        });
+    drop(client);
+    let _ = task.await;
+    result
+}
