@@ -266,32 +266,36 @@ fn tls_config(ds: &Datasource) -> Result<rustls::ClientConfig, DbError> {
         }
         None => None,
     };
-    let verify_name = ds.sslmode == SslMode::VerifyFull;
-    let config = match (ds.sslmode, roots) {
-        // libpq: with a root certificate, require behaves like verify-ca.
-        (SslMode::VerifyCa | SslMode::VerifyFull | SslMode::Require | SslMode::Prefer, Some(roots)) => {
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+    // libpq: with a root certificate, prefer and require check the chain too
+    // (as verify-ca); without one they encrypt without verifying.
+    let chain = match roots {
+        Some(roots) => Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
-                .map_err(|e| DbError::Tls(e.to_string()))?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Verifier { inner, verify_name }))
-                .with_no_client_auth()
-        }
-        // prefer/require without a root certificate: encrypted, not verified (libpq's behaviour).
-        _ => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth(),
+                .map_err(|e| DbError::Tls(e.to_string()))?,
+        ),
+        None => None,
     };
+    let verifier = Verifier {
+        chain,
+        verify_name: ds.sslmode == SslMode::VerifyFull,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
     Ok(config)
 }
 
-/// Verifies the chain against sslrootcert; the host name only in verify-full.
+/// Verifies the chain against sslrootcert when there is one (the host name
+/// only in verify-full); accepts any certificate when there is none. The
+/// handshake signatures are always checked.
 #[derive(Debug)]
 struct Verifier {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     verify_name: bool,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for Verifier {
@@ -303,10 +307,10 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
             )) if !self.verify_name => Ok(ServerCertVerified::assertion()),
@@ -320,7 +324,7 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -329,49 +333,10 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// sslmode prefer/require without a root certificate: encryption only.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
