@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::metrics::Family;
 
 pub mod pg_database;
+pub mod pg_indexes;
 pub mod pg_matviews;
 pub mod pg_postmaster;
 pub mod pg_settings;
@@ -21,6 +22,7 @@ pub mod pg_stat_activity_pools;
 pub mod pg_stat_activity_queries;
 pub mod pg_stat_database;
 pub mod pg_stat_database_conflicts;
+pub mod pg_stat_user_indexes;
 
 /// What a collector knows: the server it talks to and the configured checks.
 #[derive(Clone, Debug)]
@@ -54,6 +56,8 @@ pub const ALL: &[Definition] = &[
     pg_stat_activity_queries::DEFINITION,
     pg_stat_activity_pools::DEFINITION,
     pg_matviews::DEFINITION,
+    pg_indexes::DEFINITION,
+    pg_stat_user_indexes::DEFINITION,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ mod config_errors;
 mod faults;
 mod fixture;
 mod http;
+mod indexes;
 mod matviews;
 mod pg;
 mod promtool;
