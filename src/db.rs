@@ -128,10 +128,7 @@ impl Db {
 
     /// What collectors know, as of the newest connection.
     pub fn ctx(&self, checks: &Arc<crate::config::Checks>) -> Ctx {
-        Ctx {
-            server_version_num: self.server_version.load(Ordering::Relaxed),
-            checks: checks.clone(),
-        }
+        Ctx::new(self.server_version.load(Ordering::Relaxed), checks.clone())
     }
 
     /// A pooled connection, or an error at once while backing off.

@@ -46,6 +46,8 @@ pub struct CollectorStatus {
     pub last_error: Option<String>,
     /// The last run found a prerequisite missing (the error says which).
     pub unavailable: bool,
+    /// Relations the last successful run's cap left out (`None`: no cap).
+    pub omitted: Option<usize>,
 }
 
 impl CollectorStatus {
@@ -80,6 +82,7 @@ impl Health {
                         last_success: None,
                         last_error: None,
                         unavailable: false,
+                        omitted: None,
                     })
                     .collect(),
             ),
@@ -100,6 +103,7 @@ impl Health {
         duration: Duration,
         error: Option<String>,
         unavailable: bool,
+        omitted: Option<usize>,
     ) -> Option<CollectorStatus> {
         let mut all = self.lock();
         let s = all.iter_mut().find(|s| s.name == name)?;
@@ -113,6 +117,9 @@ impl Health {
         }
         s.last_error = error;
         s.unavailable = unavailable && s.last_error.is_some();
+        if s.last_error.is_none() {
+            s.omitted = omitted;
+        }
         Some(before)
     }
 
@@ -185,6 +192,16 @@ impl Health {
             "1 while the collector cannot run because a prerequisite is missing; the reason says which",
             &["collector", "reason"],
         );
+        let mut truncated = Family::gauge(
+            "pgsidecar_collector_series_truncated",
+            "1 if the collector's per-relation output was cut to checks.relations.max_series",
+            l,
+        );
+        let mut omitted = Family::gauge(
+            "pgsidecar_collector_relations_omitted",
+            "Relations left out of the collector's output by the max_series cap",
+            l,
+        );
         let mut stale = Family::gauge(
             "pgsidecar_collector_stale_after_seconds",
             "Age after which a failing collector's last good series are dropped",
@@ -201,6 +218,10 @@ impl Health {
             interval.set(n, s.interval.as_secs_f64());
             timeout.set(n, s.timeout.as_secs_f64());
             stale.set(n, s.stale_after.as_secs_f64());
+            if let Some(cut) = s.omitted {
+                truncated.set(n, if cut > 0 { 1.0 } else { 0.0 });
+                omitted.set(n, cut as f64);
+            }
             if s.unavailable {
                 let reason = s
                     .last_error
@@ -219,6 +240,8 @@ impl Health {
             timeout,
             stale,
             unavailable,
+            truncated,
+            omitted,
         ]);
 
         let mut threshold = Family::gauge(
@@ -301,9 +324,9 @@ mod tests {
         let h = Health::new(&[cfg("postmaster"), cfg("settings")], &crate::config::Checks::default());
         assert!(!h.pg_up());
         assert_eq!(h.not_ready(), vec!["postmaster", "settings"]);
-        h.record("settings", SystemTime::now(), Duration::ZERO, None, false);
+        h.record("settings", SystemTime::now(), Duration::ZERO, None, false, Some(4));
         assert!(!h.pg_up());
-        h.record("postmaster", SystemTime::now(), Duration::ZERO, None, false);
+        h.record("postmaster", SystemTime::now(), Duration::ZERO, None, false, None);
         assert!(h.pg_up());
         h.record(
             "postmaster",
@@ -311,6 +334,7 @@ mod tests {
             Duration::ZERO,
             Some("down".into()),
             false,
+            None,
         );
         assert!(!h.pg_up());
         assert!(h.not_ready().is_empty());
@@ -334,6 +358,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pgsidecar_db_pool_max_size 3\n"), "{text}");
+        assert!(
+            text.contains("pgsidecar_collector_series_truncated{collector=\"settings\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgsidecar_collector_relations_omitted{collector=\"settings\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("pgsidecar_collector_relations_omitted{collector=\"postmaster\"}"),
+            "{text}"
+        );
         assert!(text.contains("pgsidecar_slow_query_threshold_seconds 0.1\n"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }

@@ -71,7 +71,11 @@ async fn collector_loop(
         // instead of ending the collector.
         let mut run = tokio::spawn({
             let (shared, cfg) = (shared.clone(), cfg.clone());
-            async move { run_once(def, &cfg, &shared.db, &shared.config.checks).await.map(encode) }
+            async move {
+                run_once(def, &cfg, &shared.db, &shared.config.checks)
+                    .await
+                    .map(|(families, omitted)| (encode(families), omitted))
+            }
         });
         let result = tokio::select! {
             r = &mut run => r.unwrap_or_else(|e| Err(CollectError::Panic(e.to_string()))),
@@ -82,8 +86,10 @@ async fn collector_loop(
         };
         let took = started.elapsed();
         let unavailable = matches!(result, Err(CollectError::Unavailable(_)));
+        let mut omitted = None;
         let error = match result {
-            Ok(encoded) => {
+            Ok((encoded, cut)) => {
+                omitted = cut;
                 shared.snapshot.set(def.name, Some(encoded));
                 if logged_error.take().is_some() {
                     tracing::info!(collector = def.name, "collector recovered");
@@ -105,7 +111,7 @@ async fn collector_loop(
         let failed = error.is_some();
         let before = shared
             .health
-            .record(def.name, SystemTime::now(), took, error, unavailable);
+            .record(def.name, SystemTime::now(), took, error, unavailable, omitted);
         if failed {
             let last_success = before.and_then(|b| b.last_success);
             let stale = last_success.is_none_or(|t| t.elapsed().unwrap_or_default() > cfg.stale_after);
@@ -118,20 +124,21 @@ async fn collector_loop(
     }
 }
 
-/// One bounded run: a connection and the collector's queries, within its timeout.
+/// One bounded run: a connection and the collector's queries, within its
+/// timeout. Returns the families and the relations a cap left out.
 async fn run_once(
     def: &Definition,
     cfg: &CollectorConfig,
     db: &Db,
     checks: &Arc<crate::config::Checks>,
-) -> Result<Vec<Family>, CollectError> {
+) -> Result<(Vec<Family>, Option<usize>), CollectError> {
     let deadline = Instant::now() + cfg.timeout;
     let client = timeout_at(deadline, db.client())
         .await
         .map_err(|_| CollectError::Timeout(cfg.timeout))??;
     let ctx = db.ctx(checks);
     match timeout_at(deadline, (def.collect)(&client, &ctx)).await {
-        Ok(r) => r,
+        Ok(r) => r.map(|families| (families, ctx.omitted())),
         Err(_) => {
             db.cancel(&client);
             Err(CollectError::Timeout(cfg.timeout))

@@ -24,12 +24,31 @@ pub mod pg_stat_database;
 pub mod pg_stat_database_conflicts;
 pub mod pg_stat_user_indexes;
 
-/// What a collector knows: the server it talks to and the configured checks.
-#[derive(Clone, Debug)]
+/// What a collector knows (the server it talks to, the configured checks),
+/// and what it reports besides its families (relations its cap left out).
+/// One per run.
+#[derive(Debug)]
 pub struct Ctx {
     /// `server_version_num`, e.g. 150004; read once per new connection.
     pub server_version_num: u32,
     pub checks: std::sync::Arc<crate::config::Checks>,
+    /// Set by [`cap`]: relations left out by `checks.relations.max_series`.
+    pub omitted: std::sync::Mutex<Option<usize>>,
+}
+
+impl Ctx {
+    pub fn new(server_version_num: u32, checks: std::sync::Arc<crate::config::Checks>) -> Self {
+        Ctx {
+            server_version_num,
+            checks,
+            omitted: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Relations left out by the cap in this run (`None`: no cap applied).
+    pub fn omitted(&self) -> Option<usize> {
+        *self.omitted.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 pub type Client = deadpool_postgres::Client;
@@ -244,23 +263,32 @@ pub fn relation_params(r: &crate::config::Relations) -> [&Vec<String>; 4] {
     [&r.include_schemas, &r.exclude_schemas, &r.include, &r.exclude]
 }
 
-/// Keeps at most `limit` items (the first ones: callers sort the biggest
-/// first) and reports the cut in `pgsidecar_collector_series_truncated` and
-/// `pgsidecar_collector_relations_omitted`.
-pub fn cap<T>(collector: &str, mut items: Vec<T>, limit: usize) -> (Vec<T>, Vec<Family>) {
+/// Keeps the first `checks.relations.max_series` items (callers sort the
+/// biggest first) and records how many were left out in `ctx`; the health
+/// families report it as `pgsidecar_collector_series_truncated` and
+/// `pgsidecar_collector_relations_omitted`, once per collector.
+pub fn cap<T>(ctx: &Ctx, mut items: Vec<T>) -> Vec<T> {
+    let limit = ctx.checks.relations.max_series;
     let omitted = items.len().saturating_sub(limit);
     items.truncate(limit);
-    let mut truncated = Family::gauge(
-        "pgsidecar_collector_series_truncated",
-        "1 if the collector's per-relation output was cut to checks.relations.max_series",
-        &["collector"],
-    );
-    truncated.set(&[collector], if omitted > 0 { 1.0 } else { 0.0 });
-    let mut left_out = Family::gauge(
-        "pgsidecar_collector_relations_omitted",
-        "Relations left out of the collector's output by the max_series cap",
-        &["collector"],
-    );
-    left_out.set(&[collector], omitted as f64);
-    (items, vec![truncated, left_out])
+    let mut slot = ctx.omitted.lock().unwrap_or_else(|p| p.into_inner());
+    *slot = Some(slot.unwrap_or(0) + omitted);
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_keeps_the_first_items_and_records_the_rest() {
+        let mut checks = crate::config::Checks::default();
+        checks.relations.max_series = 2;
+        let ctx = Ctx::new(150000, std::sync::Arc::new(checks));
+        assert_eq!(ctx.omitted(), None);
+        assert_eq!(cap(&ctx, vec![3, 2, 1]), vec![3, 2]);
+        assert_eq!(ctx.omitted(), Some(1));
+        assert_eq!(cap(&ctx, vec![9]), vec![9]);
+        assert_eq!(ctx.omitted(), Some(1));
+    }
 }

@@ -20,7 +20,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{Client, CollectFuture, Column, Ctx, Definition, column_families, query, read_columns, select_list, text};
+use super::{
+    Client, CollectError, CollectFuture, Column, Ctx, Definition, column_families, query, read_columns, select_list,
+    text,
+};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
@@ -192,20 +195,41 @@ pub struct Row {
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "stat_database";
         let v = ctx.server_version_num;
-        let mut rows = Vec::new();
-        for r in query(client, what, &sql(v)).await? {
-            let mut values = read_columns(&r, what, COLUMNS, v)?;
-            values.extend(read_columns(&r, what, STATS_RESET, v)?);
-            rows.push(Row {
-                datid: text(&r, what, "datid")?,
-                datname: text(&r, what, "datname")?,
-                values,
-            });
-        }
+        let rows = read_rows(client, "stat_database", &sql(v), &[COLUMNS, STATS_RESET], v).await?;
         Ok(families(&rows))
     })
+}
+
+impl Row {
+    /// The label values and the column values, as `column_families` takes them.
+    pub fn labelled(&self) -> (Vec<&str>, &BTreeMap<&'static str, f64>) {
+        (vec![self.datid.as_str(), self.datname.as_str()], &self.values)
+    }
+}
+
+/// Reads one `Row` per database: `datid`, `datname` and the columns of
+/// `tables` that the server version has. Shared with `stat_database_conflicts`.
+pub(super) async fn read_rows(
+    client: &Client,
+    what: &'static str,
+    sql: &str,
+    tables: &[&'static [Column]],
+    version: u32,
+) -> Result<Vec<Row>, CollectError> {
+    let mut rows = Vec::new();
+    for r in query(client, what, sql).await? {
+        let mut values = BTreeMap::new();
+        for cols in tables {
+            values.extend(read_columns(&r, what, cols, version)?);
+        }
+        rows.push(Row {
+            datid: text(&r, what, "datid")?,
+            datname: text(&r, what, "datname")?,
+            values,
+        });
+    }
+    Ok(rows)
 }
 
 pub fn families(rows: &[Row]) -> Vec<Family> {

@@ -7,9 +7,8 @@
 //! also `pg_stat_database_conflicts_confl_active_logicalslot_total` (new in
 //! pgsidecar).
 
-use std::collections::BTreeMap;
-
-use super::{Client, CollectFuture, Column, Ctx, Definition, column_families, query, read_columns, select_list, text};
+use super::pg_stat_database::{Row, read_rows};
+use super::{Client, CollectFuture, Column, Ctx, Definition, column_families, select_list};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
@@ -35,35 +34,16 @@ pub fn sql(version: u32) -> String {
     )
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub datid: String,
-    pub datname: String,
-    pub values: BTreeMap<&'static str, f64>,
-}
-
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "stat_database_conflicts";
-        let mut rows = Vec::new();
-        for r in query(client, what, &sql(ctx.server_version_num)).await? {
-            rows.push(Row {
-                datid: text(&r, what, "datid")?,
-                datname: text(&r, what, "datname")?,
-                values: read_columns(&r, what, COLUMNS, ctx.server_version_num)?,
-            });
-        }
+        let v = ctx.server_version_num;
+        let rows = read_rows(client, "stat_database_conflicts", &sql(v), &[COLUMNS], v).await?;
         Ok(families(&rows))
     })
 }
 
 pub fn families(rows: &[Row]) -> Vec<Family> {
-    column_families(
-        COLUMNS,
-        &["datid", "datname"],
-        rows.iter()
-            .map(|r| (vec![r.datid.as_str(), r.datname.as_str()], &r.values)),
-    )
+    column_families(COLUMNS, &["datid", "datname"], rows.iter().map(Row::labelled))
 }
 
 #[cfg(test)]

@@ -135,13 +135,12 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
                 values,
             });
         }
-        Ok(families(rows, ctx.checks.relations.max_series))
+        Ok(families(&cap(ctx, rows)))
     })
 }
 
-/// `rows` come biggest first; at most `max_series` of them are reported.
-pub fn families(rows: Vec<Row>, max_series: usize) -> Vec<Family> {
-    let (rows, mut out) = cap("stat_user_indexes", rows, max_series);
+pub fn families(rows: &[Row]) -> Vec<Family> {
+    let mut out = Vec::new();
     let it = rows.iter().map(|r| {
         (
             vec![
@@ -194,7 +193,7 @@ mod tests {
 
     #[test]
     fn statio_keeps_the_peers_labels_and_only_unused_ones_are_flagged() {
-        let f = families(vec![row("big", false, 900.0), row("small", true, 10.0)], 10);
+        let f = families(&[row("big", false, 900.0), row("small", true, 10.0)]);
         let get = |n: &str, l: &[&str]| f.iter().find(|f| f.name() == n).and_then(|f| f.get(l));
         let big = ["app", "public", "t", "big"];
         assert_eq!(get("pg_stat_user_indexes_size_bytes", &big), Some(900.0));
@@ -205,32 +204,5 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(get("pg_stat_user_indexes_last_idx_scan_timestamp_seconds", &big), None);
-        assert_eq!(
-            get("pgsidecar_collector_series_truncated", &["stat_user_indexes"]),
-            Some(0.0)
-        );
-    }
-
-    #[test]
-    fn the_cap_keeps_the_first_rows() {
-        let f = families(vec![row("big", false, 900.0), row("small", true, 10.0)], 1);
-        let get = |n: &str, l: &[&str]| f.iter().find(|f| f.name() == n).and_then(|f| f.get(l));
-        assert_eq!(
-            get("pg_stat_user_indexes_size_bytes", &["app", "public", "t", "big"]),
-            Some(900.0)
-        );
-        assert_eq!(
-            get("pg_stat_user_indexes_size_bytes", &["app", "public", "t", "small"]),
-            None
-        );
-        assert_eq!(get("pgsidecar_index_unused", &["app", "public", "t", "small"]), None);
-        assert_eq!(
-            get("pgsidecar_collector_series_truncated", &["stat_user_indexes"]),
-            Some(1.0)
-        );
-        assert_eq!(
-            get("pgsidecar_collector_relations_omitted", &["stat_user_indexes"]),
-            Some(1.0)
-        );
     }
 }
