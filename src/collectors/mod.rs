@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::metrics::Family;
 
+pub mod migrations;
 pub mod pg_database;
 pub mod pg_indexes;
 pub mod pg_matviews;
@@ -23,6 +24,8 @@ pub mod pg_stat_activity_queries;
 pub mod pg_stat_database;
 pub mod pg_stat_database_conflicts;
 pub mod pg_stat_user_indexes;
+pub mod pg_stat_user_tables;
+pub mod pg_statio_user_tables;
 
 /// What a collector knows (the server it talks to, the configured checks),
 /// and what it reports besides its families (relations its cap left out).
@@ -77,6 +80,9 @@ pub const ALL: &[Definition] = &[
     pg_matviews::DEFINITION,
     pg_indexes::DEFINITION,
     pg_stat_user_indexes::DEFINITION,
+    pg_stat_user_tables::DEFINITION,
+    pg_statio_user_tables::DEFINITION,
+    migrations::DEFINITION,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,7 @@ mod pg;
 mod promtool;
 mod scrape;
 mod secrets;
+mod tables;
 mod tls;
 
 use std::collections::BTreeMap;

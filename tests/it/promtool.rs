@@ -10,11 +10,15 @@ use crate::{shared_yaml, start};
 
 /// Families whose names postgres_exporter fixed before us; promtool's lint
 /// flags them: `pg_stat_database_*` counters without `_total`,
-/// `pg_stat_activity_count` and settings such as
+/// `pg_stat_user_tables_*` and `pg_statio_user_tables_*` counters without
+/// `_total` (some, such as `pg_stat_user_tables_vacuum_count`, end in
+/// `_count`), `pg_stat_activity_count` and settings such as
 /// `pg_settings_tcp_keepalives_count` ending in `_count`.
 fn compat_name(name: &str) -> bool {
     (name.starts_with("pg_stat_database_") && !name.ends_with("_total"))
         || name.starts_with("pg_settings_")
+        || (name.starts_with("pg_stat_user_tables_") && !name.ends_with("_total"))
+        || (name.starts_with("pg_statio_user_tables_") && !name.ends_with("_total"))
         || name == "pg_stat_activity_count"
 }
 

@@ -1,0 +1,154 @@
+//! `statio_user_tables`: per-table buffer cache hits and block reads, from
+//! `pg_statio_user_tables`.
+//!
+//! Metrics, all counters, labels `datname`, `schemaname`, `relname`
+//! (postgres_exporter's names; no `_total`):
+//! `pg_statio_user_tables_heap_blocks_read`, `_heap_blocks_hit`,
+//! `_idx_blocks_read`, `_idx_blocks_hit`, `_toast_blocks_read`,
+//! `_toast_blocks_hit`, `_tidx_blocks_read`, `_tidx_blocks_hit`. A table
+//! without indexes or TOAST table reports 0 for those.
+//!
+//! `datname` is the database pgsidecar is connected to. Tables are filtered
+//! by `checks.relations` and capped at its `max_series`, biggest first.
+//!
+//! Version gates: none.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Client, CollectFuture, Column, Ctx, Definition, cap, column_families, query_params, read_columns, relation_filter,
+    relation_params, select_list, text,
+};
+use crate::metrics::Family;
+
+pub const DEFINITION: Definition = Definition {
+    name: "statio_user_tables",
+    enabled_by_default: true,
+    default_interval: None,
+    collect,
+};
+
+const COLUMNS: &[Column] = &[
+    Column::counter(
+        "heap_blks_read",
+        "pg_statio_user_tables_heap_blocks_read",
+        "Number of disk blocks read from this table",
+    ),
+    Column::counter(
+        "heap_blks_hit",
+        "pg_statio_user_tables_heap_blocks_hit",
+        "Number of buffer hits in this table",
+    ),
+    Column::counter(
+        "idx_blks_read",
+        "pg_statio_user_tables_idx_blocks_read",
+        "Number of disk blocks read from all indexes on this table",
+    ),
+    Column::counter(
+        "idx_blks_hit",
+        "pg_statio_user_tables_idx_blocks_hit",
+        "Number of buffer hits in all indexes on this table",
+    ),
+    Column::counter(
+        "toast_blks_read",
+        "pg_statio_user_tables_toast_blocks_read",
+        "Number of disk blocks read from this table's TOAST table",
+    ),
+    Column::counter(
+        "toast_blks_hit",
+        "pg_statio_user_tables_toast_blocks_hit",
+        "Number of buffer hits in this table's TOAST table",
+    ),
+    Column::counter(
+        "tidx_blks_read",
+        "pg_statio_user_tables_tidx_blocks_read",
+        "Number of disk blocks read from this table's TOAST table indexes",
+    ),
+    Column::counter(
+        "tidx_blks_hit",
+        "pg_statio_user_tables_tidx_blocks_hit",
+        "Number of buffer hits in this table's TOAST table indexes",
+    ),
+];
+
+const LABELS: &[&str] = &["datname", "schemaname", "relname"];
+
+/// The SQL for a server version; `$1`..`$4` are [`relation_params`].
+pub fn sql(version: u32) -> String {
+    format!(
+        "SELECT current_database()::text AS datname, schemaname::text AS schemaname, relname::text AS relname, {} \
+         FROM pg_statio_user_tables WHERE {} \
+         ORDER BY pg_table_size(relid) DESC NULLS LAST, schemaname, relname",
+        select_list(COLUMNS, version),
+        relation_filter("schemaname", "relname", 1)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub datname: String,
+    pub schemaname: String,
+    pub relname: String,
+    /// Column name → value (NULL read as 0).
+    pub values: BTreeMap<&'static str, f64>,
+}
+
+fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
+    Box::pin(async move {
+        let what = "statio_user_tables";
+        let v = ctx.server_version_num;
+        let relations = &ctx.checks.relations;
+        let params = relation_params(relations);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| *p as _).collect();
+        let mut rows = Vec::new();
+        for r in query_params(client, what, &sql(v), &params).await? {
+            rows.push(Row {
+                datname: text(&r, what, "datname")?,
+                schemaname: text(&r, what, "schemaname")?,
+                relname: text(&r, what, "relname")?,
+                values: read_columns(&r, what, COLUMNS, v)?,
+            });
+        }
+        Ok(families(&cap(ctx, rows)))
+    })
+}
+
+pub fn families(rows: &[Row]) -> Vec<Family> {
+    let it = rows.iter().map(|r| {
+        (
+            vec![r.datname.as_str(), r.schemaname.as_str(), r.relname.as_str()],
+            &r.values,
+        )
+    });
+    column_families(COLUMNS, LABELS, it)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blks_columns_become_blocks_counters() {
+        let rows = [Row {
+            datname: "app".into(),
+            schemaname: "public".into(),
+            relname: "messages".into(),
+            values: [("heap_blks_hit", 40.0), ("tidx_blks_read", 0.0)].into_iter().collect(),
+        }];
+        let f = families(&rows);
+        assert_eq!(f.len(), 8);
+        let get = |n: &str| {
+            f.iter()
+                .find(|f| f.name() == n)
+                .and_then(|f| f.get(&["app", "public", "messages"]))
+        };
+        assert_eq!(get("pg_statio_user_tables_heap_blocks_hit"), Some(40.0));
+        assert_eq!(get("pg_statio_user_tables_tidx_blocks_read"), Some(0.0));
+        let text = String::from_utf8(crate::metrics::encode(f.clone()).to_vec()).unwrap();
+        assert!(
+            text.contains("# TYPE pg_statio_user_tables_heap_blocks_hit counter"),
+            "{text}"
+        );
+        assert!(sql(150000).contains("heap_blks_hit::float8 AS heap_blks_hit"));
+    }
+}
