@@ -23,6 +23,7 @@ pub mod pg_stat_activity_pools;
 pub mod pg_stat_activity_queries;
 pub mod pg_stat_database;
 pub mod pg_stat_database_conflicts;
+pub mod pg_stat_statements;
 pub mod pg_stat_user_indexes;
 pub mod pg_stat_user_tables;
 pub mod pg_statio_user_tables;
@@ -75,6 +76,7 @@ pub const ALL: &[Definition] = &[
     pg_stat_database_conflicts::DEFINITION,
     pg_database::DEFINITION,
     pg_stat_activity::DEFINITION,
+    pg_stat_statements::DEFINITION,
     pg_stat_activity_queries::DEFINITION,
     pg_stat_activity_pools::DEFINITION,
     pg_matviews::DEFINITION,

@@ -13,6 +13,7 @@ mod pg;
 mod promtool;
 mod scrape;
 mod secrets;
+mod stat_statements;
 mod tables;
 mod tls;
 

@@ -1,0 +1,290 @@
+//! `stat_statements`: the top statements by total execution time, from the
+//! `pg_stat_statements` extension.
+//!
+//! Metrics, labels `user`, `datname`, `queryid`:
+//! - counters (postgres_exporter's names): `pg_stat_statements_calls_total`,
+//!   `pg_stat_statements_seconds_total` (total execution time),
+//!   `pg_stat_statements_rows_total`,
+//!   `pg_stat_statements_block_read_seconds_total` and
+//!   `pg_stat_statements_block_write_seconds_total` (time spent reading and
+//!   writing shared blocks; 0 unless `track_io_timing` is on).
+//! - gauges, new in pgsidecar: `pg_stat_statements_mean_seconds` and
+//!   `pg_stat_statements_max_seconds` (mean and longest execution).
+//! - `pg_stat_statements_query_id{queryid,query}` gauge, always 1, only with
+//!   `checks.slow_queries.include_query_text`: the statement's text with its
+//!   whitespace collapsed, cut to `query_text_length` characters.
+//! - `pgsidecar_stat_statements_top` gauge: how many statements are read.
+//!
+//! Only the top `checks.slow_queries.top` statements by total execution time
+//! are read, and pgsidecar's own (those of its role) are left out unless
+//! `exclude_own_role` is false. The texts are read only when they are
+//! exported. A missing extension, a missing `shared_preload_libraries` entry
+//! or a missing permission makes the collector unavailable, with the reason.
+//!
+//! Version gates: PostgreSQL 17 renamed `blk_read_time` and `blk_write_time`
+//! to `shared_blk_read_time` and `shared_blk_write_time`.
+
+use tokio_postgres::error::SqlState;
+
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, float, text};
+use crate::config::Checks;
+use crate::metrics::Family;
+
+pub const DEFINITION: Definition = Definition {
+    name: "stat_statements",
+    enabled_by_default: true,
+    default_interval: None,
+    collect,
+};
+
+const PG17: u32 = 170000;
+
+const LABELS: &[&str] = &["user", "datname", "queryid"];
+
+/// The SQL for a server version. `$1`: how many statements, `$2`: read the
+/// texts, `$3`: leave out the current role's statements.
+pub fn sql(version: u32) -> String {
+    let (read, write) = if version >= PG17 {
+        ("shared_blk_read_time", "shared_blk_write_time")
+    } else {
+        ("blk_read_time", "blk_write_time")
+    };
+    format!(
+        "SELECT r.rolname::text AS \"user\", d.datname::text AS datname, s.queryid::text AS queryid, \
+         COALESCE(s.query, '') AS query, s.calls::float8 AS calls, s.total_exec_time::float8 AS total_exec_time, \
+         s.rows::float8 AS rows, s.mean_exec_time::float8 AS mean_exec_time, \
+         s.max_exec_time::float8 AS max_exec_time, s.{read}::float8 AS blk_read_time, \
+         s.{write}::float8 AS blk_write_time \
+         FROM pg_stat_statements($2) s \
+         JOIN pg_roles r ON r.oid = s.userid \
+         JOIN pg_database d ON d.oid = s.dbid \
+         WHERE s.queryid IS NOT NULL \
+         AND NOT ($3 AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = current_user)) \
+         ORDER BY s.total_exec_time DESC LIMIT $1"
+    )
+}
+
+/// One statement; times in milliseconds, as Postgres reports them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Row {
+    pub user: String,
+    pub datname: String,
+    pub queryid: String,
+    /// Empty unless the texts were read.
+    pub query: String,
+    pub calls: f64,
+    pub total_exec_time: f64,
+    pub rows: f64,
+    pub mean_exec_time: f64,
+    pub max_exec_time: f64,
+    pub blk_read_time: f64,
+    pub blk_write_time: f64,
+}
+
+fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
+    Box::pin(async move {
+        let what = "stat_statements";
+        let st = &ctx.checks.statements;
+        let top = i64::try_from(st.top).unwrap_or(i64::MAX);
+        let sql = sql(ctx.server_version_num);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&top, &st.include_query_text, &st.exclude_own_role];
+        let result = async { client.query(&client.prepare_cached(&sql).await?, &params).await }.await;
+        let found = match result {
+            Ok(found) => found,
+            Err(e) => {
+                return Err(unavailable(client, &e)
+                    .await
+                    .unwrap_or_else(|| CollectError::query(what, &e)));
+            }
+        };
+        let mut rows = Vec::new();
+        for r in found {
+            rows.push(Row {
+                user: text(&r, what, "user")?,
+                datname: text(&r, what, "datname")?,
+                queryid: text(&r, what, "queryid")?,
+                query: text(&r, what, "query")?,
+                calls: float(&r, what, "calls")?,
+                total_exec_time: float(&r, what, "total_exec_time")?,
+                rows: float(&r, what, "rows")?,
+                mean_exec_time: float(&r, what, "mean_exec_time")?,
+                max_exec_time: float(&r, what, "max_exec_time")?,
+                blk_read_time: float(&r, what, "blk_read_time")?,
+                blk_write_time: float(&r, what, "blk_write_time")?,
+            });
+        }
+        Ok(families(&rows, &ctx.checks))
+    })
+}
+
+/// The missing prerequisite behind a failed query, if that is what failed.
+async fn unavailable(client: &Client, e: &tokio_postgres::Error) -> Option<CollectError> {
+    let db = e.as_db_error()?;
+    let code = db.code();
+    let reason = if *code == SqlState::UNDEFINED_FUNCTION || *code == SqlState::UNDEFINED_TABLE {
+        let datname = match client.query_one("SELECT current_database()::text", &[]).await {
+            Ok(row) => row.try_get::<_, String>(0).unwrap_or_default(),
+            Err(_) => "(unknown)".to_string(),
+        };
+        format!("pg_stat_statements is not installed in database {datname}: CREATE EXTENSION pg_stat_statements")
+    } else if *code == SqlState::UNDEFINED_COLUMN {
+        format!(
+            "{}: the pg_stat_statements extension is older than the server, ALTER EXTENSION pg_stat_statements UPDATE",
+            db.message()
+        )
+    } else if *code == SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE || *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        db.message().to_string()
+    } else {
+        return None;
+    };
+    Some(CollectError::Unavailable(reason))
+}
+
+/// The text as a label value: whitespace runs become one space, control
+/// characters are dropped, and at most `max` characters are kept.
+pub fn query_label(query: &str, max: usize) -> String {
+    query
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect()
+}
+
+pub fn families(rows: &[Row], checks: &Checks) -> Vec<Family> {
+    let st = &checks.statements;
+    let mut calls = Family::counter(
+        "pg_stat_statements_calls_total",
+        "Number of times the statement was executed",
+        LABELS,
+    );
+    let mut seconds = Family::counter(
+        "pg_stat_statements_seconds_total",
+        "Total time spent executing the statement, in seconds",
+        LABELS,
+    );
+    let mut rows_total = Family::counter(
+        "pg_stat_statements_rows_total",
+        "Total number of rows retrieved or affected by the statement",
+        LABELS,
+    );
+    let mut read = Family::counter(
+        "pg_stat_statements_block_read_seconds_total",
+        "Total time the statement spent reading shared blocks, in seconds",
+        LABELS,
+    );
+    let mut write = Family::counter(
+        "pg_stat_statements_block_write_seconds_total",
+        "Total time the statement spent writing shared blocks, in seconds",
+        LABELS,
+    );
+    let mut mean = Family::gauge(
+        "pg_stat_statements_mean_seconds",
+        "Mean execution time of the statement, in seconds",
+        LABELS,
+    );
+    let mut max = Family::gauge(
+        "pg_stat_statements_max_seconds",
+        "Longest execution of the statement, in seconds",
+        LABELS,
+    );
+    let mut texts = Family::gauge(
+        "pg_stat_statements_query_id",
+        "The text of a statement, by queryid (always 1)",
+        &["queryid", "query"],
+    );
+    for r in rows {
+        let l = [r.user.as_str(), r.datname.as_str(), r.queryid.as_str()];
+        calls.set(&l, r.calls);
+        seconds.set(&l, r.total_exec_time / 1000.0);
+        rows_total.set(&l, r.rows);
+        read.set(&l, r.blk_read_time / 1000.0);
+        write.set(&l, r.blk_write_time / 1000.0);
+        mean.set(&l, r.mean_exec_time / 1000.0);
+        max.set(&l, r.max_exec_time / 1000.0);
+        if st.include_query_text {
+            texts.set(&[&r.queryid, &query_label(&r.query, st.query_text_length)], 1.0);
+        }
+    }
+    let mut top = Family::gauge(
+        "pgsidecar_stat_statements_top",
+        "How many statements, the top ones by total execution time, the stat_statements collector reads",
+        &[],
+    );
+    top.set(&[], st.top as f64);
+    vec![calls, seconds, rows_total, read, write, mean, max, texts, top]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn row() -> Row {
+        Row {
+            user: "app".into(),
+            datname: "shop".into(),
+            queryid: "-42".into(),
+            query: "SELECT *\n\tFROM   orders\r\nWHERE id = $1".into(),
+            calls: 4.0,
+            total_exec_time: 1000.0,
+            rows: 8.0,
+            mean_exec_time: 250.0,
+            max_exec_time: 400.0,
+            blk_read_time: 30.0,
+            blk_write_time: 5.0,
+        }
+    }
+
+    fn get(f: &[Family], name: &str, labels: &[&str]) -> Option<f64> {
+        f.iter().find(|f| f.name() == name).and_then(|f| f.get(labels))
+    }
+
+    #[test]
+    fn version_gates_pick_the_block_time_columns() {
+        assert!(sql(160000).contains("s.blk_read_time::float8"));
+        assert!(sql(170000).contains("s.shared_blk_read_time::float8 AS blk_read_time"));
+        assert!(sql(180000).contains("s.shared_blk_write_time::float8 AS blk_write_time"));
+    }
+
+    #[test]
+    fn milliseconds_become_seconds() {
+        let mut checks = Checks {
+            slow_query_threshold: Duration::from_millis(200),
+            ..Checks::default()
+        };
+        checks.statements.top = 7;
+        let f = families(&[row()], &checks);
+        let l = ["app", "shop", "-42"];
+        assert_eq!(get(&f, "pg_stat_statements_calls_total", &l), Some(4.0));
+        assert_eq!(get(&f, "pg_stat_statements_seconds_total", &l), Some(1.0));
+        assert_eq!(get(&f, "pg_stat_statements_rows_total", &l), Some(8.0));
+        assert_eq!(get(&f, "pg_stat_statements_block_read_seconds_total", &l), Some(0.03));
+        assert_eq!(get(&f, "pg_stat_statements_block_write_seconds_total", &l), Some(0.005));
+        assert_eq!(get(&f, "pg_stat_statements_mean_seconds", &l), Some(0.25));
+        assert_eq!(get(&f, "pg_stat_statements_max_seconds", &l), Some(0.4));
+        assert_eq!(get(&f, "pgsidecar_stat_statements_top", &[]), Some(7.0));
+        assert!(
+            f.iter()
+                .any(|f| f.name() == "pg_stat_statements_query_id" && f.is_empty())
+        );
+    }
+
+    #[test]
+    fn query_text_only_when_asked_collapsed_and_cut() {
+        let mut checks = Checks::default();
+        checks.statements.include_query_text = true;
+        checks.statements.query_text_length = 20;
+        let f = families(&[row()], &checks);
+        assert_eq!(
+            get(&f, "pg_stat_statements_query_id", &["-42", "SELECT * FROM orders"]),
+            Some(1.0)
+        );
+        assert_eq!(query_label("a\u{1b}b\n\nž\u{0}ř", 4), "ab ž");
+        assert_eq!(query_label("žžž", 2), "žž");
+    }
+}

@@ -1,0 +1,214 @@
+//! The `stat_statements` collector against a real server: slow and fast
+//! statements, pgsidecar's own statements left out, query texts only on
+//! request, the top-N cut, and a database without the extension.
+//!
+//! pgsidecar runs as the dedicated role `pgsidecar_it` (a `pg_monitor`
+//! member), the workload as `postgres`, so that leaving out pgsidecar's own
+//! role leaves the workload in.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::pg::{self, Cluster};
+use crate::scrape::{Metrics, eventually};
+use crate::{start, test_yaml};
+
+const WAIT: Duration = Duration::from_secs(20);
+const ROLE: &str = "pgsidecar_it";
+
+/// Creates pgsidecar's test role once (tests race for it) and returns its DSN.
+async fn monitor_dsn(cluster: &Cluster, db: &tokio_postgres::Client, dbname: &str) -> String {
+    db.batch_execute(&format!(
+        "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN PASSWORD 'it-secret' IN ROLE pg_monitor; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+    ))
+    .await
+    .unwrap();
+    format!(
+        "host=127.0.0.1 port={} user={ROLE} password=it-secret dbname={dbname} sslmode=disable",
+        cluster.port
+    )
+}
+
+/// The queryid of a statement run by `postgres` in the current database.
+async fn queryid(db: &tokio_postgres::Client, text: &str) -> String {
+    db.query_one(
+        "SELECT queryid::text FROM pg_stat_statements WHERE query = $1 AND userid = 'postgres'::regrole \
+         AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        &[&text],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("queryid of {text:?}: {e}"))
+    .get(0)
+}
+
+fn statements(yaml: &str) -> String {
+    format!("checks:\n  slow_queries:\n{yaml}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_fast_statements_without_pgsidecars_own() {
+    let cluster = pg::shared();
+    let dbname = "stmt_slow_db";
+    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let dsn = monitor_dsn(cluster, &db, dbname).await;
+    const SLOW: &str = "SELECT pg_sleep($1), count(*) FROM users";
+    const FAST: &str = "SELECT count(*) FROM users WHERE level = $1";
+    for _ in 0..4 {
+        db.query(SLOW, &[&0.15f64]).await.unwrap();
+    }
+    for _ in 0..50 {
+        db.query(FAST, &[&"beginner"]).await.unwrap();
+    }
+    let (slow, fast) = (queryid(&db, SLOW).await, queryid(&db, FAST).await);
+
+    // The cluster is shared: a high `top` keeps the fast statement in.
+    let px = start(&test_yaml(&dsn, &statements("    threshold: 100ms\n    top: 5000\n"))).await;
+    let calls = |m: &Metrics, id: &str| {
+        m.get(
+            "pg_stat_statements_calls_total",
+            &[("datname", dbname), ("queryid", id)],
+        )
+    };
+    let m = eventually(px.addr, WAIT, "both statements", |m| {
+        (calls(m, &slow) >= Some(4.0) && calls(m, &fast) >= Some(50.0)).then(|| m.clone())
+    })
+    .await;
+    let get = |name: &str, id: &str| {
+        m.get(name, &[("datname", dbname), ("queryid", id), ("user", "postgres")])
+            .unwrap_or_else(|| panic!("{name} of {id}:\n{}", m.text))
+    };
+    let threshold = m.get("pgsidecar_slow_query_threshold_seconds", &[]).unwrap();
+    assert_eq!(threshold, 0.1);
+    assert_eq!(m.get("pgsidecar_stat_statements_top", &[]), Some(5000.0));
+    let slow_mean = get("pg_stat_statements_mean_seconds", &slow);
+    assert!(slow_mean >= 0.15 && slow_mean > threshold, "slow mean {slow_mean}");
+    assert!(get("pg_stat_statements_max_seconds", &slow) >= 0.15);
+    let slow_calls = get("pg_stat_statements_calls_total", &slow);
+    let slow_total = get("pg_stat_statements_seconds_total", &slow);
+    assert!(slow_total >= slow_calls * 0.15, "{slow_total} s for {slow_calls} calls");
+    assert_eq!(get("pg_stat_statements_rows_total", &slow), slow_calls);
+    assert!(get("pg_stat_statements_block_read_seconds_total", &slow) >= 0.0);
+    assert!(get("pg_stat_statements_block_write_seconds_total", &slow) >= 0.0);
+    let fast_mean = get("pg_stat_statements_mean_seconds", &fast);
+    assert!(fast_mean < threshold, "fast mean {fast_mean}");
+    assert!(m.text.contains("# TYPE pg_stat_statements_seconds_total counter"));
+    assert!(m.text.contains("# TYPE pg_stat_statements_mean_seconds gauge"));
+    assert!(!m.has("pg_stat_statements_query_id"), "texts are off by default");
+
+    // pgsidecar's role has statements of its own, and they are left out.
+    let own: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_statements WHERE userid = 'pgsidecar_it'::regrole",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(own > 0, "pgsidecar_it ran nothing?");
+    let mine = |m: &Metrics| {
+        m.samples
+            .iter()
+            .filter(|s| {
+                s.name.starts_with("pg_stat_statements_") && s.labels.get("user").map(String::as_str) == Some(ROLE)
+            })
+            .count()
+    };
+    assert_eq!(mine(&m), 0, "{}", m.text);
+    px.stop().await.unwrap();
+
+    // ...only because of exclude_own_role.
+    let yaml = statements("    top: 5000\n    exclude_own_role: false\n");
+    let px = start(&test_yaml(&dsn, &yaml)).await;
+    eventually(px.addr, WAIT, "pgsidecar_it's statements", |m| {
+        (mine(m) > 0).then_some(())
+    })
+    .await;
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_texts_only_on_request_and_cut() {
+    let cluster = pg::shared();
+    let dbname = "stmt_text_db";
+    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let dsn = monitor_dsn(cluster, &db, dbname).await;
+    let yaml = statements("    include_query_text: true\n    query_text_length: 40\n");
+    let px = start(&test_yaml(&dsn, &yaml)).await;
+    let texts = eventually(px.addr, WAIT, "query texts", |m| {
+        let texts: Vec<String> = m
+            .all("pg_stat_statements_query_id", &[])
+            .iter()
+            .map(|s| s.labels["query"].clone())
+            .collect();
+        (!texts.is_empty()).then_some(texts)
+    })
+    .await;
+    for t in &texts {
+        assert!(t.chars().count() <= 40, "{t:?}");
+        assert!(!t.chars().any(char::is_control), "{t:?}");
+        assert!(!t.contains("  "), "{t:?}");
+    }
+    assert!(
+        texts.iter().any(|t| t.chars().count() == 40),
+        "no text was cut: {texts:?}"
+    );
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_top_n_statements() {
+    let cluster = pg::shared();
+    let dbname = "stmt_top_db";
+    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let dsn = monitor_dsn(cluster, &db, dbname).await;
+    let px = start(&test_yaml(&dsn, &statements("    top: 3\n"))).await;
+    let m = eventually(px.addr, WAIT, "statements", |m| {
+        m.has("pg_stat_statements_calls_total").then(|| m.clone())
+    })
+    .await;
+    let ids: BTreeSet<&str> = m
+        .all("pg_stat_statements_calls_total", &[])
+        .iter()
+        .map(|s| s.labels["queryid"].as_str())
+        .collect();
+    assert!(!ids.is_empty() && ids.len() <= 3, "{ids:?}");
+    assert_eq!(m.get("pgsidecar_stat_statements_top", &[]), Some(3.0));
+    px.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_without_the_extension() {
+    let cluster = pg::shared();
+    let dbname = "stmt_noext_db";
+    let admin = cluster.connect("postgres", "it-stmt").await;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await.unwrap();
+    let yaml = test_yaml(&cluster.dsn(dbname), "collectors:\n  database:\n    interval: 1s\n");
+    let px = start(&yaml).await;
+    let collectors = pgsidecar::collectors::ALL.len();
+    let m = eventually(px.addr, WAIT, "every collector ran", |m| {
+        (m.all("pg_scrape_collector_success", &[]).len() == collectors && m.has("pgsidecar_collector_unavailable"))
+            .then(|| m.clone())
+    })
+    .await;
+    assert_eq!(m.get("pg_up", &[]), Some(1.0));
+    for s in m.all("pg_scrape_collector_success", &[]) {
+        let ok = s.labels["collector"] != "stat_statements";
+        assert_eq!(s.value, if ok { 1.0 } else { 0.0 }, "{:?}\n{}", s.labels, m.text);
+    }
+    let unavailable = m.all("pgsidecar_collector_unavailable", &[("collector", "stat_statements")]);
+    let [u] = unavailable.as_slice() else {
+        panic!("one unavailable sample expected:\n{}", m.text)
+    };
+    assert_eq!(u.value, 1.0);
+    assert_eq!(
+        u.labels["reason"],
+        format!("pg_stat_statements is not installed in database {dbname}: CREATE EXTENSION pg_stat_statements")
+    );
+    assert!(!m.has("pg_stat_statements_calls_total"));
+    px.stop().await.unwrap();
+}
