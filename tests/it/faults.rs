@@ -76,7 +76,10 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
     }
     let last_success = scrape(px.addr)
         .await
-        .get("pgsidecar_collector_last_success_timestamp_seconds", &[("collector", "stat_database")])
+        .get(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            &[("collector", "stat_database")],
+        )
         .unwrap();
     eventually(px.addr, WITHIN, "stale series dropped", |m| {
         (!m.has("pg_stat_database_xact_commit")
@@ -85,8 +88,15 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
     })
     .await;
     // Staleness counts from the last success, which may precede the stop by an interval.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(now - last_success >= 3.0, "dropped {:.2}s after the last success, before stale_after", now - last_success);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - last_success >= 3.0,
+        "dropped {:.2}s after the last success, before stale_after",
+        now - last_success
+    );
 
     cluster.start();
     eventually(px.addr, WITHIN, "pg_up 1 after restart", |m| {

@@ -140,7 +140,10 @@ async fn custom_telemetry_path_and_disabled_collectors() {
             assert!(m.has("pg_stat_activity_count"));
             assert!(!m.has("pg_settings_max_connections"), "settings is disabled");
             assert!(!m.has("pg_database_size_bytes"), "database is disabled");
-            assert!(m.all("pg_scrape_collector_success", &[("collector", "settings")]).is_empty());
+            assert!(
+                m.all("pg_scrape_collector_success", &[("collector", "settings")])
+                    .is_empty()
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no data on /stats:\n{}", m.text);
