@@ -2,8 +2,10 @@
 //! started by the tests themselves (see `pg`), pgsidecar started in-process
 //! on 127.0.0.1:0 or as its binary, and scraped over HTTP.
 
+mod alerts;
 mod collectors;
 mod config_errors;
+mod dashboards;
 mod faults;
 mod fixture;
 mod http;
