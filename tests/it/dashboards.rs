@@ -22,7 +22,7 @@ fn root() -> PathBuf {
 }
 
 /// Every `*.json` in `dashboards/`, parsed, with its file name.
-fn dashboards() -> Vec<(String, Value)> {
+pub fn dashboards() -> Vec<(String, Value)> {
     let dir = root().join("dashboards");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -69,7 +69,7 @@ fn targets(d: &Value) -> Vec<(String, &Value)> {
         .collect()
 }
 
-fn exprs(d: &Value) -> Vec<(String, String)> {
+pub fn exprs(d: &Value) -> Vec<(String, String)> {
     targets(d)
         .into_iter()
         .map(|(title, t)| {
@@ -228,7 +228,9 @@ fn every_panel_with_queries_has_a_unit() {
 }
 
 /// Template variables replaced by values of the same kind, so the result is PromQL.
-fn substitute(expr: &str) -> String {
+/// The expression with Grafana's variables filled in; `$job`, `$instance`
+/// and the like match everything.
+pub fn substitute(expr: &str) -> String {
     let mut e = expr
         .replace("$__rate_interval", "5m")
         .replace("${__rate_interval}", "5m")
@@ -237,7 +239,9 @@ fn substitute(expr: &str) -> String {
         .replace("$__range", "1h")
         .replace("${__range}", "1h");
     for var in ["datasource", "job", "instance", "datname", "pool"] {
-        e = e.replace(&format!("${{{var}}}"), "x").replace(&format!("${var}"), "x");
+        e = e
+            .replace(&format!("${{{var}}}"), ".*")
+            .replace(&format!("${var}"), ".*");
     }
     e
 }

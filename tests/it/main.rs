@@ -6,6 +6,7 @@ mod alerts;
 mod collectors;
 mod config_errors;
 mod dashboards;
+mod e2e;
 mod faults;
 mod fixture;
 mod http;

@@ -1,0 +1,427 @@
+//! End to end, on 127.0.0.1: PostgreSQL with the application's schema,
+//! pgsidecar with `examples/mluvme.yaml`, Prometheus (Debian package
+//! `prometheus`) loaded with the shipped rules, and Alertmanager (Debian
+//! package `prometheus-alertmanager`) posting to a webhook served here.
+//! Each checklist condition is created for real and its alert must reach
+//! the webhook; then every dashboard query must return data.
+//!
+//! The only test-only changes to the shipped files: every `for:` of the rules
+//! becomes 1s, by a transform of `alerts/pgsidecar.rules.yml` (not a copy),
+//! and the example config gets 1s collection intervals appended.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fixture::create_app_db;
+use crate::pg::{Cluster, free_port};
+use crate::scrape::get;
+
+/// Kills every process it holds when dropped, also when a test fails.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(cmd: &mut Command, what: &str, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    cmd.stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what} (scripts/test installs it): {e}"))
+}
+
+async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() && get(addr, path).await.status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} not ready on {addr}{path}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Serves POSTs on an ephemeral port and keeps their bodies.
+async fn webhook() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let store = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            store.lock().unwrap().push(text[end + 4..end + 4 + len].to_string());
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+/// The shipped rules with every `for:` shortened to 1s.
+fn rules_with_short_for(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/pgsidecar.rules.yml");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    let mut shortened = 0;
+    for group in doc["groups"].as_sequence_mut().unwrap() {
+        for rule in group["rules"].as_sequence_mut().unwrap() {
+            if let Some(map) = rule.as_mapping_mut() {
+                if map.contains_key("for") {
+                    map.insert("for".into(), "1s".into());
+                    shortened += 1;
+                }
+            }
+        }
+    }
+    assert!(shortened > 10, "the transform found the rules' for: durations");
+    let path = dir.join("rules.yml");
+    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    path
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Instant query against Prometheus; the number of series it returns.
+async fn query(prom: SocketAddr, expr: &str) -> Result<usize, String> {
+    let r = get(prom, &format!("/api/v1/query?query={}", percent_encode(expr))).await;
+    let v: serde_json::Value = serde_json::from_str(&r.text()).map_err(|e| format!("{e}: {}", r.text()))?;
+    if v["status"] != "success" {
+        return Err(r.text());
+    }
+    Ok(v["data"]["result"].as_array().map_or(0, Vec::len))
+}
+
+/// Alerts received by the webhook: (alertname, labels).
+fn received(bodies: &Mutex<Vec<String>>) -> Vec<BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    for body in bodies.lock().unwrap().iter() {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        for a in v["alerts"].as_array().into_iter().flatten() {
+            if a["status"] == "firing" {
+                let labels = a["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect();
+                out.push(labels);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data() {
+    let dir = std::env::temp_dir().join(format!("pgsidecar-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = Cluster::init();
+    cluster.start();
+    let db = create_app_db(&cluster, "mluvme").await;
+    // pg_monitor reads the statistics; the migration table is the application's own.
+    db.batch_execute(
+        "DROP ROLE IF EXISTS pgsidecar; CREATE ROLE pgsidecar LOGIN PASSWORD 'e2e-pw' IN ROLE pg_monitor; \
+         GRANT SELECT ON alembic_version TO pgsidecar",
+    )
+    .await
+    .unwrap();
+    let install = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .arg("install")
+        .env("DATA_SOURCE_NAME", cluster.dsn("mluvme"))
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{}", String::from_utf8_lossy(&install.stderr));
+    db.batch_execute("REFRESH MATERIALIZED VIEW user_stats_summary")
+        .await
+        .unwrap();
+    // Autovacuum on a short nap, so the maintenance panels have data to show.
+    db.batch_execute("ALTER SYSTEM SET autovacuum_naptime = '1s'")
+        .await
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+
+    // pgsidecar: the example config, collecting every second.
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mluvme.yaml")).unwrap();
+    let config = dir.join("pgsidecar.yaml");
+    std::fs::write(
+        &config,
+        format!("{example}\ncollection:\n  interval: 1s\ncollectors:\n  database:\n    interval: 1s\n"),
+    )
+    .unwrap();
+    let px_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (hook_addr, bodies) = webhook().await;
+    let am_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: hook\n  group_by: ['...']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: hook\n    webhook_configs:\n      - url: http://{hook_addr}/\n        send_resolved: false\n"
+        ),
+    )
+    .unwrap();
+    let rules = rules_with_short_for(&dir);
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
+             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am_addr}']\n\
+             scrape_configs:\n  - job_name: pgsidecar\n    static_configs:\n      - targets: ['{px_addr}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+
+    let mut procs = Procs(Vec::new());
+    procs.0.push(spawn(
+        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .args([
+                "--config.file",
+                config.to_str().unwrap(),
+                "--web.listen-address",
+                &px_addr.to_string(),
+            ])
+            .env(
+                "DATA_SOURCE_NAME",
+                format!(
+                    "host=127.0.0.1 port={} user=pgsidecar password=e2e-pw dbname=mluvme sslmode=disable",
+                    cluster.port
+                ),
+            )
+            .env("POD_IP", "127.0.0.1")
+            .env("DB_HOST", "127.0.0.1"),
+        "pgsidecar",
+        &dir.join("pgsidecar.log"),
+    ));
+    procs.0.push(spawn(
+        Command::new("prometheus-alertmanager").args([
+            &format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            &format!("--storage.path={}", dir.join("am").display()),
+            &format!("--web.listen-address={am_addr}"),
+            "--cluster.listen-address=",
+        ]),
+        "prometheus-alertmanager",
+        &dir.join("alertmanager.log"),
+    ));
+    procs.0.push(spawn(
+        Command::new("prometheus").args([
+            &format!("--config.file={}", dir.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", dir.join("prom").display()),
+            &format!("--web.listen-address={prom_addr}"),
+        ]),
+        "prometheus",
+        &dir.join("prometheus.log"),
+    ));
+    wait_http(px_addr, "/readyz", "pgsidecar").await;
+    wait_http(am_addr, "/-/ready", "alertmanager").await;
+    wait_http(prom_addr, "/-/ready", "prometheus").await;
+    // Prometheus hands targets to its scrapers a few seconds after start:
+    // start the workload only once pgsidecar has been scraped, so counters
+    // are seen rising.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query(prom_addr, "up{job=\"pgsidecar\"} == 1").await != Ok(1) {
+        assert!(Instant::now() < deadline, "prometheus never scraped pgsidecar");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The conditions, for real.
+    // 1. Slow statements: 120 calls of 150 ms from four sessions.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let c = cluster.connect("mluvme", "mluvme-worker").await;
+        slow.push(tokio::spawn(async move {
+            for _ in 0..30 {
+                c.batch_execute("SELECT pg_sleep(0.15), count(*) FROM users")
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    // 2. A saturated pool: 30 connections of the API against a capacity of 30.
+    let mut pool = Vec::new();
+    for _ in 0..30 {
+        pool.push(cluster.connect("mluvme", "mluvme-api").await);
+    }
+    // 3. A stale view: its last recorded refresh two hours ago.
+    db.batch_execute("UPDATE pgsidecar.matview_refresh SET last_refresh = now() - interval '2 hours'")
+        .await
+        .unwrap();
+    // 4. A dropped index. 5. A wrong migration revision.
+    db.batch_execute("DROP INDEX idx_saved_words_review; UPDATE alembic_version SET version_num = '002'")
+        .await
+        .unwrap();
+    // What the object and maintenance panels show: an invalid index left by a
+    // failed concurrent unique build, a manual vacuum, dead rows for
+    // autovacuum, a database connection limit.
+    db.batch_execute("CREATE TABLE dup (v int); INSERT INTO dup VALUES (1), (1)")
+        .await
+        .unwrap();
+    assert!(
+        db.batch_execute("CREATE UNIQUE INDEX CONCURRENTLY idx_dup ON dup (v)")
+            .await
+            .is_err()
+    );
+    db.batch_execute("VACUUM users").await.unwrap();
+    db.batch_execute("DELETE FROM messages WHERE id % 2 = 0").await.unwrap();
+    db.batch_execute("ALTER DATABASE mluvme CONNECTION LIMIT 100")
+        .await
+        .unwrap();
+    for s in slow {
+        s.await.unwrap();
+    }
+
+    let expected: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "PostgresSlowStatement",
+            vec![("severity", "warning"), ("datname", "mluvme"), ("user", "postgres")],
+        ),
+        ("PostgresPoolSaturated", vec![("severity", "critical"), ("pool", "api")]),
+        (
+            "PostgresMatviewStale",
+            vec![("severity", "warning"), ("matviewname", "user_stats_summary")],
+        ),
+        (
+            "PostgresExpectedIndexMissing",
+            vec![("severity", "critical"), ("indexname", "idx_saved_words_review")],
+        ),
+        ("PostgresIndexPatternBelowMinimum", vec![("pattern", "idx_%")]),
+        (
+            "PostgresMigrationRevisionMismatch",
+            vec![("severity", "critical"), ("datname", "mluvme")],
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = received(&bodies);
+        let missing: Vec<&str> = expected
+            .iter()
+            .filter(|(name, labels)| {
+                !got.iter().any(|a| {
+                    a.get("alertname").map(String::as_str) == Some(*name)
+                        && a.get("job").map(String::as_str) == Some("pgsidecar")
+                        && labels.iter().all(|(k, v)| a.get(*k).map(String::as_str) == Some(*v))
+                })
+            })
+            .map(|(name, _)| *name)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let names: Vec<_> = got.iter().filter_map(|a| a.get("alertname")).collect();
+            let mut state = String::new();
+            for e in [
+                "pg_stat_statements_calls_total",
+                "rate(pg_stat_statements_calls_total[5m]) > 0.1",
+                "rate(pg_stat_statements_seconds_total[5m]) / rate(pg_stat_statements_calls_total[5m])",
+                "pgsidecar_slow_query_threshold_seconds",
+                "pgsidecar_migration_at_expected",
+                "ALERTS",
+            ] {
+                state.push_str(&format!("{e}: {:?}\n", query(prom_addr, e).await));
+            }
+            panic!(
+                "alerts not delivered to the webhook: {missing:?}\nreceived: {names:?}\n{state}pgsidecar log:\n{}",
+                std::fs::read_to_string(dir.join("pgsidecar.log")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Healthy parts stay quiet.
+    let got = received(&bodies);
+    for quiet in [
+        "PostgresDown",
+        "PgsidecarCollectorFailing",
+        "PostgresMatviewNotPopulated",
+    ] {
+        assert!(
+            !got.iter()
+                .any(|a| a.get("alertname").map(String::as_str) == Some(quiet)),
+            "{quiet} fired"
+        );
+    }
+
+    // Every dashboard query returns data from Prometheus (autovacuum may take
+    // a few seconds more). One panel lists problems that this healthy setup
+    // does not have: no collector is missing a prerequisite.
+    let expected_empty = ["Unavailable collectors"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut empty = Vec::new();
+        for (file, dashboard) in crate::dashboards::dashboards() {
+            for (panel, expr) in crate::dashboards::exprs(&dashboard) {
+                let expr = crate::dashboards::substitute(&expr);
+                match query(prom_addr, &expr).await {
+                    Ok(0) if !expected_empty.contains(&panel.as_str()) => {
+                        empty.push(format!("{file} / {panel}: {expr}"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("{file} / {panel}: {expr}: {e}"),
+                }
+            }
+        }
+        if empty.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dashboard queries without data:\n{}",
+            empty.join("\n")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(pool);
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
