@@ -108,11 +108,9 @@ fn rules_with_short_for(dir: &Path) -> PathBuf {
     let mut shortened = 0;
     for group in doc["groups"].as_sequence_mut().unwrap() {
         for rule in group["rules"].as_sequence_mut().unwrap() {
-            if let Some(map) = rule.as_mapping_mut() {
-                if map.contains_key("for") {
-                    map.insert("for".into(), "1s".into());
-                    shortened += 1;
-                }
+            if let Some(map) = rule.as_mapping_mut().filter(|m| m.contains_key("for")) {
+                map.insert("for".into(), "1s".into());
+                shortened += 1;
             }
         }
     }
