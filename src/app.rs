@@ -9,9 +9,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::collectors;
-use crate::config::Config;
+use crate::config::{Config, CoordinationMode};
 use crate::db::{Db, DbError};
 use crate::health::Health;
+use crate::leader::Leadership;
 use crate::snapshot::{HEALTH, Snapshot};
 
 /// What the scheduler writes and the HTTP server reads.
@@ -20,12 +21,14 @@ pub struct Shared {
     pub db: Db,
     pub snapshot: Snapshot,
     pub health: Health,
+    pub leadership: Leadership,
 }
 
 impl Shared {
     pub fn refresh_health(&self) {
+        let (mode, leader) = (self.leadership.mode(), self.leadership.is_leader());
         self.snapshot
-            .set(HEALTH, Some(self.health.render(self.db.pool_status())));
+            .set(HEALTH, Some(self.health.render(self.db.pool_status(), mode, leader)));
     }
 }
 
@@ -66,6 +69,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let db = Db::new(&config.datasource, shortest / 2)?;
     let shared = Arc::new(Shared {
         health: Health::new(&configs, &config.checks),
+        leadership: Leadership::new(config.coordination.mode),
         db,
         snapshot: Snapshot::default(),
         config,
@@ -77,12 +81,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         listen = %local.map(|a| a.to_string()).unwrap_or_default(),
         target = %shared.db.target(),
         collectors = %configs.iter().map(|c| c.name).collect::<Vec<_>>().join(","),
+        coordination = shared.leadership.mode().as_str(),
         version = env!("CARGO_PKG_VERSION"),
         "pgsidecar started"
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(crate::scheduler::run(shared.clone(), enabled, stop_rx.clone()));
+    let leader = (shared.leadership.mode() == CoordinationMode::LeaderElection)
+        .then(|| tokio::spawn(crate::leader::run(shared.clone(), stop_rx.clone())));
     let mut http_stop = stop_rx;
     let http = tokio::spawn(crate::http::serve(listener, shared.clone(), async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
@@ -96,6 +103,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     }
     if let Err(e) = http.await {
         tracing::error!(error = %e, "http server ended abnormally");
+    }
+    // Closing the lock session releases the lock for another sidecar.
+    if let Some(task) = leader
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "leader election ended abnormally");
     }
     shared.db.close();
     tracing::info!("stopped");

@@ -40,6 +40,71 @@ pub struct Config {
     pub collectors: Vec<CollectorConfig>,
     /// The checklist: thresholds and expectations (see `checks.rs`).
     pub checks: std::sync::Arc<Checks>,
+    /// Which sidecar runs the server-wide collectors (see `leader.rs`).
+    pub coordination: Coordination,
+}
+
+/// The advisory-lock key used when `coordination.lock_key` is not set: the
+/// ASCII bytes of "pgsc" (0x70677363). Sidecars of different applications on
+/// one server must configure different keys, or they elect one leader between
+/// them.
+pub const DEFAULT_LOCK_KEY: i64 = 0x7067_7363;
+
+/// `coordination:`: how sidecars of one application share the server-wide work.
+#[derive(Clone, Debug)]
+pub struct Coordination {
+    pub mode: CoordinationMode,
+    /// The key of the session-level advisory lock (`pg_try_advisory_lock(bigint)`).
+    pub lock_key: i64,
+    /// How often a non-leader tries the lock and the leader checks its session.
+    pub check_interval: Duration,
+}
+
+impl Default for Coordination {
+    fn default() -> Self {
+        Coordination {
+            mode: CoordinationMode::All,
+            lock_key: DEFAULT_LOCK_KEY,
+            check_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Who runs the server-scoped collectors; per-pod collectors always run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinationMode {
+    /// Standalone: run every collector; always leader.
+    All,
+    /// The sidecar holding the advisory lock is leader.
+    LeaderElection,
+    /// Never leader: per-pod collectors only (a standalone instance does the rest).
+    None,
+}
+
+impl CoordinationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoordinationMode::All => "all",
+            CoordinationMode::LeaderElection => "leader-election",
+            CoordinationMode::None => "none",
+        }
+    }
+}
+
+impl FromStr for CoordinationMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "all" => CoordinationMode::All,
+            "leader-election" => CoordinationMode::LeaderElection,
+            "none" => CoordinationMode::None,
+            other => {
+                return Err(format!(
+                    "unknown coordination mode {other:?}: expected all, leader-election or none"
+                ));
+            }
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -151,6 +216,8 @@ pub struct CollectorConfig {
     pub timeout: Duration,
     /// A failed collector's last good series are dropped once older than this.
     pub stale_after: Duration,
+    /// Per pod (always runs) or server-wide (only on the leader).
+    pub scope: collectors::Scope,
 }
 
 /// Values given on the command line; `None` where the flag was absent.
@@ -300,7 +367,15 @@ struct Walker<'a> {
 
 type Fields<'v> = BTreeMap<String, &'v Value>;
 
-const TOP_KEYS: &[&str] = &["datasource", "web", "log", "collection", "collectors", "checks"];
+const TOP_KEYS: &[&str] = &[
+    "datasource",
+    "web",
+    "log",
+    "collection",
+    "collectors",
+    "checks",
+    "coordination",
+];
 const DATASOURCE_KEYS: &[&str] = &[
     "dsn",
     "password_file",
@@ -317,6 +392,7 @@ const WEB_KEYS: &[&str] = &["listen_address", "telemetry_path", "shutdown_grace"
 const LOG_KEYS: &[&str] = &["level", "format"];
 const COLLECTION_KEYS: &[&str] = &["interval", "timeout", "stale_after"];
 const COLLECTOR_KEYS: &[&str] = &["enabled", "interval", "timeout", "stale_after"];
+const COORDINATION_KEYS: &[&str] = &["mode", "lock_key", "check_interval"];
 
 impl Walker<'_> {
     fn problem(&mut self, path: &[&str], message: impl Into<String>) {
@@ -463,12 +539,14 @@ impl Walker<'_> {
         let web = self.web(get("web"), flags);
         let log = self.log(get("log"), flags);
         let checks = self.checks(get("checks"));
+        let coordination = self.coordination(get("coordination"));
         Some(Config {
             datasource: datasource?,
             web: web?,
             log: log?,
             collectors,
             checks: std::sync::Arc::new(checks),
+            coordination: coordination?,
         })
     }
 
@@ -532,9 +610,43 @@ impl Walker<'_> {
                 interval,
                 timeout,
                 stale_after,
+                scope: def.scope,
             });
         }
         out
+    }
+
+    fn coordination(&mut self, v: &Value) -> Option<Coordination> {
+        let path = ["coordination"];
+        let f = self.mapping(v, &path, COORDINATION_KEYS);
+        let default = Coordination::default();
+        let mode = match self.string(&f, "mode", &path) {
+            Some(text) => CoordinationMode::from_str(&text)
+                .map_err(|e| self.problem(&join(&path, "mode"), e))
+                .ok(),
+            None => Some(default.mode),
+        };
+        let lock_key = match f.get("lock_key") {
+            // Postgres's bigint: the sign bit is left out, keys are 0 to 2^63-1.
+            Some(_) => self
+                .integer(&f, "lock_key", &path, 0, i64::MAX as u64)
+                .and_then(|k| i64::try_from(k).ok()),
+            None => Some(default.lock_key),
+        };
+        let check_interval = self
+            .duration(&f, "check_interval", &path)
+            .unwrap_or(default.check_interval);
+        if check_interval < Duration::from_millis(100) {
+            self.problem(
+                &join(&path, "check_interval"),
+                format!("must be at least 100ms, got {}", show(check_interval)),
+            );
+        }
+        Some(Coordination {
+            mode: mode?,
+            lock_key: lock_key?,
+            check_interval,
+        })
     }
 
     fn web(&mut self, v: &Value, flags: &Flags) -> Option<Web> {
@@ -1232,6 +1344,48 @@ mod tests {
         assert_eq!(expand_env("${POD_IP}/32", &env), Ok("10.1.2.3/32".to_string()));
         assert_eq!(expand_env("a $${POD_IP}", &env), Ok("a ${POD_IP}".to_string()));
         assert!(expand_env("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
+    }
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, "c.yaml", &Flags::default(), &BTreeMap::<String, String>::new())
+    }
+
+    #[test]
+    fn coordination_defaults_and_values() {
+        let c = load("").unwrap().coordination;
+        assert_eq!(c.mode, CoordinationMode::All);
+        assert_eq!(c.lock_key, 0x7067_7363);
+        assert_eq!(c.check_interval, Duration::from_secs(5));
+        let c = load("coordination:\n  mode: leader-election\n  lock_key: 42\n  check_interval: 500ms\n")
+            .unwrap()
+            .coordination;
+        assert_eq!(c.mode, CoordinationMode::LeaderElection);
+        assert_eq!(c.lock_key, 42);
+        assert_eq!(c.check_interval, Duration::from_millis(500));
+        assert_eq!(
+            load("coordination:\n  mode: none\n").unwrap().coordination.mode,
+            CoordinationMode::None
+        );
+    }
+
+    #[test]
+    fn coordination_problems_carry_their_location() {
+        let err = load("coordination:\n  mode: leader\n  lock_key: -1\n  check_interval: 10ms\n  lease: 5s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.yaml:2:3: coordination.mode: unknown coordination mode \"leader\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.yaml:3:3: coordination.lock_key: expected a whole number"),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.yaml:4:3: coordination.check_interval: must be at least 100ms"),
+            "{err}"
+        );
+        assert!(err.contains("c.yaml:5:3: coordination.lease: unknown key"), "{err}");
     }
 
     #[test]

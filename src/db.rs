@@ -61,22 +61,7 @@ impl Db {
     /// Builds the pool; connects lazily, so a down server does not stop start-up.
     pub fn new(ds: &Datasource, max_backoff: Duration) -> Result<Db, DbError> {
         let tls = tls_connector(ds)?;
-        let mut pg = ds.pg.clone();
-        pg.ssl_mode(pg_ssl_mode(ds.sslmode));
-        pg.application_name(&ds.application_name);
-        let mut options = pg.get_options().map(str::to_string).unwrap_or_default();
-        for (k, v) in [
-            ("statement_timeout", ds.statement_timeout.as_millis().to_string()),
-            ("lock_timeout", ds.lock_timeout.as_millis().to_string()),
-            (
-                "idle_in_transaction_session_timeout",
-                ds.idle_in_transaction_session_timeout.as_millis().to_string(),
-            ),
-            ("default_transaction_read_only", "on".to_string()),
-        ] {
-            options.push_str(&format!(" -c {k}={v}"));
-        }
-        pg.options(options.trim());
+        let pg = session_config(ds, &[]);
 
         let server_version = Arc::new(AtomicU32::new(0));
         let version = server_version.clone();
@@ -202,6 +187,32 @@ impl Db {
     pub fn close(&self) {
         self.pool.close();
     }
+}
+
+/// The connection settings of every session pgsidecar opens for collecting:
+/// the datasource's, plus the bounding session options (and `extra` ones) in
+/// the startup packet.
+pub fn session_config(ds: &Datasource, extra: &[(&str, String)]) -> tokio_postgres::Config {
+    let mut pg = ds.pg.clone();
+    pg.ssl_mode(pg_ssl_mode(ds.sslmode));
+    pg.application_name(&ds.application_name);
+    let mut options = pg.get_options().map(str::to_string).unwrap_or_default();
+    for (k, v) in [
+        ("statement_timeout", ds.statement_timeout.as_millis().to_string()),
+        ("lock_timeout", ds.lock_timeout.as_millis().to_string()),
+        (
+            "idle_in_transaction_session_timeout",
+            ds.idle_in_transaction_session_timeout.as_millis().to_string(),
+        ),
+        ("default_transaction_read_only", "on".to_string()),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        options.push_str(&format!(" -c {k}={v}"));
+    }
+    pg.options(options.trim());
+    pg
 }
 
 /// The TLS connector for a datasource's sslmode and root certificates.

@@ -20,6 +20,14 @@
 //!   `process_resident_memory_bytes`, `process_virtual_memory_bytes`,
 //!   `process_open_fds`, `process_max_fds`, `process_start_time_seconds`,
 //!   `process_threads`.
+//! - `pgsidecar_leader` gauge: 1 while this sidecar runs the server-scoped
+//!   collectors (see `leader.rs`).
+//! - `pgsidecar_coordination_mode{mode}` gauge, 1: `all`, `leader-election`
+//!   or `none`.
+//!
+//! A server-scoped collector is inactive while this sidecar is not leader:
+//! its per-collector series are left out, readiness does not wait for it,
+//! and `pg_up` ignores it.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +35,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use prometheus::core::Collector;
 
-use crate::config::CollectorConfig;
+use crate::collectors::Scope;
+use crate::config::{CollectorConfig, CoordinationMode};
 use crate::metrics::{Family, encode, encode_protos};
 
 /// One collector's state, as last recorded.
@@ -48,11 +57,18 @@ pub struct CollectorStatus {
     pub unavailable: bool,
     /// Relations the last successful run's cap left out (`None`: no cap).
     pub omitted: Option<usize>,
+    pub scope: Scope,
 }
 
 impl CollectorStatus {
     pub fn ok(&self) -> Option<bool> {
         (self.runs > 0).then_some(self.last_error.is_none())
+    }
+
+    /// Whether the collector runs here: per-pod ones always, server-wide
+    /// ones only on the leader.
+    pub fn active(&self, leader: bool) -> bool {
+        leader || self.scope == Scope::Pod
     }
 }
 
@@ -83,6 +99,7 @@ impl Health {
                         last_error: None,
                         unavailable: false,
                         omitted: None,
+                        scope: c.scope,
                     })
                     .collect(),
             ),
@@ -127,34 +144,54 @@ impl Health {
         self.lock().clone()
     }
 
-    /// The collectors that have not finished a run yet.
-    pub fn not_ready(&self) -> Vec<&'static str> {
-        self.lock().iter().filter(|s| s.runs == 0).map(|s| s.name).collect()
+    /// The active collectors that have not finished a run yet.
+    pub fn not_ready(&self, leader: bool) -> Vec<&'static str> {
+        self.lock()
+            .iter()
+            .filter(|s| s.runs == 0 && s.active(leader))
+            .map(|s| s.name)
+            .collect()
     }
 
     /// 1 if Postgres answered the `postmaster` collector's last run (or, with
-    /// that collector disabled, the most recent run of any collector).
-    pub fn pg_up(&self) -> bool {
+    /// that collector disabled or inactive, the most recent run of any active
+    /// collector).
+    pub fn pg_up(&self, leader: bool) -> bool {
         let all = self.lock();
-        if let Some(p) = all.iter().find(|s| s.name == "postmaster") {
+        if let Some(p) = all.iter().find(|s| s.name == "postmaster" && s.active(leader)) {
             return p.ok() == Some(true);
         }
         all.iter()
-            .filter(|s| s.runs > 0)
+            .filter(|s| s.runs > 0 && s.active(leader))
             .max_by_key(|s| s.last_run)
             .is_some_and(|s| s.last_error.is_none())
     }
 
     /// Encodes the health families.
-    pub fn render(&self, pool: deadpool_postgres::Status) -> Bytes {
+    pub fn render(&self, pool: deadpool_postgres::Status, mode: CoordinationMode, leader: bool) -> Bytes {
         let mut fams = Vec::new();
         let mut up = Family::gauge(
             "pg_up",
             "Whether the last connection to Postgres succeeded (1) or not (0)",
             &[],
         );
-        up.set(&[], if self.pg_up() { 1.0 } else { 0.0 });
+        up.set(&[], if self.pg_up(leader) { 1.0 } else { 0.0 });
         fams.push(up);
+
+        let mut is_leader = Family::gauge(
+            "pgsidecar_leader",
+            "1 while this pgsidecar runs the server-wide collectors (coordination)",
+            &[],
+        );
+        is_leader.set(&[], if leader { 1.0 } else { 0.0 });
+        fams.push(is_leader);
+        let mut coordination = Family::gauge(
+            "pgsidecar_coordination_mode",
+            "Configured coordination.mode (all, leader-election or none); always 1",
+            &["mode"],
+        );
+        coordination.set(&[mode.as_str()], 1.0);
+        fams.push(coordination);
 
         let l = &["collector"];
         let mut success = Family::gauge(
@@ -207,7 +244,7 @@ impl Health {
             "Age after which a failing collector's last good series are dropped",
             l,
         );
-        for s in self.lock().iter() {
+        for s in self.lock().iter().filter(|s| s.active(leader)) {
             let n = &[s.name];
             if s.runs > 0 {
                 success.set(n, if s.last_error.is_none() { 1.0 } else { 0.0 });
@@ -316,18 +353,19 @@ mod tests {
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(5),
             stale_after: Duration::from_secs(45),
+            scope: if name == "pools" { Scope::Pod } else { Scope::Server },
         }
     }
 
     #[test]
     fn pg_up_follows_the_postmaster_collector() {
         let h = Health::new(&[cfg("postmaster"), cfg("settings")], &crate::config::Checks::default());
-        assert!(!h.pg_up());
-        assert_eq!(h.not_ready(), vec!["postmaster", "settings"]);
+        assert!(!h.pg_up(true));
+        assert_eq!(h.not_ready(true), vec!["postmaster", "settings"]);
         h.record("settings", SystemTime::now(), Duration::ZERO, None, false, Some(4));
-        assert!(!h.pg_up());
+        assert!(!h.pg_up(true));
         h.record("postmaster", SystemTime::now(), Duration::ZERO, None, false, None);
-        assert!(h.pg_up());
+        assert!(h.pg_up(true));
         h.record(
             "postmaster",
             SystemTime::now(),
@@ -336,15 +374,19 @@ mod tests {
             false,
             None,
         );
-        assert!(!h.pg_up());
-        assert!(h.not_ready().is_empty());
+        assert!(!h.pg_up(true));
+        assert!(h.not_ready(true).is_empty());
         let text = String::from_utf8(
-            h.render(deadpool_postgres::Status {
-                max_size: 3,
-                size: 1,
-                available: 1,
-                waiting: 0,
-            })
+            h.render(
+                deadpool_postgres::Status {
+                    max_size: 3,
+                    size: 1,
+                    available: 1,
+                    waiting: 0,
+                },
+                CoordinationMode::All,
+                true,
+            )
             .to_vec(),
         )
         .unwrap();
@@ -372,5 +414,30 @@ mod tests {
         );
         assert!(text.contains("pgsidecar_slow_query_threshold_seconds 0.1\n"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        assert!(text.contains("pgsidecar_leader 1\n"), "{text}");
+        assert!(text.contains("pgsidecar_coordination_mode{mode=\"all\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn a_non_leader_waits_for_and_shows_only_the_pods_collectors() {
+        let h = Health::new(&[cfg("postmaster"), cfg("pools")], &crate::config::Checks::default());
+        assert_eq!(h.not_ready(false), vec!["pools"]);
+        h.record("pools", SystemTime::now(), Duration::ZERO, None, false, None);
+        assert!(h.not_ready(false).is_empty());
+        assert_eq!(h.not_ready(true), vec!["postmaster"]);
+        // pg_up follows the active collectors: pools here.
+        assert!(h.pg_up(false));
+        assert!(!h.pg_up(true));
+        let pool = deadpool_postgres::Status {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0,
+        };
+        let text = String::from_utf8(h.render(pool, CoordinationMode::LeaderElection, false).to_vec()).unwrap();
+        assert!(text.contains("pgsidecar_leader 0\n"), "{text}");
+        assert!(text.contains("pg_up 1\n"), "{text}");
+        assert!(text.contains("collector=\"pools\""), "{text}");
+        assert!(!text.contains("collector=\"postmaster\""), "{text}");
     }
 }

@@ -85,7 +85,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     match path {
         "/healthz" => plain(StatusCode::OK, "ok\n".into()),
         "/readyz" => {
-            let waiting = shared.health.not_ready();
+            let waiting = shared.health.not_ready(shared.leadership.is_leader());
             if waiting.is_empty() {
                 plain(StatusCode::OK, "ready\n".into())
             } else {
@@ -151,6 +151,7 @@ fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 
 fn landing(shared: &Shared) -> String {
     let path = escape(&shared.config.web.telemetry_path);
+    let leader = shared.leadership.is_leader();
     let mut rows = String::new();
     for s in shared.health.statuses() {
         let state = match s.ok() {
@@ -174,12 +175,14 @@ fn landing(shared: &Shared) -> String {
         "<!doctype html>\n<html><head><meta charset=utf-8><title>pgsidecar</title>\n\
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
 .ok{{color:#070}}.fail{{color:#b00;font-weight:bold}}.wait{{color:#777}}</style></head><body>\n\
-<h1>pgsidecar {version}</h1>\n<p>Postgres: <code>{target}</code> &middot; up: {up}</p>\n\
+<h1>pgsidecar {version}</h1>\n<p>Postgres: <code>{target}</code> &middot; up: {up} &middot; coordination: {mode}, leader: {leader}</p>\n\
 <p><a href=\"{path}\">{path}</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; <a href=\"/readyz\">/readyz</a></p>\n\
 <table><tr><th>collector</th><th>state</th><th>interval</th><th>last run</th><th>duration</th><th>last success</th><th>failures</th><th>last error</th></tr>\n{rows}</table>\n</body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
         target = escape(shared.db.target()),
-        up = if shared.health.pg_up() { "yes" } else { "no" },
+        up = if shared.health.pg_up(leader) { "yes" } else { "no" },
+        mode = shared.leadership.mode().as_str(),
+        leader = if leader { "yes" } else { "no" },
     )
 }
 

@@ -12,6 +12,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod install;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod scheduler;

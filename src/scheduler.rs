@@ -7,6 +7,12 @@
 //! collector's `stale_after`, then drops it; the failure itself shows at once
 //! in `pg_scrape_collector_success`. A failure is logged when it starts or its
 //! message changes, and recovery once, not a line per interval.
+//!
+//! A server-scoped collector runs only while this sidecar is leader (see
+//! `leader.rs`). While not leader it does not touch the database and serves
+//! none of its series: its part is dropped when leadership is lost, and a
+//! run that finishes after the loss is discarded. On becoming leader it runs
+//! at once, then on its interval.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, timeout_at};
 
 use crate::app::Shared;
-use crate::collectors::{CollectError, Definition};
+use crate::collectors::{CollectError, Definition, Scope};
 use crate::config::CollectorConfig;
 use crate::db::Db;
 use crate::metrics::{Family, encode};
@@ -61,10 +67,28 @@ async fn collector_loop(
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut logged_error: Option<String> = None;
+    let server = def.scope == Scope::Server;
+    let mut leader = shared.leadership.subscribe();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            changed = leader.changed(), if server => {
+                // The sender lives in `shared`, which this loop holds.
+                if changed.is_err() {
+                    return;
+                }
+                if *leader.borrow_and_update() {
+                    ticker.reset();
+                } else {
+                    stand_down(def, &shared);
+                    continue;
+                }
+            }
             _ = shutdown.changed() => return,
+        }
+        if server && !*leader.borrow_and_update() {
+            stand_down(def, &shared);
+            continue;
         }
         let started = Instant::now();
         // A run is a task of its own, so that a bug that panics fails one run
@@ -85,6 +109,11 @@ async fn collector_loop(
             }
         };
         let took = started.elapsed();
+        if server && !shared.leadership.is_leader() {
+            // Leadership was lost during the run: its result is not ours to serve.
+            stand_down(def, &shared);
+            continue;
+        }
         let unavailable = matches!(result, Err(CollectError::Unavailable(_)));
         let mut omitted = None;
         let error = match result {
@@ -120,6 +149,14 @@ async fn collector_loop(
                 shared.snapshot.set(def.name, None);
             }
         }
+        shared.refresh_health();
+    }
+}
+
+/// A server-scoped collector while this sidecar is not leader: serves no series.
+fn stand_down(def: &'static Definition, shared: &Shared) {
+    if shared.snapshot.has(def.name) {
+        shared.snapshot.set(def.name, None);
         shared.refresh_health();
     }
 }

@@ -20,13 +20,14 @@
 //!
 //! Version gates: none.
 
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, query, query_params, text};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, query, query_params, text};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
     name: "migrations",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

@@ -58,6 +58,15 @@ impl Ctx {
 pub type Client = deadpool_postgres::Client;
 pub type CollectFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Family>, CollectError>> + Send + 'a>>;
 
+/// Where a collector's data comes from, which decides who runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// About this pod (its pools' connections): every sidecar runs it.
+    Pod,
+    /// About the whole server or its databases: only the leader runs it.
+    Server,
+}
+
 /// A collector as the scheduler sees it.
 pub struct Definition {
     /// The name used in the config and in the `collector` label.
@@ -65,6 +74,7 @@ pub struct Definition {
     pub enabled_by_default: bool,
     /// Overrides `collection.interval` when the collector is costly.
     pub default_interval: Option<Duration>,
+    pub scope: Scope,
     pub collect: for<'a> fn(&'a Client, &'a Ctx) -> CollectFuture<'a>,
 }
 

@@ -14,13 +14,14 @@
 
 use std::time::Duration;
 
-use super::{Client, CollectFuture, Ctx, Definition, float, query, text};
+use super::{Client, CollectFuture, Ctx, Definition, Scope, float, query, text};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
     name: "database",
     enabled_by_default: true,
     default_interval: Some(Duration::from_secs(300)),
+    scope: Scope::Server,
     collect,
 };
 

@@ -26,7 +26,7 @@
 //! Version gates: none.
 
 use super::{
-    Client, CollectFuture, Ctx, Definition, float, query, query_params, relation_filter, relation_params, text,
+    Client, CollectFuture, Ctx, Definition, Scope, float, query, query_params, relation_filter, relation_params, text,
 };
 use crate::metrics::Family;
 
@@ -34,6 +34,7 @@ pub const DEFINITION: Definition = Definition {
     name: "indexes",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

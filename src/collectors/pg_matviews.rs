@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Client, CollectError, CollectFuture, Ctx, Definition, float, query, query_params, relation_filter, relation_params,
-    text,
+    Client, CollectError, CollectFuture, Ctx, Definition, Scope, float, query, query_params, relation_filter,
+    relation_params, text,
 };
 use crate::config::Matview;
 use crate::metrics::Family;
@@ -32,6 +32,7 @@ pub const DEFINITION: Definition = Definition {
     name: "matviews",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

@@ -11,13 +11,14 @@
 //!
 //! Version gates: none (all of PostgreSQL 13–18).
 
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, float, query, text};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, float, query, text};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
     name: "postmaster",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

@@ -10,13 +10,14 @@
 //!
 //! Version gates: none.
 
-use super::{Client, CollectFuture, Ctx, Definition, query, text};
+use super::{Client, CollectFuture, Ctx, Definition, Scope, query, text};
 use crate::metrics::{Family, sanitize_name};
 
 pub const DEFINITION: Definition = Definition {
     name: "settings",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

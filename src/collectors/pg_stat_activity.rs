@@ -16,13 +16,14 @@
 
 use std::collections::BTreeSet;
 
-use super::{Client, CollectFuture, Ctx, Definition, float, query, text};
+use super::{Client, CollectFuture, Ctx, Definition, Scope, float, query, text};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
     name: "stat_activity",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

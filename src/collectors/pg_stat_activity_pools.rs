@@ -21,7 +21,7 @@
 
 use std::net::IpAddr;
 
-use super::{Client, CollectFuture, Ctx, Definition, float, query, text};
+use super::{Client, CollectFuture, Ctx, Definition, Scope, float, query, text};
 use crate::config::PoolCheck;
 use crate::metrics::Family;
 
@@ -29,6 +29,7 @@ pub const DEFINITION: Definition = Definition {
     name: "pools",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Pod,
     collect,
 };
 

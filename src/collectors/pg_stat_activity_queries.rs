@@ -17,13 +17,14 @@
 //! The threshold itself is `pgsidecar_slow_query_threshold_seconds` (health).
 //! Version gates: none.
 
-use super::{Client, CollectFuture, Ctx, Definition, float, query_params, text};
+use super::{Client, CollectFuture, Ctx, Definition, Scope, float, query_params, text};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
     name: "active_queries",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

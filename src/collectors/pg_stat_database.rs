@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Client, CollectError, CollectFuture, Column, Ctx, Definition, column_families, query, read_columns, select_list,
-    text,
+    Client, CollectError, CollectFuture, Column, Ctx, Definition, Scope, column_families, query, read_columns,
+    select_list, text,
 };
 use crate::metrics::Family;
 
@@ -30,6 +30,7 @@ pub const DEFINITION: Definition = Definition {
     name: "stat_database",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

@@ -8,13 +8,14 @@
 //! pgsidecar).
 
 use super::pg_stat_database::{Row, read_rows};
-use super::{Client, CollectFuture, Column, Ctx, Definition, column_families, select_list};
+use super::{Client, CollectFuture, Column, Ctx, Definition, Scope, column_families, select_list};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition {
     name: "stat_database_conflicts",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

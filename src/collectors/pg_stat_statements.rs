@@ -26,7 +26,7 @@
 
 use tokio_postgres::error::SqlState;
 
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, float, text};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, float, text};
 use crate::config::Checks;
 use crate::metrics::Family;
 
@@ -34,6 +34,7 @@ pub const DEFINITION: Definition = Definition {
     name: "stat_statements",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Client, CollectFuture, Column, Ctx, Definition, cap, column_families, float, query_params, read_columns,
+    Client, CollectFuture, Column, Ctx, Definition, Scope, cap, column_families, float, query_params, read_columns,
     relation_filter, relation_params, select_list, text,
 };
 use crate::metrics::Family;
@@ -32,6 +32,7 @@ pub const DEFINITION: Definition = Definition {
     name: "stat_user_indexes",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Client, CollectFuture, Column, Ctx, Definition, cap, column_families, query_params, read_columns, relation_filter,
-    relation_params, select_list, text,
+    Client, CollectFuture, Column, Ctx, Definition, Scope, cap, column_families, query_params, read_columns,
+    relation_filter, relation_params, select_list, text,
 };
 use crate::metrics::Family;
 
@@ -31,6 +31,7 @@ pub const DEFINITION: Definition = Definition {
     name: "stat_user_tables",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

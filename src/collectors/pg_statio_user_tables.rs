@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Client, CollectFuture, Column, Ctx, Definition, cap, column_families, query_params, read_columns, relation_filter,
-    relation_params, select_list, text,
+    Client, CollectFuture, Column, Ctx, Definition, Scope, cap, column_families, query_params, read_columns,
+    relation_filter, relation_params, select_list, text,
 };
 use crate::metrics::Family;
 
@@ -25,6 +25,7 @@ pub const DEFINITION: Definition = Definition {
     name: "statio_user_tables",
     enabled_by_default: true,
     default_interval: None,
+    scope: Scope::Server,
     collect,
 };
 

@@ -29,7 +29,7 @@ fn each_bad_input_gets_its_exact_message() {
     let cases: Vec<(&str, String)> = vec![
         (
             "colectors:\n  database:\n    interval: 5m\n",
-            "test.yaml:1:1: colectors: unknown key (did you mean \"collectors\"?); expected one of: datasource, web, log, collection, collectors, checks".into(),
+            "test.yaml:1:1: colectors: unknown key (did you mean \"collectors\"?); expected one of: datasource, web, log, collection, collectors, checks, coordination".into(),
         ),
         (
             "datasource:\n  pool_size: many\n",
@@ -86,6 +86,14 @@ fn each_bad_input_gets_its_exact_message() {
         (
             "web: [1, 2\n",
             "test.yaml:2:1: invalid YAML: did not find expected ',' or ']'".into(),
+        ),
+        (
+            "coordination:\n  mode: leader\n",
+            "test.yaml:2:3: coordination.mode: unknown coordination mode \"leader\": expected all, leader-election or none".into(),
+        ),
+        (
+            "coordination:\n  lock_key: key\n",
+            format!("test.yaml:2:3: coordination.lock_key: expected a whole number between 0 and {}, got a string (\"key\")", i64::MAX),
         ),
         ("- a\n- b\n", "test.yaml: expected a mapping, got a list".into()),
     ];

@@ -11,6 +11,7 @@ mod faults;
 mod fixture;
 mod http;
 mod indexes;
+mod leader;
 mod matviews;
 mod pg;
 mod promtool;

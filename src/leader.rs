@@ -1,0 +1,259 @@
+//! Leader election among the sidecars of one application, through a
+//! PostgreSQL session-level advisory lock: no Kubernetes API, no RBAC.
+//!
+//! With `coordination.mode: leader-election`, one task holds a dedicated
+//! session (not from the pool, but with the same datasource, TLS,
+//! `application_name` and bounding session options). Every
+//! `check_interval` it either tries `pg_try_advisory_lock(lock_key)` (when
+//! not leader) or checks that its session still answers (`SELECT 1`, when
+//! leader). Only the leader runs the server-scoped collectors; every sidecar
+//! runs the per-pod ones. With `all` a sidecar is always leader and takes no
+//! lock; with `none` it is never leader.
+//!
+//! Why there are never two leaders, even across a network cut: the lock
+//! belongs to the session, and Postgres releases it only when that session
+//! ends. A leader steps down (the flag the scheduler reads turns false)
+//! *before* it closes its session, as soon as a check fails, the connection
+//! ends, or a check has no answer within `check_interval`. So a leader that
+//! cannot reach the server steps down at most two check intervals after its
+//! last exchange with it. The server, for its part, notices a silent peer
+//! only through TCP: this session asks for `tcp_keepalives_idle` and
+//! `tcp_keepalives_interval` of `check_interval` (rounded up to whole
+//! seconds), `tcp_keepalives_count` 2 and a matching `tcp_user_timeout`, so
+//! the server drops it, and frees the lock for another sidecar, at the
+//! earliest three check intervals after the last exchange: after the old
+//! leader has stepped down. (These settings apply to TCP sessions only; on a
+//! Unix socket the peer cannot be cut off.) When the leader process dies,
+//! its kernel closes the socket, the server ends the session at once, and
+//! another sidecar takes the lock at its next check. A sidecar that cannot
+//! reach Postgres has no session, so it is never leader.
+//!
+//! Metrics (in the health part): `pgsidecar_leader` gauge (0/1) and
+//! `pgsidecar_coordination_mode{mode}` gauge, 1. Each change of leadership
+//! is logged once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, timeout};
+
+use crate::app::Shared;
+use crate::config::{Coordination, CoordinationMode, show};
+
+/// Whether this sidecar is leader, as the scheduler and health read it.
+pub struct Leadership {
+    mode: CoordinationMode,
+    state: watch::Sender<bool>,
+}
+
+impl Leadership {
+    pub fn new(mode: CoordinationMode) -> Self {
+        let (state, _) = watch::channel(mode == CoordinationMode::All);
+        Leadership { mode, state }
+    }
+
+    pub fn mode(&self) -> CoordinationMode {
+        self.mode
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.state.borrow()
+    }
+
+    /// Sees every change of leadership.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.state.subscribe()
+    }
+
+    /// Sets the state; true if it changed.
+    fn set(&self, leader: bool) -> bool {
+        self.state.send_if_modified(|v| std::mem::replace(v, leader) != leader)
+    }
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How long a closing session may take to say goodbye before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Contends for the lock, and holds it, until `shutdown` turns true; then
+/// closes the session, which releases the lock.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let check = shared.config.coordination.check_interval;
+    let mut delay = FIRST_BACKOFF;
+    let mut logged_error: Option<String> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut connected = false;
+        let result = session(&shared, &mut shutdown, &mut connected).await;
+        let message = match result {
+            Ok(()) => return,
+            Err(e) => shared.db.scrub(&e),
+        };
+        if logged_error.as_deref() != Some(message.as_str()) {
+            tracing::warn!(error = %message, "leader election session failed");
+            logged_error = Some(message);
+        } else {
+            tracing::debug!(error = %message, "leader election session failed again");
+        }
+        // A session that was up ended: reconnect soon. A failed connection: back off.
+        delay = if connected {
+            FIRST_BACKOFF
+        } else {
+            (delay * 2).min(check.max(FIRST_BACKOFF))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One session: connects, then tries or checks the lock every
+/// `check_interval`. Returns `Ok` on shutdown, the reason otherwise; either
+/// way this sidecar is no longer leader and the session is closed.
+async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>, connected: &mut bool) -> Result<(), String> {
+    let ds = &shared.config.datasource;
+    let cfg = &shared.config.coordination;
+    let tls = crate::db::tls_connector(ds).map_err(|e| e.to_string())?;
+    let mut pg = crate::db::session_config(ds, &keepalive_options(cfg.check_interval));
+    pg.keepalives(true)
+        .keepalives_idle(cfg.check_interval.max(Duration::from_secs(1)));
+    let connect = timeout(ds.connect_timeout + Duration::from_secs(1), pg.connect(tls));
+    let (client, conn) = tokio::select! {
+        r = connect => match r {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(format!("connect to {}: {}", ds.target(), crate::db::describe(&e))),
+            Err(_) => return Err(format!("connect to {}: timed out", ds.target())),
+        },
+        _ = shutdown.changed() => return Ok(()),
+    };
+    *connected = true;
+    let mut conn = tokio::spawn(conn);
+    let result = hold(shared, cfg, &client, &mut conn, shutdown).await;
+    // Step down first, then close: never leader without the session.
+    match &result {
+        Ok(()) => {
+            if shared.leadership.set(false) {
+                tracing::info!("released leadership: shutting down");
+                shared.refresh_health();
+            }
+        }
+        Err(reason) => step(shared, false, reason),
+    }
+    drop(client);
+    // `hold` may have seen the connection end already; a finished handle is not polled again.
+    if !conn.is_finished() && timeout(CLOSE_GRACE, &mut conn).await.is_err() {
+        conn.abort();
+    }
+    result
+}
+
+/// The check loop of a connected session.
+async fn hold(
+    shared: &Shared,
+    cfg: &Coordination,
+    client: &tokio_postgres::Client,
+    conn: &mut JoinHandle<Result<(), tokio_postgres::Error>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut ticker = tokio::time::interval(cfg.check_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            r = &mut *conn => return Err(ended(r)),
+            _ = shutdown.changed() => return Ok(()),
+        }
+        let leader = shared.leadership.is_leader();
+        let check = async {
+            if leader {
+                client.simple_query("SELECT 1").await.map(|_| true)
+            } else {
+                client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&cfg.lock_key])
+                    .await
+                    .and_then(|row| row.try_get::<_, bool>(0))
+            }
+        };
+        let outcome = tokio::select! {
+            r = timeout(cfg.check_interval, check) => r,
+            r = &mut *conn => return Err(ended(r)),
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match outcome {
+            Ok(Ok(true)) => step(shared, true, ""),
+            // Another sidecar holds the lock.
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => return Err(format!("lock session: {}", crate::db::describe(&e))),
+            Err(_) => {
+                return Err(format!("lock session: no answer within {}", show(cfg.check_interval)));
+            }
+        }
+    }
+}
+
+/// Records a change of leadership: logs it once and republishes health.
+fn step(shared: &Shared, leader: bool, reason: &str) {
+    if !shared.leadership.set(leader) {
+        return;
+    }
+    if leader {
+        tracing::info!(lock_key = shared.config.coordination.lock_key, "became leader");
+    } else {
+        tracing::warn!(reason = %reason, "lost leadership");
+    }
+    shared.refresh_health();
+}
+
+fn ended(r: Result<Result<(), tokio_postgres::Error>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "lock session: the server closed the connection".to_string(),
+        Ok(Err(e)) => format!("lock session: {}", crate::db::describe(&e)),
+        Err(e) => format!("lock session: {e}"),
+    }
+}
+
+/// Server-side TCP settings for the lock session, so that the server drops
+/// a silent leader (and frees the lock) only after it has stepped down: see
+/// the module header.
+fn keepalive_options(check: Duration) -> Vec<(&'static str, String)> {
+    let secs = check.as_millis().div_ceil(1000).max(1);
+    vec![
+        ("tcp_keepalives_idle", secs.to_string()),
+        ("tcp_keepalives_interval", secs.to_string()),
+        ("tcp_keepalives_count", "2".to_string()),
+        ("tcp_user_timeout", (secs * 3000).to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leadership_starts_by_mode_and_reports_changes() {
+        assert!(Leadership::new(CoordinationMode::All).is_leader());
+        assert!(!Leadership::new(CoordinationMode::None).is_leader());
+        let l = Leadership::new(CoordinationMode::LeaderElection);
+        assert!(!l.is_leader());
+        assert!(l.set(true));
+        assert!(!l.set(true));
+        assert!(l.is_leader());
+        assert!(l.set(false));
+    }
+
+    #[test]
+    fn the_server_drops_a_silent_session_after_three_checks() {
+        let o = keepalive_options(Duration::from_millis(500));
+        assert_eq!(o[0], ("tcp_keepalives_idle", "1".to_string()));
+        assert_eq!(o[3], ("tcp_user_timeout", "3000".to_string()));
+        let o = keepalive_options(Duration::from_secs(5));
+        assert_eq!(o[1], ("tcp_keepalives_interval", "5".to_string()));
+        assert_eq!(o[3], ("tcp_user_timeout", "15000".to_string()));
+    }
+}

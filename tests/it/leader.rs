@@ -1,0 +1,342 @@
+//! Coordination: three pgsidecar processes on one cluster elect exactly one
+//! leader through an advisory lock; leadership moves when the leader is
+//! killed or loses its lock session, never to two at once; the server-wide
+//! queries run once per interval whatever the number of sidecars; `all` and
+//! `none` need no lock. Each test owns its cluster and its processes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::pg::{self, Cluster};
+use crate::scrape::{Metrics, eventually, get, scrape};
+
+/// Two intervals (1 s) plus the time a slow machine may need.
+const WITHIN: Duration = Duration::from_secs(8);
+
+const LEADER_ELECTION: &str = "coordination:\n  mode: leader-election\n  check_interval: 500ms\n";
+
+/// pgsidecar processes, killed when dropped (also when a test fails).
+struct Fleet {
+    dir: PathBuf,
+    procs: Vec<Option<(Child, SocketAddr)>>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = std::env::temp_dir().join(format!("pgsidecar-leader-{}-{}", std::process::id(), pg::free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Fleet { dir, procs: Vec::new() }
+    }
+
+    /// Starts a pgsidecar with `coordination` YAML; returns its index.
+    fn spawn(&mut self, cluster: &Cluster, coordination: &str) -> usize {
+        let n = self.procs.len();
+        let yaml = format!(
+            "collection:\n  interval: 1s\n{coordination}checks:\n  pools:\n    - name: app\n      application_name: it-app\n      size: 5\n"
+        );
+        let config = self.dir.join(format!("config-{n}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("log-{n}.txt"))).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", pg::free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .arg("--config.file")
+            .arg(&config)
+            .args(["--web.listen-address", &addr.to_string()])
+            .env("DATA_SOURCE_NAME", cluster.dsn("postgres"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "pgsidecar {n} did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.procs.push(Some((child, addr)));
+        n
+    }
+
+    fn addr(&self, n: usize) -> SocketAddr {
+        self.procs[n].as_ref().map(|(_, a)| *a).expect("a live pgsidecar")
+    }
+
+    fn log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("log-{n}.txt"))).unwrap_or_default()
+    }
+
+    /// SIGTERM; returns the exit code once the process has ended.
+    fn terminate(&mut self, n: usize) -> Option<i32> {
+        let (mut child, _) = self.procs[n].take()?;
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        child.wait().ok()?.code()
+    }
+
+    fn kill(&mut self, n: usize) {
+        if let Some((mut child, _)) = self.procs[n].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One scrape of every live process: (index, leader gauge, metrics).
+    async fn sample(&self) -> Vec<(usize, f64, Metrics)> {
+        let mut out = Vec::new();
+        for (n, p) in self.procs.iter().enumerate() {
+            if let Some((_, addr)) = p {
+                let m = scrape(*addr).await;
+                let leader = m.get("pgsidecar_leader", &[]).expect("pgsidecar_leader");
+                out.push((n, leader, m));
+            }
+        }
+        out
+    }
+
+    /// Samples every 100 ms until exactly one process is leader and `more`
+    /// holds; panics if two are ever leader at once, or after `within`.
+    async fn one_leader(&self, within: Duration, what: &str, more: impl Fn(usize) -> bool) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let sample = self.sample().await;
+            let leaders: Vec<usize> = sample.iter().filter(|s| s.1 == 1.0).map(|s| s.0).collect();
+            assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+            if let [one] = leaders[..]
+                && more(one)
+            {
+                return one;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}: leaders {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Fleet {
+    /// Every process's log is free of panics.
+    fn assert_no_panics(&self) {
+        for n in 0..self.procs.len() {
+            let log = self.log(n);
+            assert!(!log.contains("panicked"), "pgsidecar {n} panicked:\n{log}");
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for n in 0..self.procs.len() {
+            self.kill(n);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn stat_database_calls(admin: &tokio_postgres::Client) -> f64 {
+    admin
+        .query_one(
+            "SELECT COALESCE(sum(calls), 0)::float8 FROM pg_stat_statements \
+             WHERE query LIKE '%FROM pg_stat_database WHERE datname IS NOT NULL%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
+    let cluster = Cluster::init();
+    cluster.start();
+    let admin = cluster.connect("postgres", "it-admin").await;
+    admin
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .unwrap();
+    let mut fleet = Fleet::new();
+    for _ in 0..3 {
+        fleet.spawn(&cluster, LEADER_ELECTION);
+    }
+
+    // Exactly one leader; only it serves server-wide series; all serve the pools.
+    let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;
+    eventually(fleet.addr(leader), WITHIN, "the leader's stat_database", |m| {
+        m.has("pg_stat_database_xact_commit").then_some(())
+    })
+    .await;
+    for (n, is_leader, m) in fleet.sample().await {
+        assert_eq!(is_leader == 1.0, n == leader, "{}", m.text);
+        assert_eq!(m.has("pg_stat_database_xact_commit"), n == leader, "{n}:\n{}", m.text);
+        assert_eq!(
+            m.get("pgsidecar_pool_capacity", &[("pool", "app")]),
+            Some(5.0),
+            "{}",
+            m.text
+        );
+        assert_eq!(
+            m.get("pgsidecar_coordination_mode", &[("mode", "leader-election")]),
+            Some(1.0)
+        );
+        assert_eq!(m.get("pg_up", &[]), Some(1.0), "{n}:\n{}", m.text);
+        assert_eq!(get(fleet.addr(n), "/readyz").await.status, 200);
+    }
+    assert!(
+        fleet.log(leader).contains("msg=\"became leader\""),
+        "{}",
+        fleet.log(leader)
+    );
+
+    // The server-wide queries run once per interval, not once per sidecar.
+    admin.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let calls = stat_database_calls(&admin).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert!(calls >= 1.0, "stat_database did not run: {calls} calls");
+    assert!(
+        calls <= 1.5 * secs + 2.0,
+        "{calls} stat_database queries in {secs:.1}s from three sidecars"
+    );
+
+    // SIGKILL the leader: another takes over in time, never two at once.
+    fleet.kill(leader);
+    let killed = Instant::now();
+    let next = fleet.one_leader(WITHIN, "a new leader", |n| n != leader).await;
+    assert!(killed.elapsed() < WITHIN);
+    eventually(fleet.addr(next), WITHIN, "the new leader's stat_database", |m| {
+        m.has("pg_stat_database_xact_commit").then_some(())
+    })
+    .await;
+    // Stable afterwards: still exactly that one.
+    for _ in 0..10 {
+        assert_eq!(fleet.one_leader(WITHIN, "still one leader", |_| true).await, next);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fleet.assert_no_panics();
+
+    // SIGTERM releases the lock: the last one takes over.
+    assert_eq!(fleet.terminate(next), Some(0), "{}", fleet.log(next));
+    assert!(
+        fleet.log(next).contains("msg=\"released leadership: shutting down\""),
+        "{}",
+        fleet.log(next)
+    );
+    let last = 3 - leader - next;
+    fleet.one_leader(WITHIN, "the last one leads", |n| n == last).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_when_the_lock_session_is_terminated() {
+    let cluster = Cluster::init();
+    cluster.start();
+    let admin = cluster.connect("postgres", "it-admin").await;
+    let mut fleet = Fleet::new();
+    for _ in 0..3 {
+        fleet.spawn(&cluster, LEADER_ELECTION);
+    }
+    let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;
+
+    let terminated: bool = admin
+        .query_one(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    let lost = Instant::now();
+    // Sample throughout: never two leaders; the old one steps down and logs it.
+    loop {
+        fleet
+            .one_leader(WITHIN, "a leader after the termination", |_| true)
+            .await;
+        if fleet.log(leader).contains("msg=\"lost leadership\"") {
+            break;
+        }
+        assert!(lost.elapsed() < WITHIN, "no step-down logged:\n{}", fleet.log(leader));
+    }
+    // Exactly one leader holds exactly one lock afterwards (possibly the old
+    // one again, if it won fairly).
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let now = fleet
+            .one_leader(WITHIN, "one leader after the termination", |_| true)
+            .await;
+        let locks: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if locks == 1 {
+            eventually(fleet.addr(now), WITHIN, "the leader's stat_database", |m| {
+                m.has("pg_stat_database_xact_commit").then_some(())
+            })
+            .await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "{locks} advisory locks held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The old leader reconnected and still contends: alone, it leads again.
+    for n in 0..3 {
+        if n != leader {
+            fleet.kill(n);
+        }
+    }
+    fleet
+        .one_leader(WITHIN, "the old leader, alone, leads again", |n| n == leader)
+        .await;
+    fleet.assert_no_panics();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_all_runs_everything_and_mode_none_only_the_pods_collectors() {
+    let cluster = Cluster::init();
+    cluster.start();
+    let mut fleet = Fleet::new();
+    let all = fleet.spawn(&cluster, "");
+    let none = fleet.spawn(&cluster, "coordination:\n  mode: none\n");
+
+    let m = eventually(fleet.addr(all), WITHIN, "mode all runs everything", |m| {
+        (m.has("pg_stat_database_xact_commit")
+            && m.all("pg_scrape_collector_success", &[]).len() == crate::default_collectors())
+        .then(|| m.clone())
+    })
+    .await;
+    assert_eq!(m.get("pgsidecar_leader", &[]), Some(1.0));
+    assert_eq!(m.get("pgsidecar_coordination_mode", &[("mode", "all")]), Some(1.0));
+
+    let m = eventually(fleet.addr(none), WITHIN, "mode none runs the pools", |m| {
+        (m.get("pg_scrape_collector_success", &[("collector", "pools")]) == Some(1.0)).then(|| m.clone())
+    })
+    .await;
+    assert_eq!(m.get("pgsidecar_leader", &[]), Some(0.0));
+    assert_eq!(m.get("pgsidecar_coordination_mode", &[("mode", "none")]), Some(1.0));
+    assert_eq!(m.get("pg_up", &[]), Some(1.0), "{}", m.text);
+    assert_eq!(m.get("pgsidecar_pool_capacity", &[("pool", "app")]), Some(5.0));
+    let collectors: Vec<_> = m
+        .all("pg_scrape_collector_success", &[])
+        .iter()
+        .map(|s| s.labels["collector"].clone())
+        .collect();
+    assert_eq!(collectors, ["pools"], "{}", m.text);
+    assert!(!m.has("pg_stat_database_xact_commit"), "{}", m.text);
+    assert_eq!(get(fleet.addr(none), "/readyz").await.status, 200);
+    // No lock session in either mode.
+    let admin = cluster.connect("postgres", "it-admin").await;
+    let locks: i64 = admin
+        .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(locks, 0);
+    fleet.assert_no_panics();
+}
