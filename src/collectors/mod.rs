@@ -281,6 +281,53 @@ pub fn relation_params(r: &crate::config::Relations) -> [&Vec<String>; 4] {
     [&r.include_schemas, &r.exclude_schemas, &r.include, &r.exclude]
 }
 
+/// One row of a per-table view: the table and its numeric columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRow {
+    pub datname: String,
+    pub schemaname: String,
+    pub relname: String,
+    /// Column name → value (NULL read as 0).
+    pub values: std::collections::BTreeMap<&'static str, f64>,
+}
+
+impl TableRow {
+    /// The label values (`datname`, `schemaname`, `relname`) and the column
+    /// values, as [`column_families`] takes them.
+    pub fn labelled(&self) -> (Vec<&str>, &std::collections::BTreeMap<&'static str, f64>) {
+        (
+            vec![self.datname.as_str(), self.schemaname.as_str(), self.relname.as_str()],
+            &self.values,
+        )
+    }
+}
+
+/// Runs a per-table query whose `$1`..`$4` are [`relation_params`], reads the
+/// columns of `tables` that the server has, and applies the cap.
+pub async fn read_table_rows(
+    client: &Client,
+    ctx: &Ctx,
+    what: &'static str,
+    sql: &str,
+    tables: &[&'static [Column]],
+) -> Result<Vec<TableRow>, CollectError> {
+    let p = relation_params(&ctx.checks.relations);
+    let mut rows = Vec::new();
+    for r in query_params(client, what, sql, &[p[0], p[1], p[2], p[3]]).await? {
+        let mut values = std::collections::BTreeMap::new();
+        for cols in tables {
+            values.extend(read_columns(&r, what, cols, ctx.server_version_num)?);
+        }
+        rows.push(TableRow {
+            datname: text(&r, what, "datname")?,
+            schemaname: text(&r, what, "schemaname")?,
+            relname: text(&r, what, "relname")?,
+            values,
+        });
+    }
+    Ok(cap(ctx, rows))
+}
+
 /// Keeps the first `checks.relations.max_series` items (callers sort the
 /// biggest first) and records how many were left out in `ctx`; the health
 /// families report it as `pgsidecar_collector_series_truncated` and

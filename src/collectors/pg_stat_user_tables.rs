@@ -19,11 +19,9 @@
 //!
 //! Version gates: none.
 
-use std::collections::BTreeMap;
-
 use super::{
-    Client, CollectFuture, Column, Ctx, Definition, Scope, cap, column_families, query_params, read_columns,
-    relation_filter, relation_params, select_list, text,
+    Client, CollectFuture, Column, Ctx, Definition, Scope, column_families, read_table_rows, relation_filter,
+    select_list,
 };
 use crate::metrics::Family;
 
@@ -153,44 +151,18 @@ pub fn sql(version: u32) -> String {
     )
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub datname: String,
-    pub schemaname: String,
-    pub relname: String,
-    /// Column name → value, for [`COLUMNS`] and [`COMPUTED`].
-    pub values: BTreeMap<&'static str, f64>,
-}
+pub type Row = super::TableRow;
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "stat_user_tables";
-        let v = ctx.server_version_num;
-        let relations = &ctx.checks.relations;
-        let params = relation_params(relations);
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| *p as _).collect();
-        let mut rows = Vec::new();
-        for r in query_params(client, what, &sql(v), &params).await? {
-            let mut values = read_columns(&r, what, COLUMNS, v)?;
-            values.extend(read_columns(&r, what, COMPUTED, v)?);
-            rows.push(Row {
-                datname: text(&r, what, "datname")?,
-                schemaname: text(&r, what, "schemaname")?,
-                relname: text(&r, what, "relname")?,
-                values,
-            });
-        }
-        Ok(families(&cap(ctx, rows)))
+        let sql = sql(ctx.server_version_num);
+        let rows = read_table_rows(client, ctx, "stat_user_tables", &sql, &[COLUMNS, COMPUTED]).await?;
+        Ok(families(&rows))
     })
 }
 
 pub fn families(rows: &[Row]) -> Vec<Family> {
-    let it = rows.iter().map(|r| {
-        (
-            vec![r.datname.as_str(), r.schemaname.as_str(), r.relname.as_str()],
-            &r.values,
-        )
-    });
+    let it = rows.iter().map(Row::labelled);
     let mut out = column_families(COLUMNS, LABELS, it.clone());
     out.extend(column_families(COMPUTED, LABELS, it));
     let mut ratio = Family::gauge(
