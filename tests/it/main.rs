@@ -11,6 +11,7 @@ mod faults;
 mod fixture;
 mod http;
 mod indexes;
+mod k8s;
 mod leader;
 mod matviews;
 mod pg;
