@@ -168,6 +168,13 @@ async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
     .await;
+    // Every sidecar has finished its first per-pod run (they start at different moments).
+    for n in 0..3 {
+        eventually(fleet.addr(n), WITHIN, "the pools collector's first run", |m| {
+            m.has("pgsidecar_pool_capacity").then_some(())
+        })
+        .await;
+    }
     for (n, is_leader, m) in fleet.sample().await {
         assert_eq!(is_leader == 1.0, n == leader, "{}", m.text);
         assert_eq!(m.has("pg_stat_database_xact_commit"), n == leader, "{n}:\n{}", m.text);
