@@ -43,6 +43,22 @@ pub async fn start(yaml: &str) -> Running {
     Running::start(config(yaml)).await.expect("start pgsidecar")
 }
 
+/// Runs the pgsidecar binary with `DATA_SOURCE_NAME`; its exit code (-1 if
+/// killed) and everything it printed.
+pub fn run_pgsidecar(args: &[&str], dsn: &str) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .args(args)
+        .env("DATA_SOURCE_NAME", dsn)
+        .output()
+        .expect("run the pgsidecar binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// How many collectors run with the default configuration.
 pub fn default_collectors() -> usize {
     pgsidecar::collectors::ALL

@@ -3,29 +3,14 @@
 //! freshness query stands in where the log is not installed, and an
 //! untracked view says so.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::fixture::create_app_db;
 use crate::pg;
 use crate::scrape::{Metrics, eventually};
-use crate::{start, test_yaml};
+use crate::{run_pgsidecar, start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn pgsidecar(args: &[&str], dsn: &str) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-        .args(args)
-        .env("DATA_SOURCE_NAME", dsn)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
 
 fn mv(m: &Metrics, name: &str, view: &str) -> Option<f64> {
     m.get(name, &[("matviewname", view)])
@@ -37,7 +22,7 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
     let db = create_app_db(cluster, "matview_db").await;
     let dsn = cluster.dsn("matview_db");
     for _ in 0..2 {
-        let (code, out) = pgsidecar(&["install"], &dsn);
+        let (code, out) = run_pgsidecar(&["install"], &dsn);
         assert_eq!(code, 0, "install (twice: idempotent): {out}");
     }
     // The refreshing role owns the view and reads its tables: nothing more.
@@ -142,7 +127,7 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
     );
     px.stop().await.unwrap();
 
-    let (code, out) = pgsidecar(&["uninstall"], &dsn);
+    let (code, out) = run_pgsidecar(&["uninstall"], &dsn);
     assert_eq!(code, 0, "{out}");
     let gone: bool = db
         .query_one("SELECT to_regnamespace('pgsidecar') IS NULL", &[])
@@ -208,16 +193,16 @@ async fn freshness_query_or_a_clear_untracked_state() {
 
 #[test]
 fn print_sql_needs_no_database() {
-    let (code, out) = pgsidecar(&["install", "--print-sql"], "host=127.0.0.1 port=1");
+    let (code, out) = run_pgsidecar(&["install", "--print-sql"], "host=127.0.0.1 port=1");
     assert_eq!(code, 0);
     assert!(
         out.contains("CREATE EVENT TRIGGER pgsidecar_refresh_ended ON ddl_command_end"),
         "{out}"
     );
-    let (code, out) = pgsidecar(&["uninstall", "--print-sql"], "host=127.0.0.1 port=1");
+    let (code, out) = run_pgsidecar(&["uninstall", "--print-sql"], "host=127.0.0.1 port=1");
     assert_eq!(code, 0);
     assert!(out.contains("DROP SCHEMA IF EXISTS pgsidecar CASCADE"), "{out}");
-    let (code, out) = pgsidecar(&["install"], "host=127.0.0.1 port=1 user=x dbname=y sslmode=disable");
+    let (code, out) = run_pgsidecar(&["install"], "host=127.0.0.1 port=1 user=x dbname=y sslmode=disable");
     assert_eq!(code, 1);
     assert!(out.starts_with("pgsidecar: connect to x@127.0.0.1:1/y:"), "{out}");
 }

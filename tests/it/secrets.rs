@@ -126,17 +126,8 @@ fn config_errors_do_not_show_the_password() {
         format!("host=db password='{GOOD}' sslmode=bogus"),
         format!("postgresql://u:{GOOD}@db/x?sslmode=verify-full"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .arg("--config.check")
-            .env("DATA_SOURCE_NAME", &dsn)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(2), "{dsn} should be rejected: {text}");
+        let (code, text) = crate::run_pgsidecar(&["--config.check"], &dsn);
+        assert_eq!(code, 2, "{dsn} should be rejected: {text}");
         assert!(
             text.contains("DATA_SOURCE_NAME") || text.contains("sslrootcert"),
             "{text}"
