@@ -10,6 +10,7 @@ mod e2e;
 mod faults;
 mod fixture;
 mod http;
+mod image;
 mod indexes;
 mod k8s;
 mod leader;
