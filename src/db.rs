@@ -174,10 +174,7 @@ impl Db {
 
     /// Removes the password from a message, whatever produced it.
     pub fn scrub(&self, message: &str) -> String {
-        match &self.password {
-            Some(p) => message.replace(p.as_str(), "******"),
-            None => message.to_string(),
-        }
+        scrub(self.password.as_deref(), message)
     }
 
     pub fn pool_status(&self) -> deadpool_postgres::Status {
@@ -213,6 +210,40 @@ pub fn session_config(ds: &Datasource, extra: &[(&str, String)]) -> tokio_postgr
     }
     pg.options(options.trim());
     pg
+}
+
+/// Removes `password`, if any, from a message.
+pub fn scrub(password: Option<&str>, message: &str) -> String {
+    match password {
+        Some(p) => message.replace(p, "******"),
+        None => message.to_string(),
+    }
+}
+
+/// A session of its own, outside the pool (the leader lock, `pgsidecar
+/// install`): connects with `pg` within the connect timeout and drives the
+/// connection on a task. The error says the target and why, without the
+/// password.
+pub async fn connect_dedicated(
+    ds: &Datasource,
+    pg: &tokio_postgres::Config,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    String,
+> {
+    let target = ds.target();
+    let tls = tls_connector(ds).map_err(|e| format!("connect to {target}: {e}"))?;
+    match tokio::time::timeout(ds.connect_timeout + Duration::from_secs(1), pg.connect(tls)).await {
+        Ok(Ok((client, conn))) => Ok((client, tokio::spawn(conn))),
+        Ok(Err(e)) => Err(scrub(
+            ds.password().as_deref(),
+            &format!("connect to {target}: {}", describe(&e)),
+        )),
+        Err(_) => Err(format!("connect to {target}: timed out")),
+    }
 }
 
 /// The TLS connector for a datasource's sslmode and root certificates.

@@ -13,8 +13,6 @@
 //! These are the only statements pgsidecar runs that write; they run only on
 //! the operator's command, in a session of their own.
 
-use std::time::Duration;
-
 /// The schema version this pgsidecar installs.
 pub const SCHEMA_VERSION: i32 = 1;
 
@@ -79,8 +77,9 @@ DROP SCHEMA IF EXISTS pgsidecar CASCADE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("connect to {target}: {message}")]
-    Connect { target: String, message: String },
+    /// Says the target and why (see `db::connect_dedicated`).
+    #[error("{0}")]
+    Connect(String),
     #[error("{action} in {target}: {message}")]
     Sql {
         action: &'static str,
@@ -93,42 +92,20 @@ pub enum InstallError {
 /// bounded and named `pgsidecar-install`).
 pub async fn apply(ds: &crate::config::Datasource, sql: &str, action: &'static str) -> Result<(), InstallError> {
     let target = ds.target();
-    let scrub = |m: String| match ds.password() {
-        Some(p) => m.replace(&p, "******"),
-        None => m,
-    };
     let mut pg = ds.pg.clone();
     pg.application_name("pgsidecar-install");
     pg.options("-c statement_timeout=60000 -c lock_timeout=5000");
-    let tls = crate::db::tls_connector(ds).map_err(|e| InstallError::Connect {
-        target: target.clone(),
-        message: e.to_string(),
-    })?;
     pg.ssl_mode(crate::db::pg_ssl_mode(ds.sslmode));
-    let connect = tokio::time::timeout(ds.connect_timeout + Duration::from_secs(1), pg.connect(tls));
-    let (client, conn) = match connect.await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            return Err(InstallError::Connect {
-                target,
-                message: scrub(crate::db::describe(&e)),
-            });
-        }
-        Err(_) => {
-            return Err(InstallError::Connect {
-                target,
-                message: "timed out".into(),
-            });
-        }
-    };
-    let task = tokio::spawn(conn);
+    let (client, task) = crate::db::connect_dedicated(ds, &pg)
+        .await
+        .map_err(InstallError::Connect)?;
     let result = client
         .batch_execute(&format!("BEGIN;\n{sql}\nCOMMIT;"))
         .await
         .map_err(|e| InstallError::Sql {
             action,
             target: target.clone(),
-            message: scrub(crate::db::describe(&e)),
+            message: crate::db::scrub(ds.password().as_deref(), &crate::db::describe(&e)),
         });
     drop(client);
     let _ = task.await;

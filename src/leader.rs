@@ -119,21 +119,14 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>, connected: &mut bool) -> Result<(), String> {
     let ds = &shared.config.datasource;
     let cfg = &shared.config.coordination;
-    let tls = crate::db::tls_connector(ds).map_err(|e| e.to_string())?;
     let mut pg = crate::db::session_config(ds, &keepalive_options(cfg.check_interval));
     pg.keepalives(true)
         .keepalives_idle(cfg.check_interval.max(Duration::from_secs(1)));
-    let connect = timeout(ds.connect_timeout + Duration::from_secs(1), pg.connect(tls));
-    let (client, conn) = tokio::select! {
-        r = connect => match r {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(format!("connect to {}: {}", ds.target(), crate::db::describe(&e))),
-            Err(_) => return Err(format!("connect to {}: timed out", ds.target())),
-        },
+    let (client, mut conn) = tokio::select! {
+        r = crate::db::connect_dedicated(ds, &pg) => r?,
         _ = shutdown.changed() => return Ok(()),
     };
     *connected = true;
-    let mut conn = tokio::spawn(conn);
     let result = hold(shared, cfg, &client, &mut conn, shutdown).await;
     // Step down first, then close: never leader without the session.
     match &result {
