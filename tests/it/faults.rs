@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::pg::Cluster;
-use crate::scrape::{eventually, get, scrape};
+use crate::scrape::{eventually, get, scrape, until_pg_up};
 use crate::{start, test_yaml};
 
 /// One interval (1 s) plus the time a slow CI machine may need.
@@ -34,10 +34,7 @@ async fn down_at_start_then_comes_up() {
 
     cluster.start();
     let up_at = Instant::now();
-    eventually(px.addr, WITHIN, "pg_up 1 after start", |m| {
-        m.get("pg_up", &[]).filter(|v| *v == 1.0)
-    })
-    .await;
+    until_pg_up(px.addr, WITHIN, 1.0).await;
     eventually(px.addr, WITHIN, "stat_database data", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
@@ -51,10 +48,7 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
     let cluster = Cluster::init();
     cluster.start();
     let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
-    eventually(px.addr, WITHIN, "pg_up 1", |m| {
-        m.get("pg_up", &[]).filter(|v| *v == 1.0)
-    })
-    .await;
+    until_pg_up(px.addr, WITHIN, 1.0).await;
     eventually(px.addr, WITHIN, "xact_commit", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
@@ -99,10 +93,7 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
     );
 
     cluster.start();
-    eventually(px.addr, WITHIN, "pg_up 1 after restart", |m| {
-        m.get("pg_up", &[]).filter(|v| *v == 1.0)
-    })
-    .await;
+    until_pg_up(px.addr, WITHIN, 1.0).await;
     eventually(px.addr, WITHIN, "series back", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
@@ -115,17 +106,11 @@ async fn postmaster_killed_with_sigkill() {
     let cluster = Cluster::init();
     cluster.start();
     let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
-    eventually(px.addr, WITHIN, "pg_up 1", |m| {
-        m.get("pg_up", &[]).filter(|v| *v == 1.0)
-    })
-    .await;
+    until_pg_up(px.addr, WITHIN, 1.0).await;
 
     cluster.kill();
     cluster.wait_down();
-    eventually(px.addr, WITHIN, "pg_up 0 after SIGKILL", |m| {
-        m.get("pg_up", &[]).filter(|v| *v == 0.0)
-    })
-    .await;
+    until_pg_up(px.addr, WITHIN, 0.0).await;
     assert_eq!(get(px.addr, "/healthz").await.status, 200);
 
     cluster.start();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::scrape::{Metrics, eventually, get, request};
+use crate::scrape::{Metrics, eventually, get, request, until_pg_up};
 use crate::{pg, shared_yaml, start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -44,7 +44,7 @@ async fn endpoints_methods_and_unknown_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_is_served_when_accepted() {
     let px = start(&shared_yaml()).await;
-    eventually(px.addr, WAIT, "pg_up", |m| m.get("pg_up", &[]).filter(|v| *v == 1.0)).await;
+    until_pg_up(px.addr, WAIT, 1.0).await;
     let r = request(px.addr, "GET", "/metrics", &[("Accept-Encoding", "gzip, deflate")]).await;
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_eq!(r.header("vary"), Some("Accept-Encoding"));

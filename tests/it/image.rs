@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::pg::{self, free_port};
-use crate::scrape::{eventually, get};
+use crate::scrape::{get, until_pg_up};
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
@@ -118,10 +118,7 @@ async fn runs_unprivileged_with_nothing_writable() {
             "runs as nobody: {uid}"
         );
     }
-    eventually(addr, Duration::from_secs(15), "pg_up 1", |m| {
-        m.get("pg_up", &[]).filter(|v| *v == 1.0)
-    })
-    .await;
+    until_pg_up(addr, Duration::from_secs(15), 1.0).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while get(addr, "/readyz").await.status != 200 {
         assert!(Instant::now() < deadline, "never ready");

@@ -217,3 +217,11 @@ pub async fn eventually<T>(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Scrapes until `pg_up` has `value`, or panics after `within`.
+pub async fn until_pg_up(addr: SocketAddr, within: Duration, value: f64) {
+    eventually(addr, within, &format!("pg_up {value}"), |m| {
+        m.get("pg_up", &[]).filter(|v| *v == value).map(|_| ())
+    })
+    .await
+}

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::pg;
-use crate::scrape::{eventually, get};
+use crate::scrape::{eventually, get, until_pg_up};
 
 const GOOD: &str = "Pw-9f3Kx7-secret";
 const WRONG: &str = "Wrong-7hQ2-pass";
@@ -79,10 +79,7 @@ async fn passwords_stay_secret_and_sigterm_exits_zero() {
         &format!("postgresql://secret_user:{GOOD}@127.0.0.1:{port}/postgres?sslmode=disable"),
         &[],
     );
-    eventually(p.addr, Duration::from_secs(15), "pg_up 1", |m| {
-        m.get("pg_up", &[]).filter(|v| *v == 1.0)
-    })
-    .await;
+    until_pg_up(p.addr, Duration::from_secs(15), 1.0).await;
     let served = everything_served(p.addr).await;
     assert!(
         served.contains("secret_user@127.0.0.1"),

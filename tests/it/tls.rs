@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::pg::{self, Cluster};
-use crate::scrape::{eventually, get};
+use crate::scrape::{eventually, get, until_pg_up};
 use crate::{start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -140,7 +140,7 @@ async fn each_sslmode_against_a_tls_server() {
     expect_up(&yaml(port, "127.0.0.1", "verify-ca", Some(&ca))).await;
     // require without a root certificate: encrypted, not verified.
     let px = start(&yaml(port, "127.0.0.1", "require", None)).await;
-    eventually(px.addr, WAIT, "pg_up 1", |m| m.get("pg_up", &[]).filter(|v| *v == 1.0)).await;
+    until_pg_up(px.addr, WAIT, 1.0).await;
     let encrypted: i64 = admin
         .query_one(
             "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgsidecar' AND ssl",
