@@ -25,10 +25,21 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn refresh_health(&self) {
+    fn render_health(&self) -> bytes::Bytes {
         let (mode, leader) = (self.leadership.mode(), self.leadership.is_leader());
+        self.health.render(self.db.pool_status(), mode, leader)
+    }
+
+    pub fn refresh_health(&self) {
+        self.snapshot.set(HEALTH, Some(self.render_health()));
+    }
+
+    /// Replaces (or with `None` drops) a collector's part together with the
+    /// health families, in one body: a scrape never sees a collection's
+    /// series without its outcome, or the other way round.
+    pub fn publish(&self, collector: &'static str, part: Option<bytes::Bytes>) {
         self.snapshot
-            .set(HEALTH, Some(self.health.render(self.db.pool_status(), mode, leader)));
+            .update([(collector, part), (HEALTH, Some(self.render_health()))]);
     }
 }
 

@@ -116,10 +116,12 @@ async fn collector_loop(
         }
         let unavailable = matches!(result, Err(CollectError::Unavailable(_)));
         let mut omitted = None;
+        // The new part, if it changes: published with the health families below.
+        let mut part = None;
         let error = match result {
             Ok((encoded, cut)) => {
                 omitted = cut;
-                shared.snapshot.set(def.name, Some(encoded));
+                part = Some(Some(encoded));
                 if logged_error.take().is_some() {
                     tracing::info!(collector = def.name, "collector recovered");
                 }
@@ -146,18 +148,20 @@ async fn collector_loop(
             let stale = last_success.is_none_or(|t| t.elapsed().unwrap_or_default() > cfg.stale_after);
             if stale && shared.snapshot.has(def.name) {
                 tracing::info!(collector = def.name, stale_after = %crate::config::show(cfg.stale_after), "dropping the failed collector's stale series");
-                shared.snapshot.set(def.name, None);
+                part = Some(None);
             }
         }
-        shared.refresh_health();
+        match part {
+            Some(part) => shared.publish(def.name, part),
+            None => shared.refresh_health(),
+        }
     }
 }
 
 /// A server-scoped collector while this sidecar is not leader: serves no series.
 fn stand_down(def: &'static Definition, shared: &Shared) {
     if shared.snapshot.has(def.name) {
-        shared.snapshot.set(def.name, None);
-        shared.refresh_health();
+        shared.publish(def.name, None);
     }
 }
 

@@ -44,11 +44,19 @@ pub struct Snapshot {
 impl Snapshot {
     /// Replaces (or with `None`, drops) one part and rebuilds the body.
     pub fn set(&self, name: &'static str, part: Option<Bytes>) {
+        self.update([(name, part)]);
+    }
+
+    /// Replaces (or drops) several parts and rebuilds the body once, so a
+    /// scrape sees all of the changes or none.
+    pub fn update(&self, changes: impl IntoIterator<Item = (&'static str, Option<Bytes>)>) {
         let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-        match part {
-            Some(b) => parts.insert(name, b),
-            None => parts.remove(name),
-        };
+        for (name, part) in changes {
+            match part {
+                Some(b) => parts.insert(name, b),
+                None => parts.remove(name),
+            };
+        }
         let mut text = Vec::with_capacity(parts.values().map(Bytes::len).sum());
         for p in parts.values() {
             text.extend_from_slice(p);
@@ -85,6 +93,16 @@ mod tests {
         s.set("a", None);
         assert_eq!(&s.body().text[..], b"h 1\nb 1\n");
         assert!(!s.has("a"));
+    }
+
+    #[test]
+    fn several_parts_change_in_one_body() {
+        let s = Snapshot::default();
+        s.set("a", Some(Bytes::from_static(b"a 1\n")));
+        let before = s.body();
+        s.update([("a", None), (HEALTH, Some(Bytes::from_static(b"h 2\n")))]);
+        assert_eq!(&before.text[..], b"a 1\n");
+        assert_eq!(&s.body().text[..], b"h 2\n");
     }
 
     #[test]
