@@ -22,6 +22,9 @@ pub struct Shared {
     pub snapshot: Snapshot,
     pub health: Health,
     pub leadership: Leadership,
+    /// Held from rendering the health families to publishing them, so that
+    /// concurrent collectors never publish an older rendering over a newer one.
+    publishing: std::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -31,6 +34,7 @@ impl Shared {
     }
 
     pub fn refresh_health(&self) {
+        let _order = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         self.snapshot.set(HEALTH, Some(self.render_health()));
     }
 
@@ -38,6 +42,7 @@ impl Shared {
     /// health families, in one body: a scrape never sees a collection's
     /// series without its outcome, or the other way round.
     pub fn publish(&self, collector: &'static str, part: Option<bytes::Bytes>) {
+        let _order = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
         self.snapshot
             .update([(collector, part), (HEALTH, Some(self.render_health()))]);
     }
@@ -81,6 +86,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let shared = Arc::new(Shared {
         health: Health::new(&configs, &config.checks),
         leadership: Leadership::new(config.coordination.mode),
+        publishing: std::sync::Mutex::new(()),
         db,
         snapshot: Snapshot::default(),
         config,
