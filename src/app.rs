@@ -29,8 +29,7 @@ pub struct Shared {
 
 impl Shared {
     fn render_health(&self) -> bytes::Bytes {
-        let (mode, leader) = (self.leadership.mode(), self.leadership.is_leader());
-        self.health.render(self.db.pool_status(), mode, leader)
+        self.health.render(self.db.pool_status(), &self.leadership)
     }
 
     pub fn refresh_health(&self) {

@@ -21,7 +21,7 @@
 //!   `process_open_fds`, `process_max_fds`, `process_start_time_seconds`,
 //!   `process_threads`.
 //! - `pgsidecar_leader` gauge: 1 while this sidecar runs the server-scoped
-//!   collectors (see `leader.rs`).
+//!   collectors (see `leader.rs`); `pgsidecar_leader_changes_total` counter.
 //! - `pgsidecar_coordination_mode{mode}` gauge, 1: `all`, `leader-election`
 //!   or `none`.
 //!
@@ -36,7 +36,8 @@ use bytes::{Bytes, BytesMut};
 use prometheus::core::Collector;
 
 use crate::collectors::Scope;
-use crate::config::{CollectorConfig, CoordinationMode};
+use crate::config::CollectorConfig;
+use crate::leader::Leadership;
 use crate::metrics::{Family, encode, encode_protos};
 
 /// One collector's state, as last recorded.
@@ -168,7 +169,8 @@ impl Health {
     }
 
     /// Encodes the health families.
-    pub fn render(&self, pool: deadpool_postgres::Status, mode: CoordinationMode, leader: bool) -> Bytes {
+    pub fn render(&self, pool: deadpool_postgres::Status, leadership: &Leadership) -> Bytes {
+        let (mode, leader) = (leadership.mode(), leadership.is_leader());
         let mut fams = Vec::new();
         let mut up = Family::gauge(
             "pg_up",
@@ -185,6 +187,13 @@ impl Health {
         );
         is_leader.set(&[], if leader { 1.0 } else { 0.0 });
         fams.push(is_leader);
+        let mut changes = Family::counter(
+            "pgsidecar_leader_changes_total",
+            "Times this pgsidecar became or stopped being leader since it started",
+            &[],
+        );
+        changes.set(&[], leadership.changes() as f64);
+        fams.push(changes);
         let mut coordination = Family::gauge(
             "pgsidecar_coordination_mode",
             "Configured coordination.mode (all, leader-election or none); always 1",
@@ -345,6 +354,7 @@ pub fn unix(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::CoordinationMode;
 
     fn cfg(name: &'static str) -> CollectorConfig {
         CollectorConfig {
@@ -384,8 +394,7 @@ mod tests {
                     available: 1,
                     waiting: 0,
                 },
-                CoordinationMode::All,
-                true,
+                &Leadership::new(CoordinationMode::All),
             )
             .to_vec(),
         )
@@ -434,8 +443,13 @@ mod tests {
             available: 1,
             waiting: 0,
         };
-        let text = String::from_utf8(h.render(pool, CoordinationMode::LeaderElection, false).to_vec()).unwrap();
+        let text = String::from_utf8(
+            h.render(pool, &Leadership::new(CoordinationMode::LeaderElection))
+                .to_vec(),
+        )
+        .unwrap();
         assert!(text.contains("pgsidecar_leader 0\n"), "{text}");
+        assert!(text.contains("pgsidecar_leader_changes_total 0\n"), "{text}");
         assert!(text.contains("pg_up 1\n"), "{text}");
         assert!(text.contains("collector=\"pools\""), "{text}");
         assert!(!text.contains("collector=\"postmaster\""), "{text}");

@@ -28,11 +28,13 @@
 //! another sidecar takes the lock at its next check. A sidecar that cannot
 //! reach Postgres has no session, so it is never leader.
 //!
-//! Metrics (in the health part): `pgsidecar_leader` gauge (0/1) and
-//! `pgsidecar_coordination_mode{mode}` gauge, 1. Each change of leadership
-//! is logged once.
+//! Metrics (in the health part): `pgsidecar_leader` gauge (0/1),
+//! `pgsidecar_leader_changes_total` counter (each time this sidecar became or
+//! stopped being leader) and `pgsidecar_coordination_mode{mode}` gauge, 1.
+//! Each change of leadership is logged once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -46,12 +48,18 @@ use crate::config::{Coordination, CoordinationMode, show};
 pub struct Leadership {
     mode: CoordinationMode,
     state: watch::Sender<bool>,
+    /// Changes of `state` since start, counted under the channel's lock.
+    changes: AtomicU64,
 }
 
 impl Leadership {
     pub fn new(mode: CoordinationMode) -> Self {
         let (state, _) = watch::channel(mode == CoordinationMode::All);
-        Leadership { mode, state }
+        Leadership {
+            mode,
+            state,
+            changes: AtomicU64::new(0),
+        }
     }
 
     pub fn mode(&self) -> CoordinationMode {
@@ -62,6 +70,11 @@ impl Leadership {
         *self.state.borrow()
     }
 
+    /// How many times this sidecar became or stopped being leader.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
     /// Sees every change of leadership.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
         self.state.subscribe()
@@ -69,7 +82,13 @@ impl Leadership {
 
     /// Sets the state; true if it changed.
     fn set(&self, leader: bool) -> bool {
-        self.state.send_if_modified(|v| std::mem::replace(v, leader) != leader)
+        self.state.send_if_modified(|v| {
+            let changed = std::mem::replace(v, leader) != leader;
+            if changed {
+                self.changes.fetch_add(1, Ordering::SeqCst);
+            }
+            changed
+        })
     }
 }
 
@@ -238,6 +257,7 @@ mod tests {
         assert!(!l.set(true));
         assert!(l.is_leader());
         assert!(l.set(false));
+        assert_eq!(l.changes(), 2);
     }
 
     #[test]

@@ -102,7 +102,10 @@ impl Fleet {
         loop {
             let sample = self.sample().await;
             let leaders: Vec<usize> = sample.iter().filter(|s| s.1 == 1.0).map(|s| s.0).collect();
-            assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+            if leaders.len() > 1 {
+                self.overlap(&sample).await;
+                continue;
+            }
             if let [one] = leaders[..]
                 && more(one)
             {
@@ -118,6 +121,21 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// A sample showing several leaders: scrapes are sequential, so a leader
+    /// scraped early may have stepped down before a later one took over.
+    /// Panics on proof of a real overlap: one scraped again after the last
+    /// leader that still leads, with no change of leadership in between.
+    async fn overlap(&self, sample: &[(usize, f64, Metrics)]) {
+        let leaders: Vec<&(usize, f64, Metrics)> = sample.iter().filter(|s| s.1 == 1.0).collect();
+        let (last, earlier) = leaders.split_last().expect("several leaders");
+        for (n, _, before) in earlier {
+            let changes = |m: &Metrics| m.get("pgsidecar_leader_changes_total", &[]).expect("leader changes");
+            let again = scrape(self.addr(*n)).await;
+            let still = again.get("pgsidecar_leader", &[]) == Some(1.0) && changes(&again) == changes(before);
+            assert!(!still, "two leaders at once: {n} led throughout while {} led", last.0);
+        }
+    }
+
     /// Every process's log is free of panics.
     fn assert_no_panics(&self) {
         for n in 0..self.procs.len() {
