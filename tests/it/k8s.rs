@@ -1,10 +1,15 @@
-//! The Kubernetes manifests under `k8s/`: every directory renders with
-//! `kubectl kustomize`, the output passes `kubernetes-validate --strict`
-//! (custom resources such as the PodMonitor have no schema there and are only
-//! warned about), the pgsidecar container has its probes, downward-API
-//! `POD_IP` and locked-down security context, and the generated ConfigMap's
-//! pgsidecar.yaml is a configuration pgsidecar accepts. Both tools are
-//! required: a missing one fails the test, naming it.
+//! The Kubernetes manifests under `k8s/`: every kustomization renders with
+//! `kubectl kustomize`, and the output passes `kubernetes-validate --strict`
+//! (the prometheus-operator kinds, which have no schema there, are left out
+//! of that step and any other kind without a schema fails). The pgsidecar
+//! container has its probes, downward-API `POD_IP` and locked-down security
+//! context, and the generated ConfigMap's pgsidecar.yaml is a configuration
+//! pgsidecar accepts. The Service, ServiceMonitor and PodMonitor reach the
+//! `metrics` port. The PrometheusRule and dashboard ConfigMaps that
+//! `scripts/gen-k8s` writes into `k8s/monitoring/base` still hold
+//! `alerts/pgsidecar.rules.yml` (which `promtool check rules` accepts) and
+//! `dashboards/*.json`. The tools (kubectl, kubernetes-validate, promtool)
+//! are required: a missing one fails the test, naming it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,12 @@ use serde_yaml::Value;
 const K8S_VERSION: &str = "1.30.0";
 const POD_IP: &str = "10.1.2.3";
 const DB_HOST: &str = "db.test.svc";
+/// prometheus-operator's kinds: kubernetes-validate has no schema for them.
+const CRD_KINDS: [&str; 3] = ["PodMonitor", "ServiceMonitor", "PrometheusRule"];
+/// The directories a prometheus-operator user applies.
+const MONITORING: [&str; 2] = ["monitoring/sidecar", "monitoring/standalone"];
+/// What to do when a drift test fails.
+const REGENERATE: &str = "run scripts/gen-k8s and commit k8s/monitoring/base";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -66,24 +77,40 @@ fn render_and_validate(dir: &str) -> Vec<Value> {
         report(&out)
     );
     let yaml = String::from_utf8(out.stdout).unwrap();
-
-    let out = run(
-        "kubernetes-validate",
-        "install it with `python3 -m pip install kubernetes-validate` (scripts/test does it)",
-        &["--strict", "--quiet", "-k", K8S_VERSION, "-"],
-        Some(&yaml),
-    );
-    assert!(
-        out.status.success(),
-        "kubernetes-validate --strict -k {K8S_VERSION} rejects the output of kubectl kustomize {path}\n{}\n--- rendered ---\n{yaml}",
-        report(&out)
-    );
-
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
         .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: rendered YAML does not parse: {e}\n{yaml}")))
         .filter(|v| !v.is_null())
         .collect();
     assert!(!docs.is_empty(), "{path} renders nothing");
+
+    // Everything but the prometheus-operator kinds, written back as YAML.
+    let mut built_in = String::new();
+    for doc in &docs {
+        if CRD_KINDS.contains(&str_at(doc, &["kind"])) {
+            assert_eq!(
+                str_at(doc, &["apiVersion"]),
+                "monitoring.coreos.com/v1",
+                "{path}: apiVersion"
+            );
+        } else {
+            built_in.push_str("---\n");
+            built_in.push_str(&serde_yaml::to_string(doc).unwrap());
+        }
+    }
+    if !built_in.is_empty() {
+        let out = run(
+            "kubernetes-validate",
+            "install it with `python3 -m pip install kubernetes-validate` (scripts/test does it)",
+            &["--strict", "--quiet", "-k", K8S_VERSION, "-"],
+            Some(&built_in),
+        );
+        let report = report(&out);
+        assert!(
+            out.status.success() && !report.contains("Couldn't find schema"),
+            "kubernetes-validate --strict -k {K8S_VERSION} rejects the output of kubectl kustomize {path}\n{report}"
+        );
+    }
+
     for doc in &docs {
         let kind = str_at(doc, &["kind"]);
         assert!(
@@ -328,6 +355,141 @@ fn check_datasource(dir: &str, text: &str, env: &[Value]) {
     );
 }
 
+/// Every directory under `k8s/` that holds a kustomization.yaml, relative to
+/// `k8s/`, sorted.
+fn kustomizations() -> Vec<String> {
+    let k8s = root().join("k8s");
+    let mut found = Vec::new();
+    let mut todo = vec![k8s.clone()];
+    while let Some(dir) = todo.pop() {
+        if dir.join("kustomization.yaml").is_file() {
+            found.push(dir.strip_prefix(&k8s).unwrap().to_string_lossy().into_owned());
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
+}
+
+/// The number of a container's port named `name`.
+fn container_port(container: &Value, name: &str) -> Option<u64> {
+    container
+        .get("ports")?
+        .as_sequence()?
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))?
+        .get("containerPort")?
+        .as_u64()
+}
+
+fn pod_labels(deployment: &Value) -> &Value {
+    at(deployment, &["spec", "template", "metadata", "labels"])
+}
+
+/// Whether the label map `selector` selects an object with `labels`. An
+/// empty selector would select everything, which no manifest here wants, so
+/// it counts as no match.
+fn matches_labels(selector: &Value, labels: &Value) -> bool {
+    let selector = selector.as_mapping().expect("a label map");
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Whether a ServiceMonitor's or PodMonitor's `spec.selector` selects an
+/// object with `labels`.
+fn monitor_selects(monitor: &Value, labels: &Value) -> bool {
+    let selector = at(monitor, &["spec", "selector"]);
+    assert!(
+        selector.get("matchExpressions").is_none(),
+        "this test reads matchLabels only: extend monitor_selects for matchExpressions"
+    );
+    matches_labels(at(selector, &["matchLabels"]), labels)
+}
+
+/// The Service pgsidecar: its port "metrics" is 9188 and leads to the
+/// pgsidecar container's 9188 in the pods it selects, the Deployment's.
+fn check_service<'a>(dir: &str, docs: &'a [Value], deployment: &Value) -> &'a Value {
+    let service = one(docs, "Service");
+    assert_eq!(
+        str_at(service, &["metadata", "name"]),
+        "pgsidecar",
+        "{dir}: Service name"
+    );
+    let port = seq(service, &["spec", "ports"])
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some("metrics"))
+        .unwrap_or_else(|| panic!("{dir}: the Service has no port named metrics"));
+    assert_eq!(at(port, &["port"]).as_u64(), Some(9188), "{dir}: Service port");
+    let target = match at(port, &["targetPort"]) {
+        Value::String(name) => container_port(pgsidecar_container(deployment), name),
+        other => other.as_u64(),
+    };
+    assert_eq!(
+        target,
+        Some(9188),
+        "{dir}: the Service's targetPort is the pgsidecar container's port 9188"
+    );
+    assert!(
+        matches_labels(at(service, &["spec", "selector"]), pod_labels(deployment)),
+        "{dir}: the Service selects the Deployment's pods"
+    );
+    service
+}
+
+/// A file that scripts/gen-k8s writes says so on its first line.
+fn check_generated(file: &str) {
+    let path = format!("k8s/monitoring/base/{file}");
+    assert!(
+        read(&path).starts_with("# Generated by scripts/gen-k8s from "),
+        "{path} lacks its \"Generated by scripts/gen-k8s\" header; {REGENERATE}"
+    );
+}
+
+/// The `*.json` files of `dashboards/`: file name to content.
+fn dashboard_files() -> BTreeMap<String, String> {
+    let dir = root().join("dashboards");
+    let files: BTreeMap<String, String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    assert!(!files.is_empty(), "no dashboards/*.json");
+    files
+}
+
+#[test]
+fn every_kustomization_renders_and_validates() {
+    let dirs = kustomizations();
+    for dir in [
+        "base",
+        "sidecar",
+        "standalone",
+        "monitoring/base",
+        "monitoring/sidecar",
+        "monitoring/standalone",
+    ] {
+        assert!(
+            dirs.iter().any(|d| d == dir),
+            "no k8s/{dir}/kustomization.yaml among {dirs:?}"
+        );
+    }
+    for dir in &dirs {
+        render_and_validate(dir);
+    }
+}
+
 #[test]
 fn sidecar_renders_validates_and_carries_a_valid_config() {
     let docs = render_and_validate("sidecar");
@@ -336,6 +498,14 @@ fn sidecar_renders_validates_and_carries_a_valid_config() {
     assert_eq!(at(deployment, &["spec", "replicas"]).as_u64(), Some(3));
     let env = check_container("sidecar", deployment);
     let text = config_text("sidecar", &docs, deployment);
+
+    // Headless: one DNS address per replica, since each reports its own pool.
+    let service = check_service("sidecar", &docs, deployment);
+    assert_eq!(
+        str_at(service, &["spec", "clusterIP"]),
+        "None",
+        "sidecar: headless Service"
+    );
 
     let config = load("sidecar", text, &base_env());
     assert_eq!(config.coordination.mode.as_str(), "leader-election");
@@ -361,11 +531,7 @@ fn standalone_renders_validates_and_carries_a_valid_config() {
     let containers = seq(deployment, &["spec", "template", "spec", "containers"]);
     assert_eq!(containers.len(), 1, "pgsidecar alone");
     let env = check_container("standalone", deployment);
-
-    let service = one(&docs, "Service");
-    assert_eq!(str_at(service, &["metadata", "name"]), "pgsidecar");
-    let port = &seq(service, &["spec", "ports"])[0];
-    assert_eq!(at(port, &["port"]).as_u64(), Some(9188));
+    check_service("standalone", &docs, deployment);
 
     let text = config_text("standalone", &docs, deployment);
     let config = load("standalone", text, &base_env());
@@ -375,13 +541,160 @@ fn standalone_renders_validates_and_carries_a_valid_config() {
 }
 
 #[test]
-fn monitoring_renders_and_validates() {
-    let docs = render_and_validate("monitoring");
-    let pm = one(&docs, "PodMonitor");
-    assert_eq!(str_at(pm, &["apiVersion"]), "monitoring.coreos.com/v1");
-    let endpoint = &seq(pm, &["spec", "podMetricsEndpoints"])[0];
-    assert_eq!(str_at(endpoint, &["port"]), "metrics");
-    assert_eq!(str_at(endpoint, &["path"]), "/metrics");
+fn the_servicemonitor_scrapes_the_standalone_service() {
+    let docs = render_and_validate("monitoring/standalone");
+    assert!(
+        of_kind(&docs, "PodMonitor").is_empty(),
+        "the standalone pod is scraped through its Service only"
+    );
+    let monitor = one(&docs, "ServiceMonitor");
+    let standalone = render_and_validate("standalone");
+    let service = check_service("standalone", &standalone, one(&standalone, "Deployment"));
+    let sidecar = render_and_validate("sidecar");
+    assert!(
+        monitor_selects(monitor, at(service, &["metadata", "labels"])),
+        "the ServiceMonitor selects the Service of k8s/standalone"
+    );
+    assert!(
+        !monitor_selects(monitor, at(one(&sidecar, "Service"), &["metadata", "labels"])),
+        "the ServiceMonitor must not select the Service of k8s/sidecar: the PodMonitor scrapes those pods"
+    );
+    let ports: Vec<&str> = seq(service, &["spec", "ports"])
+        .iter()
+        .map(|p| str_at(p, &["name"]))
+        .collect();
+    for endpoint in seq(monitor, &["spec", "endpoints"]) {
+        let port = str_at(endpoint, &["port"]);
+        assert!(
+            ports.contains(&port),
+            "ServiceMonitor port {port} is not one of the Service's {ports:?}"
+        );
+        assert_eq!(str_at(endpoint, &["path"]), "/metrics");
+    }
+}
+
+#[test]
+fn the_podmonitor_scrapes_the_sidecar_pods() {
+    let docs = render_and_validate("monitoring/sidecar");
+    assert!(
+        of_kind(&docs, "ServiceMonitor").is_empty(),
+        "the sidecar pods are scraped by the PodMonitor only"
+    );
+    let monitor = one(&docs, "PodMonitor");
+    let sidecar = render_and_validate("sidecar");
+    let deployment = one(&sidecar, "Deployment");
+    let standalone = render_and_validate("standalone");
+    assert!(
+        monitor_selects(monitor, pod_labels(deployment)),
+        "the PodMonitor selects the pods of k8s/sidecar"
+    );
+    assert!(
+        !monitor_selects(monitor, pod_labels(one(&standalone, "Deployment"))),
+        "the PodMonitor must not select the pod of k8s/standalone: the ServiceMonitor scrapes it"
+    );
+    for endpoint in seq(monitor, &["spec", "podMetricsEndpoints"]) {
+        let port = str_at(endpoint, &["port"]);
+        assert_eq!(
+            container_port(pgsidecar_container(deployment), port),
+            Some(9188),
+            "PodMonitor port {port} is the pgsidecar container's port 9188"
+        );
+        assert_eq!(str_at(endpoint, &["path"]), "/metrics");
+    }
+}
+
+#[test]
+fn the_prometheusrule_holds_the_alert_rules() {
+    check_generated("prometheusrule.yaml");
+    let rules: Value = serde_yaml::from_str(&read("alerts/pgsidecar.rules.yml")).unwrap();
+    let want = seq(&rules, &["groups"]);
+    for dir in MONITORING {
+        let docs = render_and_validate(dir);
+        let got = seq(one(&docs, "PrometheusRule"), &["spec", "groups"]);
+        let first_difference = want
+            .iter()
+            .zip(got)
+            .find(|(w, g)| w != g)
+            .map_or("the number of groups".to_string(), |(w, _)| {
+                format!("group {}", str_at(w, &["name"]))
+            });
+        assert!(
+            got == want,
+            "k8s/{dir}: the PrometheusRule's groups are not those of alerts/pgsidecar.rules.yml (first difference: {first_difference}); {REGENERATE}"
+        );
+    }
+}
+
+#[test]
+fn promtool_accepts_the_prometheusrule_groups() {
+    let docs = render_and_validate("monitoring/base");
+    let mut file = serde_yaml::Mapping::new();
+    file.insert(
+        "groups".into(),
+        at(one(&docs, "PrometheusRule"), &["spec", "groups"]).clone(),
+    );
+    let path = std::env::temp_dir().join(format!("pgsidecar-k8s-{}-rules.yml", std::process::id()));
+    std::fs::write(&path, serde_yaml::to_string(&file).unwrap()).unwrap();
+    let out = run(
+        "promtool",
+        "install it (Debian package prometheus; scripts/test installs it)",
+        &["check", "rules", path.to_str().unwrap()],
+        None,
+    );
+    std::fs::remove_file(&path).ok();
+    assert!(
+        out.status.success(),
+        "promtool check rules rejects the groups of the PrometheusRule in k8s/monitoring/base\n{}",
+        report(&out)
+    );
+}
+
+#[test]
+fn the_dashboard_configmaps_hold_the_dashboards() {
+    check_generated("dashboards.yaml");
+    let want = dashboard_files();
+    for (file, text) in &want {
+        // kubectl apply (client-side) copies the object into an annotation,
+        // and annotations are limited to 256 KiB in all.
+        assert!(
+            text.len() < 200_000,
+            "dashboards/{file} is too large for a ConfigMap that kubectl apply can apply"
+        );
+    }
+    for dir in MONITORING {
+        let docs = render_and_validate(dir);
+        let mut got = BTreeMap::new();
+        for cm in of_kind(&docs, "ConfigMap") {
+            let name = str_at(cm, &["metadata", "name"]);
+            let label = cm
+                .get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(|l| l.get("grafana_dashboard"));
+            assert_eq!(
+                label.and_then(Value::as_str),
+                Some("1"),
+                "k8s/{dir}: ConfigMap {name} lacks the label grafana_dashboard: \"1\""
+            );
+            let data = at(cm, &["data"]).as_mapping().unwrap();
+            assert_eq!(data.len(), 1, "k8s/{dir}: ConfigMap {name} holds one dashboard");
+            for (key, text) in data {
+                let key = key.as_str().unwrap().to_string();
+                let dup = got.insert(key.clone(), text.as_str().unwrap().to_string());
+                assert!(dup.is_none(), "k8s/{dir}: two ConfigMaps hold {key}");
+            }
+        }
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "k8s/{dir}: the dashboard ConfigMaps do not hold the files of dashboards/; {REGENERATE}"
+        );
+        for (file, text) in &want {
+            assert!(
+                got[file] == *text,
+                "k8s/{dir}: the ConfigMap key {file} is not dashboards/{file} byte for byte; {REGENERATE}"
+            );
+        }
+    }
 }
 
 #[test]
