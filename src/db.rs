@@ -52,6 +52,7 @@ pub struct Db {
     password: Option<String>,
     backoff: Mutex<Backoff>,
     max_backoff: Duration,
+    connect_timeout: Duration,
     server_version: Arc<AtomicU32>,
 }
 
@@ -103,6 +104,7 @@ impl Db {
                 last_error: String::new(),
             }),
             max_backoff: max_backoff.max(FIRST_BACKOFF),
+            connect_timeout: ds.connect_timeout,
             server_version,
         })
     }
@@ -160,16 +162,23 @@ impl Db {
         self.backoff.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks the server to cancel what this client is running (after a
-    /// collector timeout), in the background.
-    pub fn cancel(&self, client: &Client) {
+    /// After a collector timeout: asks the server, in the background and
+    /// within the connect timeout, to cancel what this client runs, and
+    /// closes the connection instead of returning it to the pool. Its state
+    /// is unknown: behind a network cut it would stay silent, and every
+    /// later collection would time out on it again.
+    pub fn abandon(&self, client: Client) {
         let token = client.cancel_token();
         let tls = self.tls.clone();
+        let limit = self.connect_timeout;
         tokio::spawn(async move {
-            if let Err(e) = token.cancel_query(tls).await {
-                tracing::debug!(error = %e, "cancel a timed-out query");
+            match tokio::time::timeout(limit, token.cancel_query(tls)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "cancel a timed-out query"),
+                Err(_) => tracing::debug!("cancel a timed-out query: no answer within the connect timeout"),
             }
         });
+        drop(deadpool_postgres::Object::take(client));
     }
 
     /// Removes the password from a message, whatever produced it.

@@ -181,7 +181,7 @@ async fn run_once(
     match timeout_at(deadline, (def.collect)(&client, &ctx)).await {
         Ok(r) => r.map(|families| (families, ctx.omitted())),
         Err(_) => {
-            db.cancel(&client);
+            db.abandon(client);
             Err(CollectError::Timeout(cfg.timeout))
         }
     }

@@ -1,6 +1,7 @@
 //! Coordination: three pgsidecar processes on one cluster elect exactly one
 //! leader through an advisory lock; leadership moves when the leader is
-//! killed or loses its lock session, never to two at once; the server-wide
+//! killed, loses its lock session or is cut off from the server, never to
+//! two at once; the server-wide
 //! queries run once per interval whatever the number of sidecars; `all` and
 //! `none` need no lock. Each test owns its cluster and its processes.
 
@@ -9,8 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::link::Link;
 use crate::pg::{self, Cluster};
-use crate::scrape::{Metrics, eventually, get, scrape};
+use crate::scrape::{Metrics, eventually, get, scrape, until_pg_up};
 
 /// Two intervals (1 s) plus the time a slow machine may need.
 const WITHIN: Duration = Duration::from_secs(8);
@@ -32,6 +34,11 @@ impl Fleet {
 
     /// Starts a pgsidecar with `coordination` YAML; returns its index.
     fn spawn(&mut self, cluster: &Cluster, coordination: &str) -> usize {
+        self.spawn_dsn(&cluster.dsn("postgres"), coordination)
+    }
+
+    /// As `spawn`, with the datasource `dsn`.
+    fn spawn_dsn(&mut self, dsn: &str, coordination: &str) -> usize {
         let n = self.procs.len();
         let yaml = format!(
             "collection:\n  interval: 1s\n{coordination}checks:\n  pools:\n    - name: app\n      application_name: it-app\n      size: 5\n"
@@ -44,7 +51,7 @@ impl Fleet {
             .arg("--config.file")
             .arg(&config)
             .args(["--web.listen-address", &addr.to_string()])
-            .env("DATA_SOURCE_NAME", cluster.dsn("postgres"))
+            .env("DATA_SOURCE_NAME", dsn)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -364,4 +371,83 @@ async fn mode_all_runs_everything_and_mode_none_only_the_pods_collectors() {
         .get(0);
     assert_eq!(locks, 0);
     fleet.assert_no_panics();
+}
+
+/// What the server's TCP stack takes to give up on the silent lock session
+/// of a sidecar with `check_interval: 500ms`: the session asks for
+/// `tcp_user_timeout` 3 s (see `leader.rs`). The link models it.
+const SERVER_GIVES_UP: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_server_steps_down_before_its_lock_is_freed() {
+    let cluster = Cluster::init();
+    cluster.start();
+    let link = Link::new(format!("127.0.0.1:{}", cluster.port).parse().unwrap()).await;
+    let behind_link = cluster
+        .dsn("postgres")
+        .replace(&format!("port={}", cluster.port), &format!("port={}", link.port));
+    let mut fleet = Fleet::new();
+    let cut_off = fleet.spawn_dsn(&behind_link, LEADER_ELECTION);
+    fleet
+        .one_leader(WITHIN, "the sidecar behind the link leads", |n| n == cut_off)
+        .await;
+    for _ in 0..2 {
+        fleet.spawn(&cluster, LEADER_ELECTION);
+    }
+    for n in 0..3 {
+        until_pg_up(fleet.addr(n), WITHIN, 1.0).await;
+    }
+
+    // The network drops: the leader hears nothing, and neither does the
+    // server, which still holds the lock for the silent session.
+    link.cut();
+    let cut_at = Instant::now();
+    let mut stepped_down = None;
+    while cut_at.elapsed() < SERVER_GIVES_UP {
+        for (n, leader, _) in fleet.sample().await {
+            assert!(
+                n == cut_off || leader == 0.0,
+                "sidecar {n} leads while the server still holds the lock"
+            );
+            if n == cut_off && leader == 0.0 {
+                stepped_down.get_or_insert(cut_at.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stepped_down = stepped_down.unwrap_or_else(|| {
+        panic!(
+            "the cut-off leader still claimed leadership when the server gave up on it:\n{}",
+            fleet.log(cut_off)
+        )
+    });
+    assert!(
+        fleet.log(cut_off).contains("msg=\"lost leadership\""),
+        "{}",
+        fleet.log(cut_off)
+    );
+
+    // The server ends the session and frees the lock: a follower takes over.
+    link.sever();
+    let next = fleet
+        .one_leader(WITHIN, "a follower takes over", |n| n != cut_off)
+        .await;
+    // Behind the cut, the old leader cannot reach Postgres and never leads.
+    until_pg_up(fleet.addr(cut_off), WITHIN, 0.0).await;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(2) {
+        fleet
+            .one_leader(WITHIN, "the follower keeps leading", |n| n == next)
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The network returns: the old leader reconnects as a follower.
+    link.restore();
+    until_pg_up(fleet.addr(cut_off), WITHIN, 1.0).await;
+    fleet
+        .one_leader(WITHIN, "the new leader keeps leading", |n| n == next)
+        .await;
+    fleet.assert_no_panics();
+    eprintln!("the cut-off leader stepped down {stepped_down:?} after the cut");
 }

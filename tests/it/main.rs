@@ -14,6 +14,7 @@ mod image;
 mod indexes;
 mod k8s;
 mod leader;
+mod link;
 mod matviews;
 mod pg;
 mod promtool;
