@@ -1,7 +1,10 @@
 //! The Grafana dashboards in `dashboards/`: importable structure (variables,
 //! datasource references, panel ids and layout, units), queries that parse as
-//! PromQL (`promtool check rules`), and metric names that the README's
-//! "Metrics" section documents.
+//! PromQL (`promtool check rules`), metric names that the README's
+//! "Metrics" section documents, and the scope rule: a query about the server
+//! (anything but [`PER_POD`] metrics) is filtered by `job` only and
+//! aggregates `instance` and `pod` away, so that its lines go on when
+//! leadership moves to another sidecar (`dashboards_move` moves it for real).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -16,6 +19,48 @@ const DASHBOARDS: [&str; 5] = [
     "pgsidecar-objects.json",
     "pgsidecar-self.json",
 ];
+
+/// Metrics about one pgsidecar process or its pod, which every sidecar
+/// exports for itself: the pools, and pgsidecar's own health, process and
+/// connection pool. A trailing `*` marks a prefix. Panels of these are
+/// filtered by `job` and `instance` and may show one line per instance.
+///
+/// Every other metric is server-wide: only the leader exports it (the
+/// collector health families too, except for the `pools` collector), or, like
+/// `pgsidecar_slow_query_threshold_seconds`, it is configuration that all the
+/// sidecars of a job share. Queries of these are filtered by `job` only and
+/// aggregate `instance` and `pod` away.
+pub const PER_POD: &[&str] = &[
+    "pg_up",
+    "pgsidecar_leader",
+    "pgsidecar_coordination_mode",
+    "pgsidecar_build_info",
+    "pgsidecar_db_pool_*",
+    "pgsidecar_pool_*",
+    "process_*",
+];
+
+/// Whether `metric` is one of [`PER_POD`].
+pub fn per_pod(metric: &str) -> bool {
+    PER_POD.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => metric.starts_with(prefix),
+        None => metric == *p,
+    })
+}
+
+/// The exported metrics a query selects.
+fn selected(expr: &str) -> Vec<String> {
+    identifiers(expr)
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| exported_name(name))
+        .collect()
+}
+
+/// A query about the server: it selects a metric that is not [`PER_POD`].
+pub fn server_wide(expr: &str) -> bool {
+    selected(expr).iter().any(|m| !per_pod(m))
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -69,16 +114,23 @@ fn targets(d: &Value) -> Vec<(String, &Value)> {
         .collect()
 }
 
-pub fn exprs(d: &Value) -> Vec<(String, String)> {
+/// Every target's panel title, expression and legend format.
+fn queries(d: &Value) -> Vec<(String, String, String)> {
     targets(d)
         .into_iter()
         .map(|(title, t)| {
             let e = t["expr"]
                 .as_str()
                 .unwrap_or_else(|| panic!("panel {title:?}: a target without expr"));
-            (title, e.to_string())
+            let legend = t["legendFormat"].as_str().unwrap_or("");
+            (title, e.to_string(), legend.to_string())
         })
         .collect()
+}
+
+/// Every target's panel title and expression.
+pub fn exprs(d: &Value) -> Vec<(String, String)> {
+    queries(d).into_iter().map(|(title, e, _)| (title, e)).collect()
 }
 
 #[test]
@@ -357,6 +409,26 @@ fn documented_metrics() -> (BTreeSet<String>, Vec<String>) {
     (names, families)
 }
 
+/// The queries of the template variables other than `job` and `instance`
+/// (those two are checked as a whole above), as (variable name, query).
+fn variable_queries(d: &Value) -> Vec<(String, String)> {
+    d["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query" && v["name"] != "job" && v["name"] != "instance")
+        .map(|v| {
+            (
+                format!("variable ${}", v["name"].as_str().unwrap_or("")),
+                variable_query(v).to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Server-wide selectors are filtered by `job` and not by `instance` or
+/// `pod` (the series are on whichever instance leads); [`PER_POD`] ones by
+/// `job` and `instance`.
 #[test]
 fn every_metric_is_documented_and_every_selector_is_filtered() {
     let (names, families) = documented_metrics();
@@ -366,7 +438,7 @@ fn every_metric_is_documented_and_every_selector_is_filtered() {
     );
     let mut problems = Vec::new();
     for (name, d) in dashboards() {
-        for (title, expr) in exprs(&d) {
+        for (title, expr) in exprs(&d).into_iter().chain(variable_queries(&d)) {
             for (ident, end) in identifiers(&expr) {
                 if !exported_name(&ident) {
                     continue;
@@ -376,16 +448,27 @@ fn every_metric_is_documented_and_every_selector_is_filtered() {
                     || families.iter().any(|f| ident.starts_with(f.as_str()));
                 if !known {
                     problems.push(format!(
-                        "{name}: panel {title:?}: {ident} is not in the README's metric tables"
+                        "{name}: {title:?}: {ident} is not in the README's metric tables"
                     ));
                 }
                 let rest = expr[end..].trim_start();
                 let selector = rest.strip_prefix('{').and_then(|r| r.split_once('}')).map(|(s, _)| s);
-                let filtered =
-                    selector.is_some_and(|s| s.contains("job=~\"$job\"") && s.contains("instance=~\"$instance\""));
-                if !filtered {
+                let selector = selector.unwrap_or("");
+                let by_job = selector.contains("job=~\"$job\"");
+                // The label names the selector matches on.
+                let by_pod = selector
+                    .split(',')
+                    .filter_map(|m| m.split(['=', '!']).next())
+                    .any(|l| matches!(l.trim(), "instance" | "pod"));
+                if per_pod(&ident) {
+                    if !(by_job && selector.contains("instance=~\"$instance\"")) {
+                        problems.push(format!(
+                            "{name}: {title:?}: {ident} (per pod) is not filtered by job=~\"$job\" and instance=~\"$instance\""
+                        ));
+                    }
+                } else if !by_job || by_pod {
                     problems.push(format!(
-                        "{name}: panel {title:?}: {ident} is not filtered by job=~\"$job\" and instance=~\"$instance\""
+                        "{name}: {title:?}: {ident} (server-wide) is not filtered by job=~\"$job\" alone: {{{selector}}}"
                     ));
                 }
             }
@@ -401,4 +484,227 @@ fn identifiers_skip_strings_and_durations() {
         .map(|(s, _)| s)
         .collect();
     assert_eq!(ids, ["rate", "pg_x", "a", "b", "on", "job", "pg_z"]);
+}
+
+/// A query's tokens as far as grouping goes: names and parentheses. String
+/// literals, label matchers (`{...}`), ranges (`[5m]`), numbers and operators
+/// are left out.
+#[derive(Debug, PartialEq)]
+enum Token {
+    Name(String),
+    Open,
+    Close,
+}
+
+fn tokens(expr: &str) -> Vec<Token> {
+    let b = expr.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'(' => out.push(Token::Open),
+            b')' => out.push(Token::Close),
+            // Matchers and ranges hold no grouping; their strings may hold
+            // anything, so skip to the closing bracket outside strings.
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                while i < b.len() && b[i] != close {
+                    if b[i] == b'"' || b[i] == b'\'' || b[i] == b'`' {
+                        let q = b[i];
+                        i += 1;
+                        while i < b.len() && b[i] != q {
+                            i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            b'"' | b'\'' | b'`' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+                    i += 1;
+                }
+                out.push(Token::Name(expr[start..i].to_string()));
+                continue;
+            }
+            c if c.is_ascii_digit() => {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+const AGGREGATIONS: [&str; 14] = [
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "quantile",
+    "topk",
+    "bottomk",
+    "limitk",
+    "limit_ratio",
+];
+
+/// Aggregations that pick series and keep all their labels, whatever their
+/// grouping.
+const PICKERS: [&str; 4] = ["topk", "bottomk", "limitk", "limit_ratio"];
+
+/// A `by (...)` or `without (...)` clause at `at`: whether its result has
+/// neither `instance` nor `pod`, and the index just past it.
+fn grouping(tokens: &[Token], at: usize) -> Option<(bool, usize)> {
+    let Some(Token::Name(keyword)) = tokens.get(at) else {
+        return None;
+    };
+    if (keyword != "by" && keyword != "without") || tokens.get(at + 1) != Some(&Token::Open) {
+        return None;
+    }
+    let mut labels = Vec::new();
+    let mut i = at + 2;
+    while let Some(Token::Name(l)) = tokens.get(i) {
+        labels.push(l.as_str());
+        i += 1;
+    }
+    let has = |l: &str| labels.contains(&l);
+    let drops = if keyword == "by" {
+        !has("instance") && !has("pod")
+    } else {
+        has("instance") && has("pod")
+    };
+    Some((drops, i + 1))
+}
+
+fn matching_close(tokens: &[Token], open: usize) -> usize {
+    let mut depth = 0;
+    for (i, t) in tokens.iter().enumerate().skip(open) {
+        match t {
+            Token::Open => depth += 1,
+            Token::Close => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            Token::Name(_) => {}
+        }
+    }
+    tokens.len()
+}
+
+/// The metrics a query selects outside every aggregation whose result has
+/// neither `instance` nor `pod` (`max(...)`, `sum by (job, datname) (...)`,
+/// `sum without (instance, pod) (...)`, in either clause position; not
+/// `topk`, which keeps its series' labels), plus any `label_replace` or
+/// `label_join`, which could make an `instance` label anew. Empty means the
+/// query's result cannot carry `instance` or `pod`.
+fn not_aggregated_away(expr: &str) -> Vec<String> {
+    let tokens = tokens(expr);
+    // For each `(`: whether it opens the argument of such an aggregation.
+    let mut drops = vec![false; tokens.len()];
+    for (i, t) in tokens.iter().enumerate() {
+        let Token::Name(name) = t else { continue };
+        if !AGGREGATIONS.contains(&name.as_str()) {
+            continue;
+        }
+        let (leading, open) = match grouping(&tokens, i + 1) {
+            Some((d, next)) => (Some(d), next),
+            None => (None, i + 1),
+        };
+        if tokens.get(open) == Some(&Token::Open) {
+            let trailing = grouping(&tokens, matching_close(&tokens, open) + 1).map(|(d, _)| d);
+            drops[open] = !PICKERS.contains(&name.as_str()) && leading.or(trailing).unwrap_or(true);
+        }
+    }
+    let mut open = Vec::new();
+    let mut out = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match t {
+            Token::Open => open.push(drops[i]),
+            Token::Close => {
+                open.pop();
+            }
+            Token::Name(n) if n == "label_replace" || n == "label_join" => out.push(n.clone()),
+            Token::Name(n) if exported_name(n) && !open.contains(&true) => out.push(n.clone()),
+            Token::Name(_) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_aggregation_check_finds_what_keeps_instance_or_pod() {
+    for ok in [
+        r#"max(pg_a{job=~"$job"})"#,
+        r#"sum by (job, datname) (pg_a{job=~"$job", x="by (instance)"})"#,
+        "sum without (instance, pod) (rate(pg_a[5m]))",
+        "sum(pg_a) by (job)",
+        "topk(10, max by (datname) (pg_a))",
+        "count(min without (instance, pod) (pg_a) == 0) or vector(0)",
+        "time() - max by (job) (pg_a) / on (job) group_left max by (job) (pg_b)",
+    ] {
+        assert_eq!(not_aggregated_away(ok), Vec::<String>::new(), "{ok}");
+    }
+    for (bad, names) in [
+        ("pg_a", vec!["pg_a"]),
+        ("max by (job, instance) (pg_a)", vec!["pg_a"]),
+        ("max by (pod) (pg_a)", vec!["pg_a"]),
+        ("sum without (instance) (pg_a)", vec!["pg_a"]),
+        ("sum(pg_a) by (instance)", vec!["pg_a"]),
+        ("topk(10, rate(pg_a[5m]))", vec!["pg_a"]),
+        ("max by (job) (pg_a) / on (job) pg_b", vec!["pg_b"]),
+        (
+            r#"max(label_replace(pg_a, "instance", "$1", "x", "(.*)"))"#,
+            vec!["label_replace"],
+        ),
+    ] {
+        assert_eq!(not_aggregated_away(bad), names, "{bad}");
+    }
+}
+
+/// A server-wide query's result has no `instance` or `pod` label, so its lines
+/// do not change identity when another sidecar becomes leader; nor does its
+/// legend name them.
+#[test]
+fn server_wide_queries_aggregate_instance_and_pod_away() {
+    let mut problems = Vec::new();
+    let (mut server, mut pod) = (0, 0);
+    for (name, d) in dashboards() {
+        for (title, expr, legend) in queries(&d) {
+            if !server_wide(&expr) {
+                pod += 1;
+                continue;
+            }
+            server += 1;
+            let kept = not_aggregated_away(&expr);
+            if !kept.is_empty() {
+                problems.push(format!(
+                    "{name}: panel {title:?}: {kept:?} not inside an aggregation without instance and pod: {expr}"
+                ));
+            }
+            let legend: String = legend.split_whitespace().collect();
+            if legend.contains("{{instance}}") || legend.contains("{{pod}}") {
+                problems.push(format!("{name}: panel {title:?}: legend {legend:?} names a pod"));
+            }
+        }
+    }
+    assert!(server > 0 && pod > 0, "{server} server-wide and {pod} per-pod queries");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

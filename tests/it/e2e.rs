@@ -23,7 +23,7 @@ use crate::pg::{Cluster, free_port};
 use crate::scrape::get;
 
 /// Kills every process it holds when dropped, also when a test fails.
-struct Procs(Vec<Child>);
+pub(crate) struct Procs(pub(crate) Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -34,7 +34,7 @@ impl Drop for Procs {
     }
 }
 
-fn spawn(cmd: &mut Command, what: &str, log: &Path) -> Child {
+pub(crate) fn spawn(cmd: &mut Command, what: &str, log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
     cmd.stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -43,7 +43,7 @@ fn spawn(cmd: &mut Command, what: &str, log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("start {what} (scripts/test installs it): {e}"))
 }
 
-async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
+pub(crate) async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() && get(addr, path).await.status == 200 {
@@ -120,7 +120,7 @@ fn rules_with_short_for(dir: &Path) -> PathBuf {
     path
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

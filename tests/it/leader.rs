@@ -19,17 +19,23 @@ const WITHIN: Duration = Duration::from_secs(8);
 
 const LEADER_ELECTION: &str = "coordination:\n  mode: leader-election\n  check_interval: 500ms\n";
 
-/// pgsidecar processes, killed when dropped (also when a test fails).
-struct Fleet {
+/// pgsidecar processes, killed when dropped (also when a test fails). Also
+/// used by `dashboards_move`.
+pub(crate) struct Fleet {
     dir: PathBuf,
     procs: Vec<Option<(Child, SocketAddr)>>,
 }
 
 impl Fleet {
-    fn new() -> Fleet {
+    pub(crate) fn new() -> Fleet {
         let dir = std::env::temp_dir().join(format!("pgsidecar-leader-{}-{}", std::process::id(), pg::free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         Fleet { dir, procs: Vec::new() }
+    }
+
+    /// A directory of this fleet's, removed when it is dropped.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Starts a pgsidecar with `coordination` YAML; returns its index.
@@ -39,10 +45,16 @@ impl Fleet {
 
     /// As `spawn`, with the datasource `dsn`.
     fn spawn_dsn(&mut self, dsn: &str, coordination: &str) -> usize {
-        let n = self.procs.len();
         let yaml = format!(
             "collection:\n  interval: 1s\n{coordination}checks:\n  pools:\n    - name: app\n      application_name: it-app\n      size: 5\n"
         );
+        self.spawn_config(&yaml, &[("DATA_SOURCE_NAME", dsn)])
+    }
+
+    /// Starts a pgsidecar with this whole config file and environment;
+    /// returns its index once it listens.
+    pub(crate) fn spawn_config(&mut self, yaml: &str, env: &[(&str, &str)]) -> usize {
+        let n = self.procs.len();
         let config = self.dir.join(format!("config-{n}.yaml"));
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(self.dir.join(format!("log-{n}.txt"))).unwrap();
@@ -51,7 +63,7 @@ impl Fleet {
             .arg("--config.file")
             .arg(&config)
             .args(["--web.listen-address", &addr.to_string()])
-            .env("DATA_SOURCE_NAME", dsn)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -66,7 +78,7 @@ impl Fleet {
         n
     }
 
-    fn addr(&self, n: usize) -> SocketAddr {
+    pub(crate) fn addr(&self, n: usize) -> SocketAddr {
         self.procs[n].as_ref().map(|(_, a)| *a).expect("a live pgsidecar")
     }
 
@@ -82,7 +94,7 @@ impl Fleet {
         child.wait().ok()?.code()
     }
 
-    fn kill(&mut self, n: usize) {
+    pub(crate) fn kill(&mut self, n: usize) {
         if let Some((mut child, _)) = self.procs[n].take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -104,7 +116,7 @@ impl Fleet {
 
     /// Samples every 100 ms until exactly one process is leader and `more`
     /// holds; panics if two are ever leader at once, or after `within`.
-    async fn one_leader(&self, within: Duration, what: &str, more: impl Fn(usize) -> bool) -> usize {
+    pub(crate) async fn one_leader(&self, within: Duration, what: &str, more: impl Fn(usize) -> bool) -> usize {
         let deadline = Instant::now() + within;
         loop {
             let sample = self.sample().await;
@@ -144,7 +156,7 @@ impl Fleet {
     }
 
     /// Every process's log is free of panics.
-    fn assert_no_panics(&self) {
+    pub(crate) fn assert_no_panics(&self) {
         for n in 0..self.procs.len() {
             let log = self.log(n);
             assert!(!log.contains("panicked"), "pgsidecar {n} panicked:\n{log}");

@@ -6,6 +6,7 @@ mod alerts;
 mod collectors;
 mod config_errors;
 mod dashboards;
+mod dashboards_move;
 mod e2e;
 mod faults;
 mod fixture;

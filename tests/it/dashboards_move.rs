@@ -1,0 +1,335 @@
+//! The dashboards across a leadership move, for real: PostgreSQL with the
+//! application's schema, two pgsidecar processes with the example config in
+//! `leader-election` mode, and Prometheus (Debian package `prometheus`)
+//! scraping both every second, each target with a `pod` label of its own as
+//! prometheus-operator adds.
+//!
+//! Once Prometheus has the leader's server-wide series, the leader is
+//! SIGKILLed. Once the other sidecar leads and Prometheus has its series,
+//! every dashboard query runs as a range query over the whole period. Each
+//! server-wide query (see `dashboards::PER_POD`) must return no series with
+//! an `instance` or `pod` label, and every series it returned during the
+//! period must still be there at the last step: no line ended at the move to
+//! come back as another. (For a top-N panel that holds for the query inside
+//! `topk`: which N lines show may change at any step.) Before the move, the
+//! follower's own scrape checks `PER_POD` against what a sidecar exports
+//! when it does not lead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::dashboards::{PER_POD, dashboards, exprs, per_pod, server_wide, substitute};
+use crate::e2e::{Procs, percent_encode, spawn, wait_http};
+use crate::fixture::create_app_db;
+use crate::leader::Fleet;
+use crate::pg::{Cluster, free_port};
+use crate::scrape::{eventually, get};
+
+/// Generous for a machine shared with other builds.
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Metrics that have no series here: autovacuum is off, and no collector
+/// misses a prerequisite. Every other server-wide query must have data
+/// before the move.
+const EMPTY_HERE: [&str; 3] = [
+    "pg_stat_user_tables_last_autovacuum",
+    "pg_stat_user_tables_last_autoanalyze",
+    "pgsidecar_collector_unavailable",
+];
+
+type Labels = BTreeMap<String, String>;
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// A Prometheus API call; the `data` of a successful answer.
+async fn api(prom: SocketAddr, path: &str) -> Result<Value, String> {
+    let r = get(prom, path).await;
+    let v: Value = serde_json::from_str(&r.text()).map_err(|e| format!("{e}: {}", r.text()))?;
+    if v["status"] != "success" {
+        return Err(r.text());
+    }
+    Ok(v["data"].clone())
+}
+
+fn labels(series: &Value) -> Labels {
+    series["metric"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// The label sets an instant query returns now.
+async fn instant(prom: SocketAddr, expr: &str) -> Vec<Labels> {
+    let data = api(prom, &format!("/api/v1/query?query={}", percent_encode(expr)))
+        .await
+        .unwrap_or_else(|e| panic!("{expr}: {e}"));
+    data["result"].as_array().into_iter().flatten().map(labels).collect()
+}
+
+/// A range query with a 1 s step: each series' labels and the times it has
+/// a value at.
+async fn range(prom: SocketAddr, expr: &str, start: f64, end: f64) -> Result<Vec<(Labels, Vec<f64>)>, String> {
+    let data = api(
+        prom,
+        &format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=1",
+            percent_encode(expr)
+        ),
+    )
+    .await?;
+    Ok(data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let times = s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p[0].as_f64())
+                .collect();
+            (labels(s), times)
+        })
+        .collect())
+}
+
+/// `topk(N, X)` as `X`. Which N series a top-N panel shows may change at any
+/// step as values change, move or not; whether a line goes on is a
+/// question about `X`.
+fn without_topk(expr: &str) -> Option<&str> {
+    let inner = expr.strip_prefix("topk(")?.strip_suffix(')')?;
+    let (n, rest) = inner.split_once(',')?;
+    n.trim().parse::<u32>().ok()?;
+    Some(rest.trim())
+}
+
+/// Waits until Prometheus has every collector of the sidecar at `addr`
+/// succeeding (a collection's series and its health are published together,
+/// so its series are there too), and `up` of `down` (if any) is 0.
+async fn until_scraped(prom: SocketAddr, addr: SocketAddr, down: Option<SocketAddr>, collectors: usize) {
+    let ok = format!("pg_scrape_collector_success{{instance=\"{addr}\"}} == 1");
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        let up = instant(prom, &format!("up{{instance=\"{addr}\"}} == 1")).await.len() == 1;
+        let gone = match down {
+            Some(d) => instant(prom, &format!("up{{instance=\"{d}\"}} == 0")).await.len() == 1,
+            None => true,
+        };
+        let succeeded = instant(prom, &ok).await;
+        if up && gone && succeeded.len() == collectors {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has not scraped all {collectors} collectors of {addr} succeeding \
+             (up {up}, old target down {gone}): {succeeded:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What a sidecar exports while it does not lead is [`PER_POD`], plus the
+/// health of its `pools` collector and the job-wide slow-query threshold;
+/// and each entry of [`PER_POD`] is among it.
+fn check_per_pod_list(follower: &crate::scrape::Metrics) {
+    let mut problems = Vec::new();
+    for s in &follower.samples {
+        let pools_health = (s.name.starts_with("pg_scrape_collector_") || s.name.starts_with("pgsidecar_collector_"))
+            && s.labels.get("collector").map(String::as_str) == Some("pools");
+        if !per_pod(&s.name) && !pools_health && s.name != "pgsidecar_slow_query_threshold_seconds" {
+            problems.push(format!("a follower exports {} {:?}, not in PER_POD", s.name, s.labels));
+        }
+    }
+    for entry in PER_POD {
+        let prefix = entry.trim_end_matches('*');
+        if !follower
+            .samples
+            .iter()
+            .any(|s| s.name.starts_with(prefix) && per_pod(&s.name))
+        {
+            problems.push(format!("PER_POD has {entry}, which a follower does not export"));
+        }
+    }
+    assert!(problems.is_empty(), "{}\n{}", problems.join("\n"), follower.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_follow_a_leadership_move() {
+    let cluster = Cluster::init();
+    cluster.start();
+    let db = create_app_db(&cluster, "mluvme").await;
+    db.batch_execute(
+        "DROP ROLE IF EXISTS pgsidecar; CREATE ROLE pgsidecar LOGIN PASSWORD 'move-pw' IN ROLE pg_monitor; \
+         GRANT SELECT ON alembic_version TO pgsidecar",
+    )
+    .await
+    .unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=pgsidecar password=move-pw dbname=mluvme sslmode=disable",
+        cluster.port
+    );
+    let (code, out) = crate::run_pgsidecar(&["install"], &cluster.dsn("mluvme"));
+    assert_eq!(code, 0, "{out}");
+    // A quiet server: no autovacuum worker comes and goes, no statistics
+    // change during the test (a series that legitimately appears or goes is
+    // not what this test is about).
+    for sql in [
+        "REFRESH MATERIALIZED VIEW user_stats_summary",
+        "VACUUM ANALYZE",
+        "ALTER SYSTEM SET autovacuum = off",
+        "SELECT pg_reload_conf()",
+    ] {
+        db.batch_execute(sql).await.unwrap();
+    }
+    // Data for the panels of a connection limit and of invalid indexes: a
+    // unique index whose concurrent build failed.
+    db.batch_execute(
+        "ALTER DATABASE mluvme CONNECTION LIMIT 100; CREATE TABLE dup (v int); INSERT INTO dup VALUES (1), (1)",
+    )
+    .await
+    .unwrap();
+    assert!(
+        db.batch_execute("CREATE UNIQUE INDEX CONCURRENTLY idx_dup ON dup (v)")
+            .await
+            .is_err()
+    );
+    db.batch_execute("VACUUM ANALYZE dup").await.unwrap();
+    // Its session ends, and with it any statistics it has not flushed yet.
+    drop(db);
+
+    // Two sidecars of one application: the example config, electing a leader.
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mluvme.yaml")).unwrap();
+    let yaml = format!(
+        "{example}\ncoordination:\n  mode: leader-election\n  check_interval: 500ms\n\
+         collection:\n  interval: 1s\ncollectors:\n  database:\n    interval: 1s\n"
+    );
+    let env = [
+        ("DATA_SOURCE_NAME", dsn.as_str()),
+        ("POD_IP", "127.0.0.1"),
+        ("DB_HOST", "127.0.0.1"),
+    ];
+    let mut fleet = Fleet::new();
+    let pods = [fleet.spawn_config(&yaml, &env), fleet.spawn_config(&yaml, &env)];
+    let addrs = pods.map(|n| fleet.addr(n));
+
+    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = fleet.dir().join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: pgsidecar\n    static_configs:\n\
+             \x20     - targets: ['{}']\n        labels: {{pod: app-0}}\n\
+             \x20     - targets: ['{}']\n        labels: {{pod: app-1}}\n",
+            addrs[0], addrs[1]
+        ),
+    )
+    .unwrap();
+    // Declared after the fleet: dropped (killed) before the fleet removes its directory.
+    let _prometheus = Procs(vec![spawn(
+        Command::new("prometheus").args([
+            &format!("--config.file={}", dir.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
+            &format!("--web.listen-address={prom_addr}"),
+        ]),
+        "prometheus",
+        &dir.join("prometheus.log"),
+    )]);
+    wait_http(prom_addr, "/-/ready", "prometheus").await;
+
+    let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;
+    let follower = pods[1 - leader];
+    let collectors = crate::default_collectors();
+    until_scraped(prom_addr, fleet.addr(leader), None, collectors).await;
+    let start = now();
+    let follower_metrics = eventually(fleet.addr(follower), WITHIN, "the follower's pools", |m| {
+        m.has("pgsidecar_pool_capacity").then(|| m.clone())
+    })
+    .await;
+    check_per_pod_list(&follower_metrics);
+    // Rates need two samples of the leader's counters; a few steps before the move.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // The move.
+    let old = fleet.addr(leader);
+    fleet.kill(leader);
+    let moved = now();
+    fleet.one_leader(WITHIN, "the follower leads", |n| n == follower).await;
+    until_scraped(prom_addr, fleet.addr(follower), Some(old), collectors).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let end = now();
+
+    // Both sidecars led during the period.
+    let leaders: BTreeSet<String> = range(prom_addr, "pgsidecar_leader == 1", start, end)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(l, _)| l.get("instance").cloned())
+        .collect();
+    assert_eq!(leaders.len(), 2, "leaders during the period: {leaders:?}");
+
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (file, dashboard) in dashboards() {
+        for (panel, expr) in exprs(&dashboard) {
+            let q = substitute(&expr);
+            let result = range(prom_addr, &q, start, end)
+                .await
+                .unwrap_or_else(|e| panic!("{file} / {panel}: {q}: {e}"));
+            if !server_wide(&expr) {
+                continue;
+            }
+            checked += 1;
+            for (l, _) in &result {
+                if l.contains_key("instance") || l.contains_key("pod") {
+                    problems.push(format!("{file} / {panel}: a series with a pod's labels: {l:?}\n  {q}"));
+                }
+            }
+            let (q, result) = match without_topk(&q) {
+                Some(inner) => (
+                    inner.to_string(),
+                    range(prom_addr, inner, start, end)
+                        .await
+                        .unwrap_or_else(|e| panic!("{file} / {panel}: {inner}: {e}")),
+                ),
+                None => (q, result),
+            };
+            let last = result
+                .iter()
+                .filter_map(|(_, t)| t.last())
+                .fold(f64::MIN, |a, b| a.max(*b));
+            let mut before = false;
+            for (l, times) in &result {
+                before |= times.iter().any(|t| *t < moved);
+                if times.last() != Some(&last) || last < end - 2.0 {
+                    problems.push(format!(
+                        "{file} / {panel}: {l:?} ends before the end of the period (at {:.0} s of {:.0} s; moved at {:.0} s)\n  {q}",
+                        times.last().map_or(0.0, |t| t - start),
+                        end - start,
+                        moved - start
+                    ));
+                }
+            }
+            if !before && !EMPTY_HERE.iter().any(|m| q.contains(m)) {
+                problems.push(format!("{file} / {panel}: no data before the move\n  {q}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems in {checked} server-wide queries:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    fleet.assert_no_panics();
+}
