@@ -33,6 +33,7 @@ const DASHBOARDS: [&str; 5] = [
 pub const PER_POD: &[&str] = &[
     "pg_up",
     "pgsidecar_leader",
+    "pgsidecar_leader_changes_total",
     "pgsidecar_coordination_mode",
     "pgsidecar_build_info",
     "pgsidecar_db_pool_*",
