@@ -163,22 +163,30 @@ impl Db {
     }
 
     /// After a collector timeout: asks the server, in the background and
-    /// within the connect timeout, to cancel what this client runs, and
-    /// closes the connection instead of returning it to the pool. Its state
-    /// is unknown: behind a network cut it would stay silent, and every
-    /// later collection would time out on it again.
-    pub fn abandon(&self, client: Client) {
+    /// within the connect timeout, to cancel what this client runs, then
+    /// checks that the session answers (an empty query, within the connect
+    /// timeout again). A session that answers goes back to the pool: a new
+    /// one might wait on the very lock that held the query up. Any other is
+    /// closed: behind a network cut it would stay silent, and every later
+    /// collection would time out on it again.
+    pub fn cancel(&self, client: Client) {
         let token = client.cancel_token();
         let tls = self.tls.clone();
         let limit = self.connect_timeout;
         tokio::spawn(async move {
-            match tokio::time::timeout(limit, token.cancel_query(tls)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "cancel a timed-out query"),
-                Err(_) => tracing::debug!("cancel a timed-out query: no answer within the connect timeout"),
-            }
+            let silent = "no answer within the connect timeout";
+            let why = match tokio::time::timeout(limit, token.cancel_query(tls)).await {
+                Ok(Ok(())) => match tokio::time::timeout(limit, client.simple_query("")).await {
+                    Ok(Ok(_)) => return drop(client),
+                    Ok(Err(e)) => format!("the session after the cancel: {e}"),
+                    Err(_) => format!("the session after the cancel: {silent}"),
+                },
+                Ok(Err(e)) => format!("cancel request: {e}"),
+                Err(_) => format!("cancel request: {silent}"),
+            };
+            tracing::debug!(error = %why, "closing the connection of a timed-out query");
+            drop(deadpool_postgres::Object::take(client));
         });
-        drop(deadpool_postgres::Object::take(client));
     }
 
     /// Removes the password from a message, whatever produced it.

@@ -181,7 +181,7 @@ async fn run_once(
     match timeout_at(deadline, (def.collect)(&client, &ctx)).await {
         Ok(r) => r.map(|families| (families, ctx.omitted())),
         Err(_) => {
-            db.abandon(client);
+            db.cancel(client);
             Err(CollectError::Timeout(cfg.timeout))
         }
     }

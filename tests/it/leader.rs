@@ -395,9 +395,12 @@ async fn a_leader_cut_off_from_the_server_steps_down_before_its_lock_is_freed() 
     let cluster = Cluster::init();
     cluster.start();
     let link = Link::new(format!("127.0.0.1:{}", cluster.port).parse().unwrap()).await;
-    let behind_link = cluster
-        .dsn("postgres")
-        .replace(&format!("port={}", cluster.port), &format!("port={}", link.port));
+    // A short connect timeout: the sessions of timed-out collections are
+    // checked (and, being silent, closed) within it.
+    let behind_link = cluster.dsn("postgres").replace(
+        &format!("port={}", cluster.port),
+        &format!("port={} connect_timeout=1", link.port),
+    );
     let mut fleet = Fleet::new();
     let cut_off = fleet.spawn_dsn(&behind_link, LEADER_ELECTION);
     fleet
