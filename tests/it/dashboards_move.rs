@@ -18,15 +18,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::dashboards::{PER_POD, dashboards, exprs, per_pod, server_wide, substitute};
-use crate::e2e::{Procs, percent_encode, spawn, wait_http};
-use crate::fixture::create_app_db;
+use crate::e2e::{Procs, percent_encode, spawn_prometheus, wait_http};
+use crate::fixture::{example_config, monitored_app_db};
 use crate::leader::Fleet;
 use crate::pg::{Cluster, free_port};
 use crate::scrape::{eventually, get};
@@ -167,24 +165,11 @@ fn check_per_pod_list(follower: &crate::scrape::Metrics) {
 async fn dashboards_follow_a_leadership_move() {
     let cluster = Cluster::init();
     cluster.start();
-    let db = create_app_db(&cluster, "mluvme").await;
-    db.batch_execute(
-        "DROP ROLE IF EXISTS pgsidecar; CREATE ROLE pgsidecar LOGIN PASSWORD 'move-pw' IN ROLE pg_monitor; \
-         GRANT SELECT ON alembic_version TO pgsidecar",
-    )
-    .await
-    .unwrap();
-    let dsn = format!(
-        "host=127.0.0.1 port={} user=pgsidecar password=move-pw dbname=mluvme sslmode=disable",
-        cluster.port
-    );
-    let (code, out) = crate::run_pgsidecar(&["install"], &cluster.dsn("mluvme"));
-    assert_eq!(code, 0, "{out}");
+    let (db, dsn) = monitored_app_db(&cluster, "move-pw").await;
     // A quiet server: no autovacuum worker comes and goes, no statistics
     // change during the test (a series that legitimately appears or goes is
     // not what this test is about).
     for sql in [
-        "REFRESH MATERIALIZED VIEW user_stats_summary",
         "VACUUM ANALYZE",
         "ALTER SYSTEM SET autovacuum = off",
         "SELECT pg_reload_conf()",
@@ -208,11 +193,7 @@ async fn dashboards_follow_a_leadership_move() {
     drop(db);
 
     // Two sidecars of one application: the example config, electing a leader.
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mluvme.yaml")).unwrap();
-    let yaml = format!(
-        "{example}\ncoordination:\n  mode: leader-election\n  check_interval: 500ms\n\
-         collection:\n  interval: 1s\ncollectors:\n  database:\n    interval: 1s\n"
-    );
+    let yaml = example_config("coordination:\n  mode: leader-election\n  check_interval: 500ms\n");
     let env = [
         ("DATA_SOURCE_NAME", dsn.as_str()),
         ("POD_IP", "127.0.0.1"),
@@ -237,15 +218,7 @@ async fn dashboards_follow_a_leadership_move() {
     )
     .unwrap();
     // Declared after the fleet: dropped (killed) before the fleet removes its directory.
-    let _prometheus = Procs(vec![spawn(
-        Command::new("prometheus").args([
-            &format!("--config.file={}", dir.join("prometheus.yml").display()),
-            &format!("--storage.tsdb.path={}", dir.join("data").display()),
-            &format!("--web.listen-address={prom_addr}"),
-        ]),
-        "prometheus",
-        &dir.join("prometheus.log"),
-    )]);
+    let _prometheus = Procs(vec![spawn_prometheus(&dir, prom_addr)]);
     wait_http(prom_addr, "/-/ready", "prometheus").await;
 
     let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fixture::create_app_db;
+use crate::fixture::{example_config, monitored_app_db};
 use crate::pg::{Cluster, free_port};
 use crate::scrape::get;
 
@@ -52,6 +52,20 @@ pub(crate) async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
         assert!(Instant::now() < deadline, "{what} not ready on {addr}{path}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Starts Prometheus on `addr` with `dir/prometheus.yml`, its data in
+/// `dir/prom` and its log in `dir/prometheus.log`.
+pub(crate) fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Child {
+    spawn(
+        Command::new("prometheus").args([
+            &format!("--config.file={}", dir.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", dir.join("prom").display()),
+            &format!("--web.listen-address={addr}"),
+        ]),
+        "prometheus",
+        &dir.join("prometheus.log"),
+    )
 }
 
 /// Serves POSTs on an ephemeral port and keeps their bodies.
@@ -165,23 +179,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     std::fs::create_dir_all(&dir).unwrap();
     let cluster = Cluster::init();
     cluster.start();
-    let db = create_app_db(&cluster, "mluvme").await;
-    // pg_monitor reads the statistics; the migration table is the application's own.
-    db.batch_execute(
-        "DROP ROLE IF EXISTS pgsidecar; CREATE ROLE pgsidecar LOGIN PASSWORD 'e2e-pw' IN ROLE pg_monitor; \
-         GRANT SELECT ON alembic_version TO pgsidecar",
-    )
-    .await
-    .unwrap();
-    let install = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-        .arg("install")
-        .env("DATA_SOURCE_NAME", cluster.dsn("mluvme"))
-        .output()
-        .unwrap();
-    assert!(install.status.success(), "{}", String::from_utf8_lossy(&install.stderr));
-    db.batch_execute("REFRESH MATERIALIZED VIEW user_stats_summary")
-        .await
-        .unwrap();
+    let (db, dsn) = monitored_app_db(&cluster, "e2e-pw").await;
     // Autovacuum on a short nap, so the maintenance panels have data to show.
     db.batch_execute("ALTER SYSTEM SET autovacuum_naptime = '1s'")
         .await
@@ -189,13 +187,8 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
 
     // pgsidecar: the example config, collecting every second.
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mluvme.yaml")).unwrap();
     let config = dir.join("pgsidecar.yaml");
-    std::fs::write(
-        &config,
-        format!("{example}\ncollection:\n  interval: 1s\ncollectors:\n  database:\n    interval: 1s\n"),
-    )
-    .unwrap();
+    std::fs::write(&config, example_config("")).unwrap();
     let px_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // A second pgsidecar with the default configuration, on a database without
     // pg_stat_statements: its unavailable collector is what the self
@@ -234,13 +227,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
                 "--web.listen-address",
                 &px_addr.to_string(),
             ])
-            .env(
-                "DATA_SOURCE_NAME",
-                format!(
-                    "host=127.0.0.1 port={} user=pgsidecar password=e2e-pw dbname=mluvme sslmode=disable",
-                    cluster.port
-                ),
-            )
+            .env("DATA_SOURCE_NAME", &dsn)
             .env("POD_IP", "127.0.0.1")
             .env("DB_HOST", "127.0.0.1"),
         "pgsidecar",
@@ -263,15 +250,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         "prometheus-alertmanager",
         &dir.join("alertmanager.log"),
     ));
-    procs.0.push(spawn(
-        Command::new("prometheus").args([
-            &format!("--config.file={}", dir.join("prometheus.yml").display()),
-            &format!("--storage.tsdb.path={}", dir.join("prom").display()),
-            &format!("--web.listen-address={prom_addr}"),
-        ]),
-        "prometheus",
-        &dir.join("prometheus.log"),
-    ));
+    procs.0.push(spawn_prometheus(&dir, prom_addr));
     wait_http(px_addr, "/readyz", "pgsidecar").await;
     wait_http(am_addr, "/-/ready", "alertmanager").await;
     wait_http(prom_addr, "/-/ready", "prometheus").await;

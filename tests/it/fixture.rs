@@ -31,3 +31,44 @@ pub async fn create_app_db(cluster: &Cluster, name: &str) -> tokio_postgres::Cli
         .unwrap_or_else(|e| panic!("create the app schema: {e:?}"));
     db
 }
+
+/// The application database as pgsidecar watches it in production: the
+/// schema, a login role `pgsidecar` with `password` in `pg_monitor` that may
+/// read the migration table, the refresh log installed, and the view
+/// refreshed once. Returns a superuser connection to it and the role's DSN.
+pub async fn monitored_app_db(cluster: &Cluster, password: &str) -> (tokio_postgres::Client, String) {
+    let db = create_app_db(cluster, "mluvme").await;
+    db.batch_execute(&format!(
+        "DROP ROLE IF EXISTS pgsidecar; CREATE ROLE pgsidecar LOGIN PASSWORD '{password}' IN ROLE pg_monitor; \
+         GRANT SELECT ON alembic_version TO pgsidecar"
+    ))
+    .await
+    .unwrap();
+    let (code, out) = crate::run_pgsidecar(&["install"], &cluster.dsn("mluvme"));
+    assert_eq!(code, 0, "pgsidecar install: {out}");
+    db.batch_execute("REFRESH MATERIALIZED VIEW user_stats_summary")
+        .await
+        .unwrap();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=pgsidecar password={password} dbname=mluvme sslmode=disable",
+        cluster.port
+    );
+    (db, dsn)
+}
+
+/// `examples/mluvme.yaml` with `extra` YAML and every collector (the
+/// five-minute `database` one too) collecting each second.
+pub fn example_config(extra: &str) -> String {
+    let example =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mluvme.yaml"))
+            .expect("read examples/mluvme.yaml");
+    format!(
+        "{example}
+{extra}collection:
+  interval: 1s
+collectors:
+  database:
+    interval: 1s
+"
+    )
+}
