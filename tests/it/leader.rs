@@ -122,8 +122,8 @@ impl Fleet {
             let sample = self.sample().await;
             let leaders: Vec<usize> = sample.iter().filter(|s| s.1 == 1.0).map(|s| s.0).collect();
             if leaders.len() > 1 {
+                // Not proof of an overlap: sample again, within the deadline.
                 self.overlap(&sample).await;
-                continue;
             }
             if let [one] = leaders[..]
                 && more(one)
