@@ -343,6 +343,25 @@ fn every_query_parses_as_promql() {
 /// The PromQL identifiers of an expression outside string literals, each with
 /// the byte offset just past it.
 fn identifiers(expr: &str) -> Vec<(String, usize)> {
+    lex(expr)
+        .into_iter()
+        .filter_map(|l| match l {
+            Lexeme::Name(name, end) => Some((name, end)),
+            Lexeme::Bracket(_) => None,
+        })
+        .collect()
+}
+
+/// A piece of a query: a name with the offset where it ends, or one of
+/// `(){}[]`.
+enum Lexeme {
+    Name(String, usize),
+    Bracket(u8),
+}
+
+/// A query's names and brackets. String literals, numbers and durations
+/// (`5m`, `1e3`) and operators are left out.
+fn lex(expr: &str) -> Vec<Lexeme> {
     let b = expr.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -362,13 +381,15 @@ fn identifiers(expr: &str) -> Vec<(String, usize)> {
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
                 i += 1;
             }
-            out.push((expr[start..i].to_string(), i));
+            out.push(Lexeme::Name(expr[start..i].to_string(), i));
         } else if c.is_ascii_digit() {
-            // Numbers and durations (5m, 1e3) are not names.
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
                 i += 1;
             }
         } else {
+            if b"(){}[]".contains(&c) {
+                out.push(Lexeme::Bracket(c));
+            }
             i += 1;
         }
     }
@@ -498,52 +519,19 @@ enum Token {
 }
 
 fn tokens(expr: &str) -> Vec<Token> {
-    let b = expr.as_bytes();
+    // Inside a matcher `{...}` or a range `[...]`: nothing that groups.
+    let mut inside = 0usize;
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'(' => out.push(Token::Open),
-            b')' => out.push(Token::Close),
-            // Matchers and ranges hold no grouping; their strings may hold
-            // anything, so skip to the closing bracket outside strings.
-            open @ (b'{' | b'[') => {
-                let close = if open == b'{' { b'}' } else { b']' };
-                while i < b.len() && b[i] != close {
-                    if b[i] == b'"' || b[i] == b'\'' || b[i] == b'`' {
-                        let q = b[i];
-                        i += 1;
-                        while i < b.len() && b[i] != q {
-                            i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
-                        }
-                    }
-                    i += 1;
-                }
-            }
-            b'"' | b'\'' | b'`' => {
-                let q = b[i];
-                i += 1;
-                while i < b.len() && b[i] != q {
-                    i += if b[i] == b'\\' && q != b'`' { 2 } else { 1 };
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
-                    i += 1;
-                }
-                out.push(Token::Name(expr[start..i].to_string()));
-                continue;
-            }
-            c if c.is_ascii_digit() => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                    i += 1;
-                }
-                continue;
-            }
-            _ => {}
+    for l in lex(expr) {
+        match l {
+            Lexeme::Bracket(b'{' | b'[') => inside += 1,
+            Lexeme::Bracket(b'}' | b']') => inside = inside.saturating_sub(1),
+            _ if inside > 0 => {}
+            Lexeme::Bracket(b'(') => out.push(Token::Open),
+            Lexeme::Bracket(b')') => out.push(Token::Close),
+            Lexeme::Name(name, _) => out.push(Token::Name(name)),
+            Lexeme::Bracket(_) => {}
         }
-        i += 1;
     }
     out
 }
