@@ -11,9 +11,7 @@ use serde_yaml::Value;
 
 const RUNBOOK_URL: &str = "https://github.com/pgsidecar/pgsidecar/blob/main/docs/runbook.md#";
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::root;
 
 /// The `*.yml` files directly in `dir`, sorted.
 fn yml_files(dir: &Path) -> Vec<PathBuf> {

@@ -392,10 +392,7 @@ fn every_source_file_has_a_module_doc() {
     }
     let mut missing = Vec::new();
     for dir in ["src", "tests"] {
-        walk(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
-            &mut missing,
-        );
+        walk(&crate::root().join(dir), &mut missing);
     }
     assert!(missing.is_empty(), "files without a //! header: {missing:?}");
 }

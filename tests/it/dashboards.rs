@@ -62,9 +62,7 @@ pub fn server_wide(expr: &str) -> bool {
     selected(expr).iter().any(|m| !per_pod(m))
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::root;
 
 /// Every `*.json` in `dashboards/`, parsed, with its file name.
 pub fn dashboards() -> Vec<(String, Value)> {

@@ -117,7 +117,7 @@ async fn webhook() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 
 /// The shipped rules with every `for:` shortened to 1s.
 fn rules_with_short_for(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/pgsidecar.rules.yml");
+    let src = crate::root().join("alerts/pgsidecar.rules.yml");
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
     let mut shortened = 0;
     for group in doc["groups"].as_sequence_mut().unwrap() {

@@ -60,8 +60,7 @@ pub async fn monitored_app_db(cluster: &Cluster, password: &str) -> (tokio_postg
 /// five-minute `database` one too) collecting each second.
 pub fn example_config(extra: &str) -> String {
     let example =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mluvme.yaml"))
-            .expect("read examples/mluvme.yaml");
+        std::fs::read_to_string(crate::root().join("examples/mluvme.yaml")).expect("read examples/mluvme.yaml");
     format!(
         "{example}
 {extra}collection:

@@ -13,7 +13,7 @@ use crate::pg::{self, free_port};
 use crate::scrape::{get, until_pg_up};
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+    std::fs::read_to_string(crate::root().join(rel)).unwrap()
 }
 
 /// The value after `key` on the Dockerfile line that starts with it.

@@ -30,9 +30,7 @@ const MONITORING: [&str; 2] = ["monitoring/sidecar", "monitoring/standalone"];
 /// What to do when a drift test fails.
 const REGENERATE: &str = "run scripts/gen-k8s and commit k8s/monitoring/base";
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
+use crate::root;
 
 /// Runs `tool args…` with `stdin`, failing with a clear message when the tool
 /// is not installed.

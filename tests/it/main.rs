@@ -46,6 +46,12 @@ pub async fn start(yaml: &str) -> Running {
     Running::start(config(yaml)).await.expect("start pgsidecar")
 }
 
+/// The repository's root, where `alerts/`, `dashboards/`, `examples/` and
+/// `k8s/` are.
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// Runs the pgsidecar binary with `DATA_SOURCE_NAME`; its exit code (-1 if
 /// killed) and everything it printed.
 pub fn run_pgsidecar(args: &[&str], dsn: &str) -> (i32, String) {
