@@ -1,5 +1,9 @@
-//! Wiring: builds the shared state from a [`Config`], starts the scheduler and
-//! the HTTP server, and shuts both down in order.
+//! Wiring: builds the pool, the published state and the tasks from a
+//! [`Config`], starts the scheduler, the leader election and the HTTP
+//! server, and shuts them down in order. Each task gets only what it needs:
+//! the scheduler the pool, the state and the checks; the leader election
+//! the pool (for its own session) and the leadership flag; the HTTP server a
+//! [`View`] without any path to the database.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,45 +11,16 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::collectors;
 use crate::config::{Config, CoordinationMode};
 use crate::db::{Db, DbError};
 use crate::health::Health;
+use crate::http::View;
 use crate::leader::Leadership;
-use crate::snapshot::{HEALTH, Snapshot};
-
-/// What the scheduler writes and the HTTP server reads.
-pub struct Shared {
-    pub config: Config,
-    pub db: Db,
-    pub snapshot: Snapshot,
-    pub health: Health,
-    pub leadership: Leadership,
-    /// Held from rendering the health families to publishing them, so that
-    /// concurrent collectors never publish an older rendering over a newer one.
-    publishing: std::sync::Mutex<()>,
-}
-
-impl Shared {
-    fn render_health(&self) -> bytes::Bytes {
-        self.health.render(self.db.pool_status(), &self.leadership)
-    }
-
-    pub fn refresh_health(&self) {
-        let _order = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        self.snapshot.set(HEALTH, Some(self.render_health()));
-    }
-
-    /// Replaces (or with `None` drops) a collector's part together with the
-    /// health families, in one body: a scrape never sees a collection's
-    /// series without its outcome, or the other way round.
-    pub fn publish(&self, collector: &'static str, part: Option<bytes::Bytes>) {
-        let _order = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        self.snapshot
-            .update([(collector, part), (HEALTH, Some(self.render_health()))]);
-    }
-}
+use crate::scheduler::Pooled;
+use crate::state::State;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -75,41 +50,48 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             c.enabled.then_some((def, c))
         })
         .collect();
-    let configs: Vec<_> = enabled.iter().map(|(_, c)| c.clone()).collect();
-    let shortest = configs
+    let shortest = enabled
         .iter()
-        .map(|c| c.interval)
+        .map(|(_, c)| c.interval)
         .min()
         .unwrap_or(std::time::Duration::from_secs(15));
-    let db = Db::new(&config.datasource, shortest / 2)?;
-    let shared = Arc::new(Shared {
-        health: Health::new(&configs, &config.checks),
-        leadership: Leadership::new(config.coordination.mode),
-        publishing: std::sync::Mutex::new(()),
-        db,
-        snapshot: Snapshot::default(),
-        config,
-    });
-    shared.refresh_health();
+    let db = Arc::new(Db::new(&config.datasource, shortest / 2)?);
+    let leadership = Arc::new(Leadership::new(config.coordination.mode));
+    let state = Arc::new(State::new(Health::new(&enabled, &config.checks), leadership.clone()));
+    state.refresh_health(db.pool_status());
 
     let local = listener.local_addr().ok();
     tracing::info!(
         listen = %local.map(|a| a.to_string()).unwrap_or_default(),
-        target = %shared.db.target(),
-        collectors = %configs.iter().map(|c| c.name).collect::<Vec<_>>().join(","),
-        coordination = shared.leadership.mode().as_str(),
+        target = %db.target(),
+        collectors = %enabled.iter().map(|(d, _)| d.name).collect::<Vec<_>>().join(","),
+        coordination = leadership.mode().as_str(),
         version = env!("CARGO_PKG_VERSION"),
         "pgsidecar started"
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(crate::scheduler::run(shared.clone(), enabled, stop_rx.clone()));
-    let leader = (shared.leadership.mode() == CoordinationMode::LeaderElection)
-        .then(|| tokio::spawn(crate::leader::run(shared.clone(), stop_rx.clone())));
+    let runner = Arc::new(Pooled {
+        db: db.clone(),
+        checks: config.checks.clone(),
+    });
+    let scheduler = tokio::spawn(crate::scheduler::run(runner, state.clone(), enabled, stop_rx.clone()));
+    let leader = (leadership.mode() == CoordinationMode::LeaderElection).then(|| {
+        let task = crate::leader::run(db.clone(), config.coordination.clone(), leadership, stop_rx.clone());
+        tokio::spawn(task.instrument(tracing::info_span!("leader")))
+    });
+    let view = Arc::new(View {
+        state,
+        web: config.web.clone(),
+        target: db.target().to_string(),
+    });
     let mut http_stop = stop_rx;
-    let http = tokio::spawn(crate::http::serve(listener, shared.clone(), async move {
-        let _ = http_stop.wait_for(|stop| *stop).await;
-    }));
+    let http = tokio::spawn(
+        crate::http::serve(listener, view, async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .instrument(tracing::info_span!("http")),
+    );
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -126,7 +108,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     {
         tracing::error!(error = %e, "leader election ended abnormally");
     }
-    shared.db.close();
+    db.close();
     tracing::info!("stopped");
     Ok(())
 }

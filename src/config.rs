@@ -21,8 +21,6 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use crate::collectors;
-
 mod checks;
 pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
 
@@ -208,7 +206,7 @@ pub struct Log {
     pub format: LogFormat,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CollectorConfig {
     pub name: &'static str,
     pub enabled: bool,
@@ -216,8 +214,17 @@ pub struct CollectorConfig {
     pub timeout: Duration,
     /// A failed collector's last good series are dropped once older than this.
     pub stale_after: Duration,
-    /// Per pod (always runs) or server-wide (only on the leader).
-    pub scope: collectors::Scope,
+}
+
+/// What loading needs to know of a collector: its name and its defaults.
+/// The collectors provide these (`collectors::defaults`); configuration
+/// knows no collector by itself.
+#[derive(Clone, Debug)]
+pub struct CollectorDefaults {
+    pub name: &'static str,
+    pub enabled: bool,
+    /// `None`: `collection.interval`.
+    pub interval: Option<Duration>,
 }
 
 /// Values given on the command line; `None` where the flag was absent.
@@ -302,8 +309,9 @@ impl Env for BTreeMap<String, String> {
 }
 
 impl Config {
-    /// Loads and validates the configuration from all sources.
-    pub fn load(flags: &Flags, env: &dyn Env) -> Result<Config, ConfigError> {
+    /// Loads and validates the configuration from all sources, for these
+    /// collectors.
+    pub fn load(flags: &Flags, env: &dyn Env, collectors: &[CollectorDefaults]) -> Result<Config, ConfigError> {
         let (text, source) = match &flags.config_file {
             Some(path) => (
                 std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -314,15 +322,22 @@ impl Config {
             ),
             None => (String::new(), "<defaults>".to_string()),
         };
-        Self::from_yaml(&text, &source, flags, env)
+        Self::from_yaml(&text, &source, flags, env, collectors)
     }
 
     /// Validates YAML text as if read from `source` (a file name).
-    pub fn from_yaml(text: &str, source: &str, flags: &Flags, env: &dyn Env) -> Result<Config, ConfigError> {
+    pub fn from_yaml(
+        text: &str,
+        source: &str,
+        flags: &Flags,
+        env: &dyn Env,
+        collectors: &[CollectorDefaults],
+    ) -> Result<Config, ConfigError> {
         let mut w = Walker {
             source,
             text,
             env,
+            collectors,
             problems: Vec::new(),
         };
         let root = match serde_yaml::from_str::<Value>(text) {
@@ -362,6 +377,7 @@ struct Walker<'a> {
     source: &'a str,
     text: &'a str,
     env: &'a dyn Env,
+    collectors: &'a [CollectorDefaults],
     problems: Vec<Problem>,
 }
 
@@ -557,19 +573,19 @@ impl Walker<'_> {
         default_timeout: Option<Duration>,
         default_stale: Option<Duration>,
     ) -> Vec<CollectorConfig> {
-        let names: Vec<&str> = collectors::ALL.iter().map(|d| d.name).collect();
+        let names: Vec<&str> = self.collectors.iter().map(|d| d.name).collect();
         let given = self.mapping_of(v, &["collectors"], &names, "collector");
         let mut out = Vec::new();
-        for def in collectors::ALL {
+        for def in self.collectors {
             let path = ["collectors", def.name];
             let f = match given.get(def.name) {
                 Some(v) => self.mapping(v, &path, COLLECTOR_KEYS),
                 None => Fields::new(),
             };
-            let enabled = self.boolean(&f, "enabled", &path).unwrap_or(def.enabled_by_default);
+            let enabled = self.boolean(&f, "enabled", &path).unwrap_or(def.enabled);
             let interval = self
                 .duration(&f, "interval", &path)
-                .unwrap_or_else(|| def.default_interval.unwrap_or(default_interval));
+                .unwrap_or_else(|| def.interval.unwrap_or(default_interval));
             let timeout = self
                 .duration(&f, "timeout", &path)
                 .or(default_timeout)
@@ -610,7 +626,6 @@ impl Walker<'_> {
                 interval,
                 timeout,
                 stale_after,
-                scope: def.scope,
             });
         }
         out
@@ -1347,7 +1362,13 @@ mod tests {
     }
 
     fn load(yaml: &str) -> Result<Config, ConfigError> {
-        Config::from_yaml(yaml, "c.yaml", &Flags::default(), &BTreeMap::<String, String>::new())
+        Config::from_yaml(
+            yaml,
+            "c.yaml",
+            &Flags::default(),
+            &BTreeMap::<String, String>::new(),
+            &[],
+        )
     }
 
     #[test]

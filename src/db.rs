@@ -1,5 +1,7 @@
 //! Database access: the small connection pool, the session settings that
-//! bound every query, TLS, and reconnection with capped backoff.
+//! bound every query, TLS, and reconnection with capped backoff. Every
+//! session pgsidecar opens is opened here: the pool's, the leader's lock
+//! session ([`Db::dedicated`]) and `pgsidecar install`'s ([`admin_config`]).
 //!
 //! Every session pgsidecar opens sends, in its startup packet (no extra round
 //! trip), `application_name`, `statement_timeout`, `lock_timeout`,
@@ -11,18 +13,27 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::time::Instant;
 use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::collectors::{Client, Ctx};
 use crate::config::{Datasource, SslMode};
+
+/// A pooled connection, as collectors get it.
+pub type Client = deadpool_postgres::Client;
+
+/// A session of its own, outside the pool, and the task that drives it.
+pub type Dedicated = (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -44,10 +55,12 @@ struct Backoff {
     last_error: String,
 }
 
-/// The pool plus what is needed to reconnect politely and cancel queries.
+/// The pool plus what is needed to reconnect politely, cancel queries and
+/// open the leader's lock session.
 pub struct Db {
     pool: Pool,
     tls: MakeRustlsConnect,
+    ds: Datasource,
     target: String,
     password: Option<String>,
     backoff: Mutex<Backoff>,
@@ -96,6 +109,7 @@ impl Db {
         Ok(Db {
             pool,
             tls,
+            ds: ds.clone(),
             target: ds.target(),
             password: ds.password(),
             backoff: Mutex::new(Backoff {
@@ -113,9 +127,24 @@ impl Db {
         &self.target
     }
 
-    /// What collectors know, as of the newest connection.
-    pub fn ctx(&self, checks: &Arc<crate::config::Checks>) -> Ctx {
-        Ctx::new(self.server_version.load(Ordering::Relaxed), checks.clone())
+    /// `server_version_num` as of the newest connection (0 before the first).
+    pub fn server_version(&self) -> u32 {
+        self.server_version.load(Ordering::Relaxed)
+    }
+
+    /// A session outside the pool with the same datasource, TLS and bounding
+    /// options, plus `extra` session options and, when given, client-side
+    /// TCP keepalives (the leader's lock session).
+    pub async fn dedicated(
+        &self,
+        extra: &[(&str, String)],
+        keepalives_idle: Option<Duration>,
+    ) -> Result<Dedicated, String> {
+        let mut pg = session_config(&self.ds, extra);
+        if let Some(idle) = keepalives_idle {
+            pg.keepalives(true).keepalives_idle(idle);
+        }
+        connect_dedicated(&self.ds, &pg).await
     }
 
     /// A pooled connection, or an error at once while backing off.
@@ -237,20 +266,23 @@ pub fn scrub(password: Option<&str>, message: &str) -> String {
     }
 }
 
+/// The session of `pgsidecar install` and `uninstall`: the datasource's
+/// connection settings, read-write (they create the refresh log), bounded
+/// and named `pgsidecar-install`.
+pub fn admin_config(ds: &Datasource) -> tokio_postgres::Config {
+    let mut pg = ds.pg.clone();
+    pg.application_name("pgsidecar-install");
+    pg.options("-c statement_timeout=60000 -c lock_timeout=5000");
+    pg.ssl_mode(pg_ssl_mode(ds.sslmode));
+    pg
+}
+
 /// A session of its own, outside the pool (the leader lock, `pgsidecar
 /// install`): connects with `pg` within the connect timeout and drives the
 /// connection on a task. The error says the target and why, without the
-/// password.
-pub async fn connect_dedicated(
-    ds: &Datasource,
-    pg: &tokio_postgres::Config,
-) -> Result<
-    (
-        tokio_postgres::Client,
-        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-    ),
-    String,
-> {
+/// password. The one place that opens a session outside the pool.
+#[allow(clippy::disallowed_methods)]
+pub async fn connect_dedicated(ds: &Datasource, pg: &tokio_postgres::Config) -> Result<Dedicated, String> {
     let target = ds.target();
     let tls = tls_connector(ds).map_err(|e| format!("connect to {target}: {e}"))?;
     match tokio::time::timeout(ds.connect_timeout + Duration::from_secs(1), pg.connect(tls)).await {
@@ -264,13 +296,13 @@ pub async fn connect_dedicated(
 }
 
 /// The TLS connector for a datasource's sslmode and root certificates.
-pub fn tls_connector(ds: &Datasource) -> Result<MakeRustlsConnect, DbError> {
+fn tls_connector(ds: &Datasource) -> Result<MakeRustlsConnect, DbError> {
     Ok(MakeRustlsConnect::new(tls_config(ds)?))
 }
 
 /// tokio-postgres's mode: verify-ca and verify-full require TLS; the
 /// verification itself is ours (see `tls_config`).
-pub fn pg_ssl_mode(mode: SslMode) -> PgSslMode {
+fn pg_ssl_mode(mode: SslMode) -> PgSslMode {
     match mode {
         SslMode::Disable => PgSslMode::Disable,
         SslMode::Prefer => PgSslMode::Prefer,

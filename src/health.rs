@@ -3,8 +3,8 @@
 //!
 //! Metrics (rendered after every collection and every few seconds, never per
 //! scrape):
-//! - `pg_up` gauge: 1 if the last run of the `postmaster` collector reached
-//!   Postgres (postgres_exporter's name).
+//! - `pg_up` gauge: 1 if the last run of the collector that decides it (the
+//!   `postmaster` collector) reached Postgres (postgres_exporter's name).
 //! - `pg_scrape_collector_success{collector}`,
 //!   `pg_scrape_collector_duration_seconds{collector}` gauges
 //!   (postgres_exporter's names; here they describe the last collection).
@@ -35,15 +35,29 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use prometheus::core::Collector;
 
-use crate::collectors::Scope;
+use crate::collectors::{Definition, Scope};
 use crate::config::CollectorConfig;
 use crate::leader::Leadership;
 use crate::metrics::{Family, encode, encode_protos};
+
+/// How a run ended. Messages are scrubbed of secrets before they get here.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// With the relations a cap left out (`None`: no cap applied).
+    Ok {
+        omitted: Option<usize>,
+    },
+    Failed(String),
+    /// A prerequisite is missing; the reason says which.
+    Unavailable(String),
+}
 
 /// One collector's state, as last recorded.
 #[derive(Debug, Clone)]
 pub struct CollectorStatus {
     pub name: &'static str,
+    pub scope: Scope,
+    pub decides_up: bool,
     pub interval: Duration,
     pub timeout: Duration,
     pub stale_after: Duration,
@@ -52,18 +66,24 @@ pub struct CollectorStatus {
     pub last_run: Option<SystemTime>,
     pub last_duration: Option<Duration>,
     pub last_success: Option<SystemTime>,
-    /// The last run's error, scrubbed of secrets; `None` after a success.
-    pub last_error: Option<String>,
-    /// The last run found a prerequisite missing (the error says which).
-    pub unavailable: bool,
+    /// The last run's outcome; `None` before the first.
+    pub last: Option<Outcome>,
     /// Relations the last successful run's cap left out (`None`: no cap).
     pub omitted: Option<usize>,
-    pub scope: Scope,
 }
 
 impl CollectorStatus {
     pub fn ok(&self) -> Option<bool> {
-        (self.runs > 0).then_some(self.last_error.is_none())
+        self.last.as_ref().map(|o| matches!(o, Outcome::Ok { .. }))
+    }
+
+    /// The last run's error, as the status page shows it.
+    pub fn error(&self) -> Option<String> {
+        match &self.last {
+            Some(Outcome::Failed(e)) => Some(e.clone()),
+            Some(Outcome::Unavailable(reason)) => Some(format!("unavailable: {reason}")),
+            _ => None,
+        }
     }
 
     /// Whether the collector runs here: per-pod ones always, server-wide
@@ -81,14 +101,16 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new(enabled: &[CollectorConfig], checks: &crate::config::Checks) -> Self {
+    pub fn new(enabled: &[(&'static Definition, CollectorConfig)], checks: &crate::config::Checks) -> Self {
         Health {
             slow_query_threshold: checks.slow_query_threshold,
             collectors: Mutex::new(
                 enabled
                     .iter()
-                    .map(|c| CollectorStatus {
+                    .map(|(def, c)| CollectorStatus {
                         name: c.name,
+                        scope: def.scope,
+                        decides_up: def.decides_up,
                         interval: c.interval,
                         timeout: c.timeout,
                         stale_after: c.stale_after,
@@ -97,10 +119,8 @@ impl Health {
                         last_run: None,
                         last_duration: None,
                         last_success: None,
-                        last_error: None,
-                        unavailable: false,
+                        last: None,
                         omitted: None,
-                        scope: c.scope,
                     })
                     .collect(),
             ),
@@ -112,16 +132,14 @@ impl Health {
         self.collectors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a finished run; returns the status before it. `unavailable`
-    /// marks an error that is a missing prerequisite.
+    /// Records a run that ended at `finished` after `duration`; returns the
+    /// status before it.
     pub fn record(
         &self,
         name: &str,
         finished: SystemTime,
         duration: Duration,
-        error: Option<String>,
-        unavailable: bool,
-        omitted: Option<usize>,
+        outcome: Outcome,
     ) -> Option<CollectorStatus> {
         let mut all = self.lock();
         let s = all.iter_mut().find(|s| s.name == name)?;
@@ -129,15 +147,14 @@ impl Health {
         s.runs += 1;
         s.last_run = Some(finished);
         s.last_duration = Some(duration);
-        match error {
-            None => s.last_success = Some(finished),
-            Some(_) => s.failures += 1,
+        match &outcome {
+            Outcome::Ok { omitted } => {
+                s.last_success = Some(finished);
+                s.omitted = *omitted;
+            }
+            Outcome::Failed(_) | Outcome::Unavailable(_) => s.failures += 1,
         }
-        s.last_error = error;
-        s.unavailable = unavailable && s.last_error.is_some();
-        if s.last_error.is_none() {
-            s.omitted = omitted;
-        }
+        s.last = Some(outcome);
         Some(before)
     }
 
@@ -154,18 +171,18 @@ impl Health {
             .collect()
     }
 
-    /// 1 if Postgres answered the `postmaster` collector's last run (or, with
-    /// that collector disabled or inactive, the most recent run of any active
-    /// collector).
+    /// 1 if Postgres answered the last run of the collector that decides
+    /// `pg_up` (or, with that collector disabled or inactive, the most recent
+    /// run of any active collector).
     pub fn pg_up(&self, leader: bool) -> bool {
         let all = self.lock();
-        if let Some(p) = all.iter().find(|s| s.name == "postmaster" && s.active(leader)) {
+        if let Some(p) = all.iter().find(|s| s.decides_up && s.active(leader)) {
             return p.ok() == Some(true);
         }
         all.iter()
             .filter(|s| s.runs > 0 && s.active(leader))
             .max_by_key(|s| s.last_run)
-            .is_some_and(|s| s.last_error.is_none())
+            .is_some_and(|s| s.ok() == Some(true))
     }
 
     /// Encodes the health families.
@@ -255,8 +272,8 @@ impl Health {
         );
         for s in self.lock().iter().filter(|s| s.active(leader)) {
             let n = &[s.name];
-            if s.runs > 0 {
-                success.set(n, if s.last_error.is_none() { 1.0 } else { 0.0 });
+            if let Some(ok) = s.ok() {
+                success.set(n, if ok { 1.0 } else { 0.0 });
                 duration.set(n, s.last_duration.unwrap_or_default().as_secs_f64());
             }
             last_ok.set(n, s.last_success.map_or(0.0, unix));
@@ -268,12 +285,7 @@ impl Health {
                 truncated.set(n, if cut > 0 { 1.0 } else { 0.0 });
                 omitted.set(n, cut as f64);
             }
-            if s.unavailable {
-                let reason = s
-                    .last_error
-                    .as_deref()
-                    .unwrap_or("")
-                    .trim_start_matches("unavailable: ");
+            if let Some(Outcome::Unavailable(reason)) = &s.last {
                 unavailable.set(&[s.name, reason], 1.0);
             }
         }
@@ -356,33 +368,36 @@ mod tests {
     use super::*;
     use crate::config::CoordinationMode;
 
-    fn cfg(name: &'static str) -> CollectorConfig {
-        CollectorConfig {
-            name,
+    fn cfg(name: &str) -> (&'static Definition, CollectorConfig) {
+        let def = crate::collectors::ALL.iter().find(|d| d.name == name).unwrap();
+        let c = CollectorConfig {
+            name: def.name,
             enabled: true,
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(5),
             stale_after: Duration::from_secs(45),
-            scope: if name == "pools" { Scope::Pod } else { Scope::Server },
-        }
+        };
+        (def, c)
+    }
+
+    fn ok(omitted: Option<usize>) -> Outcome {
+        Outcome::Ok { omitted }
     }
 
     #[test]
-    fn pg_up_follows_the_postmaster_collector() {
+    fn pg_up_follows_the_collector_that_decides_it() {
         let h = Health::new(&[cfg("postmaster"), cfg("settings")], &crate::config::Checks::default());
         assert!(!h.pg_up(true));
         assert_eq!(h.not_ready(true), vec!["postmaster", "settings"]);
-        h.record("settings", SystemTime::now(), Duration::ZERO, None, false, Some(4));
+        h.record("settings", SystemTime::now(), Duration::ZERO, ok(Some(4)));
         assert!(!h.pg_up(true));
-        h.record("postmaster", SystemTime::now(), Duration::ZERO, None, false, None);
+        h.record("postmaster", SystemTime::now(), Duration::ZERO, ok(None));
         assert!(h.pg_up(true));
         h.record(
             "postmaster",
             SystemTime::now(),
             Duration::ZERO,
-            Some("down".into()),
-            false,
-            None,
+            Outcome::Failed("down".into()),
         );
         assert!(!h.pg_up(true));
         assert!(h.not_ready(true).is_empty());
@@ -431,7 +446,7 @@ mod tests {
     fn a_non_leader_waits_for_and_shows_only_the_pods_collectors() {
         let h = Health::new(&[cfg("postmaster"), cfg("pools")], &crate::config::Checks::default());
         assert_eq!(h.not_ready(false), vec!["pools"]);
-        h.record("pools", SystemTime::now(), Duration::ZERO, None, false, None);
+        h.record("pools", SystemTime::now(), Duration::ZERO, ok(None));
         assert!(h.not_ready(false).is_empty());
         assert_eq!(h.not_ready(true), vec!["postmaster"]);
         // pg_up follows the active collectors: pools here.

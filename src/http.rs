@@ -1,9 +1,11 @@
 //! The HTTP server (hyper 1, no framework): `/metrics` (or the configured
 //! telemetry path), `/healthz`, `/readyz` and the landing page `/`.
 //!
-//! Invariant: no handler here talks to Postgres. `/metrics` writes the
-//! snapshot's current body (gzip when the client accepts it); everything else
-//! reads in-memory status.
+//! Invariant: no handler here talks to Postgres, and none can: the server is
+//! given a [`View`], which holds the published state, the web settings and a
+//! password-free target string, and no database handle or datasource.
+//! `/metrics` writes the snapshot's current body (gzip when the client
+//! accepts it); everything else reads in-memory status.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,14 +21,22 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::app::Shared;
-use crate::config::show;
+use crate::config::{Web, show};
+use crate::state::State;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Everything the HTTP server may see.
+pub struct View {
+    pub state: Arc<State>,
+    pub web: Web,
+    /// `user@host:port/dbname`, never the password.
+    pub target: String,
+}
+
 /// Serves until `shutdown` completes, then lets in-flight responses finish
 /// within the configured grace period.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, view: Arc<View>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -45,10 +55,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
                         continue;
                     }
                 };
-                let shared = shared.clone();
+                let view = view.clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(&req, &shared)) }
+                    let view = view.clone();
+                    async move { Ok::<_, Infallible>(handle(&req, &view)) }
                 });
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
@@ -61,7 +71,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
         }
     }
     drop(listener);
-    let grace = shared.config.web.shutdown_grace;
+    let grace = view.web.shutdown_grace;
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {
@@ -70,9 +80,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     }
 }
 
-fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+fn handle(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = path == shared.config.web.telemetry_path || matches!(path, "/" | "/healthz" | "/readyz");
+    let known = path == view.web.telemetry_path || matches!(path, "/" | "/healthz" | "/readyz");
     if !known {
         return plain(StatusCode::NOT_FOUND, "not found\n".into());
     }
@@ -85,7 +95,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     match path {
         "/healthz" => plain(StatusCode::OK, "ok\n".into()),
         "/readyz" => {
-            let waiting = shared.health.not_ready(shared.leadership.is_leader());
+            let waiting = view.state.health.not_ready(view.state.leadership.is_leader());
             if waiting.is_empty() {
                 plain(StatusCode::OK, "ready\n".into())
             } else {
@@ -96,19 +106,19 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             }
         }
         "/" => {
-            let mut r = Response::new(Full::new(Bytes::from(landing(shared))));
+            let mut r = Response::new(Full::new(Bytes::from(landing(view))));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),
             );
             r
         }
-        _ => metrics(req, shared),
+        _ => metrics(req, &view.state),
     }
 }
 
-fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
-    let body = shared.snapshot.body();
+fn metrics(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    let body = state.snapshot.body();
     let gzip = req
         .headers()
         .get_all(header::ACCEPT_ENCODING)
@@ -149,11 +159,12 @@ fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-fn landing(shared: &Shared) -> String {
-    let path = escape(&shared.config.web.telemetry_path);
-    let leader = shared.leadership.is_leader();
+fn landing(view: &View) -> String {
+    let state = &view.state;
+    let path = escape(&view.web.telemetry_path);
+    let leader = state.leadership.is_leader();
     let mut rows = String::new();
-    for s in shared.health.statuses() {
+    for s in state.health.statuses() {
         let state = match s.ok() {
             None => "<td class=wait>waiting</td>",
             Some(true) => "<td class=ok>ok</td>",
@@ -168,7 +179,7 @@ fn landing(shared: &Shared) -> String {
                 .map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
             ago(s.last_success),
             s.failures,
-            escape(s.last_error.as_deref().unwrap_or("")),
+            escape(s.error().as_deref().unwrap_or("")),
         ));
     }
     format!(
@@ -179,9 +190,9 @@ fn landing(shared: &Shared) -> String {
 <p><a href=\"{path}\">{path}</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; <a href=\"/readyz\">/readyz</a></p>\n\
 <table><tr><th>collector</th><th>state</th><th>interval</th><th>last run</th><th>duration</th><th>last success</th><th>failures</th><th>last error</th></tr>\n{rows}</table>\n</body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
-        target = escape(shared.db.target()),
-        up = if shared.health.pg_up(leader) { "yes" } else { "no" },
-        mode = shared.leadership.mode().as_str(),
+        target = escape(&view.target),
+        up = if state.health.pg_up(leader) { "yes" } else { "no" },
+        mode = state.leadership.mode().as_str(),
         leader = if leader { "yes" } else { "no" },
     )
 }

@@ -89,14 +89,10 @@ pub enum InstallError {
 }
 
 /// Runs `sql` in one transaction on a session of its own (read-write, but
-/// bounded and named `pgsidecar-install`).
+/// bounded and named `pgsidecar-install`: see `db::admin_config`).
 pub async fn apply(ds: &crate::config::Datasource, sql: &str, action: &'static str) -> Result<(), InstallError> {
     let target = ds.target();
-    let mut pg = ds.pg.clone();
-    pg.application_name("pgsidecar-install");
-    pg.options("-c statement_timeout=60000 -c lock_timeout=5000");
-    pg.ssl_mode(crate::db::pg_ssl_mode(ds.sslmode));
-    let (client, task) = crate::db::connect_dedicated(ds, &pg)
+    let (client, task) = crate::db::connect_dedicated(ds, &crate::db::admin_config(ds))
         .await
         .map_err(InstallError::Connect)?;
     let result = client

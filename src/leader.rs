@@ -36,6 +36,7 @@
 //! stopped being leader) and `pgsidecar_coordination_mode{mode}` gauge, 1.
 //! Each change of leadership is logged once.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,8 +45,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{MissedTickBehavior, timeout};
 
-use crate::app::Shared;
 use crate::config::{Coordination, CoordinationMode, show};
+use crate::db::{Db, describe};
+use crate::logging::ErrorLog;
 
 /// Whether this sidecar is leader, as the scheduler and health read it.
 pub struct Leadership {
@@ -84,7 +86,7 @@ impl Leadership {
     }
 
     /// Sets the state; true if it changed.
-    fn set(&self, leader: bool) -> bool {
+    pub(crate) fn set(&self, leader: bool) -> bool {
         self.state.send_if_modified(|v| {
             let changed = std::mem::replace(v, leader) != leader;
             if changed {
@@ -101,24 +103,23 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Contends for the lock, and holds it, until `shutdown` turns true; then
-/// closes the session, which releases the lock.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let check = shared.config.coordination.check_interval;
+/// closes the session, which releases the lock. Every change of leadership
+/// is seen by the scheduler and the health families through `leadership`.
+pub async fn run(db: Arc<Db>, cfg: Coordination, leadership: Arc<Leadership>, mut shutdown: watch::Receiver<bool>) {
     let mut delay = FIRST_BACKOFF;
-    let mut logged_error: Option<String> = None;
+    let mut errors = ErrorLog::default();
     loop {
         if *shutdown.borrow() {
             return;
         }
         let mut connected = false;
-        let result = session(&shared, &mut shutdown, &mut connected).await;
+        let result = session(&db, &cfg, &leadership, &mut shutdown, &mut connected).await;
         let message = match result {
             Ok(()) => return,
-            Err(e) => shared.db.scrub(&e),
+            Err(e) => db.scrub(&e),
         };
-        if logged_error.as_deref() != Some(message.as_str()) {
+        if errors.is_new(&message) {
             tracing::warn!(error = %message, "leader election session failed");
-            logged_error = Some(message);
         } else {
             tracing::debug!(error = %message, "leader election session failed again");
         }
@@ -126,7 +127,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         delay = if connected {
             FIRST_BACKOFF
         } else {
-            (delay * 2).min(check.max(FIRST_BACKOFF))
+            (delay * 2).min(cfg.check_interval.max(FIRST_BACKOFF))
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -138,27 +139,44 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 /// One session: connects, then tries or checks the lock every
 /// `check_interval`. Returns `Ok` on shutdown, the reason otherwise; either
 /// way this sidecar is no longer leader and the session is closed.
-async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>, connected: &mut bool) -> Result<(), String> {
-    let ds = &shared.config.datasource;
-    let cfg = &shared.config.coordination;
-    let mut pg = crate::db::session_config(ds, &keepalive_options(cfg.check_interval));
-    pg.keepalives(true)
-        .keepalives_idle(cfg.check_interval.max(Duration::from_secs(1)));
+async fn session(
+    db: &Db,
+    cfg: &Coordination,
+    leadership: &Leadership,
+    shutdown: &mut watch::Receiver<bool>,
+    connected: &mut bool,
+) -> Result<(), String> {
+    let keepalive = Some(cfg.check_interval.max(Duration::from_secs(1)));
+    let options = keepalive_options(cfg.check_interval);
     let (client, mut conn) = tokio::select! {
-        r = crate::db::connect_dedicated(ds, &pg) => r?,
+        r = db.dedicated(&options, keepalive) => r?,
         _ = shutdown.changed() => return Ok(()),
     };
     *connected = true;
-    let result = hold(shared, cfg, &client, &mut conn, shutdown).await;
+    let key = cfg.lock_key;
+    let check = |leader: bool| {
+        let client = &client;
+        async move {
+            let answer = if leader {
+                client.simple_query("SELECT 1").await.map(|_| true)
+            } else {
+                client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                    .await
+                    .and_then(|row| row.try_get::<_, bool>(0))
+            };
+            answer.map_err(|e| format!("lock session: {}", describe(&e)))
+        }
+    };
+    let result = hold(leadership, cfg, check, &mut conn, shutdown).await;
     // Step down first, then close: never leader without the session.
     match &result {
         Ok(()) => {
-            if shared.leadership.set(false) {
+            if leadership.set(false) {
                 tracing::info!("released leadership: shutting down");
-                shared.refresh_health();
             }
         }
-        Err(reason) => step(shared, false, reason),
+        Err(reason) => step(leadership, cfg, false, reason),
     }
     drop(client);
     // `hold` may have seen the connection end already; a finished handle is not polled again.
@@ -168,14 +186,22 @@ async fn session(shared: &Shared, shutdown: &mut watch::Receiver<bool>, connecte
     result
 }
 
-/// The check loop of a connected session.
-async fn hold(
-    shared: &Shared,
+/// The check loop of a connected session: every `check_interval`,
+/// `check(leader)` tries the lock (a follower) or checks the session (the
+/// leader). `Ok(true)`: this sidecar holds the lock; `Ok(false)`: another
+/// one does. A failed check, one without an answer within `check_interval`,
+/// or the end of `conn` ends the loop with the reason.
+async fn hold<C, F>(
+    leadership: &Leadership,
     cfg: &Coordination,
-    client: &tokio_postgres::Client,
+    mut check: C,
     conn: &mut JoinHandle<Result<(), tokio_postgres::Error>>,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), String>
+where
+    C: FnMut(bool) -> F,
+    F: Future<Output = Result<bool, String>>,
+{
     let mut ticker = tokio::time::interval(cfg.check_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -184,27 +210,16 @@ async fn hold(
             r = &mut *conn => return Err(ended(r)),
             _ = shutdown.changed() => return Ok(()),
         }
-        let leader = shared.leadership.is_leader();
-        let check = async {
-            if leader {
-                client.simple_query("SELECT 1").await.map(|_| true)
-            } else {
-                client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&cfg.lock_key])
-                    .await
-                    .and_then(|row| row.try_get::<_, bool>(0))
-            }
-        };
         let outcome = tokio::select! {
-            r = timeout(cfg.check_interval, check) => r,
+            r = timeout(cfg.check_interval, check(leadership.is_leader())) => r,
             r = &mut *conn => return Err(ended(r)),
             _ = shutdown.changed() => return Ok(()),
         };
         match outcome {
-            Ok(Ok(true)) => step(shared, true, ""),
+            Ok(Ok(true)) => step(leadership, cfg, true, ""),
             // Another sidecar holds the lock.
             Ok(Ok(false)) => {}
-            Ok(Err(e)) => return Err(format!("lock session: {}", crate::db::describe(&e))),
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(format!("lock session: no answer within {}", show(cfg.check_interval)));
             }
@@ -212,23 +227,22 @@ async fn hold(
     }
 }
 
-/// Records a change of leadership: logs it once and republishes health.
-fn step(shared: &Shared, leader: bool, reason: &str) {
-    if !shared.leadership.set(leader) {
+/// Records a change of leadership and logs it once.
+fn step(leadership: &Leadership, cfg: &Coordination, leader: bool, reason: &str) {
+    if !leadership.set(leader) {
         return;
     }
     if leader {
-        tracing::info!(lock_key = shared.config.coordination.lock_key, "became leader");
+        tracing::info!(lock_key = cfg.lock_key, "became leader");
     } else {
         tracing::warn!(reason = %reason, "lost leadership");
     }
-    shared.refresh_health();
 }
 
 fn ended(r: Result<Result<(), tokio_postgres::Error>, tokio::task::JoinError>) -> String {
     match r {
         Ok(Ok(())) => "lock session: the server closed the connection".to_string(),
-        Ok(Err(e)) => format!("lock session: {}", crate::db::describe(&e)),
+        Ok(Err(e)) => format!("lock session: {}", describe(&e)),
         Err(e) => format!("lock session: {e}"),
     }
 }
@@ -261,6 +275,97 @@ mod tests {
         assert!(l.is_leader());
         assert!(l.set(false));
         assert_eq!(l.changes(), 2);
+    }
+
+    fn coordination(check: Duration) -> Coordination {
+        Coordination {
+            mode: CoordinationMode::LeaderElection,
+            lock_key: 1,
+            check_interval: check,
+        }
+    }
+
+    /// A connection task that never ends, as a live session's.
+    fn live() -> JoinHandle<Result<(), tokio_postgres::Error>> {
+        tokio::spawn(std::future::pending())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_check_goes_unanswered_steps_down_within_two_intervals() {
+        let l = Leadership::new(CoordinationMode::LeaderElection);
+        let cfg = coordination(Duration::from_secs(5));
+        let (_stop, mut stopped) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        // The first check wins the lock; the next one never answers.
+        let mut answers = vec![None, Some(true)];
+        let check = |_leader: bool| {
+            let answer = answers.pop().flatten();
+            async move {
+                match answer {
+                    Some(a) => Ok(a),
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        let mut conn = live();
+        let err = hold(&l, &cfg, check, &mut conn, &mut stopped).await.unwrap_err();
+        assert_eq!(err, "lock session: no answer within 5s");
+        // Leader at once (the first tick), silent check at 5 s, given up at 10 s.
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert!(l.is_leader(), "hold leaves stepping down to its caller");
+        step(&l, &cfg, false, &err);
+        assert!(!l.is_leader());
+        assert_eq!(l.changes(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_tries_the_lock_every_interval_and_a_failed_check_ends_the_session() {
+        let l = Leadership::new(CoordinationMode::LeaderElection);
+        let cfg = coordination(Duration::from_millis(500));
+        let (_stop, mut stopped) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let mut tries = Vec::new();
+        let check = |leader: bool| {
+            tries.push((started.elapsed(), leader));
+            let n = tries.len();
+            async move {
+                match n {
+                    1..=3 => Ok(false),
+                    4 => Ok(true),
+                    _ => Err("lock session: ERROR 57P01: terminating connection".to_string()),
+                }
+            }
+        };
+        let mut conn = live();
+        let err = hold(&l, &cfg, check, &mut conn, &mut stopped).await.unwrap_err();
+        assert!(err.contains("57P01"), "{err}");
+        let ms = |m| Duration::from_millis(m);
+        assert_eq!(
+            tries,
+            vec![
+                (ms(0), false),
+                (ms(500), false),
+                (ms(1000), false),
+                (ms(1500), false),
+                (ms(2000), true)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_loop_without_an_error() {
+        let l = Leadership::new(CoordinationMode::LeaderElection);
+        let cfg = coordination(Duration::from_secs(1));
+        let (stop, mut stopped) = watch::channel(false);
+        let mut conn = live();
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            stop.send(true).unwrap();
+        });
+        let check = |_| async { Ok(true) };
+        assert_eq!(hold(&l, &cfg, check, &mut conn, &mut stopped).await, Ok(()));
+        assert!(l.is_leader());
+        stopper.await.unwrap();
     }
 
     #[test]

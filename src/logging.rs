@@ -1,5 +1,7 @@
 //! Log output: `logfmt` (the default, as postgres_exporter) or `json`, to
-//! standard error, at the configured level.
+//! standard error, at the configured level; and [`ErrorLog`], which keeps a
+//! failure that repeats every interval to one line when it starts or
+//! changes and one when it ends.
 
 use std::fmt::{self, Write as _};
 
@@ -20,6 +22,29 @@ pub fn init(log: &Log) {
     match log.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).init(),
+    }
+}
+
+/// The last error logged by a loop that retries, so that it logs a failure
+/// when it starts or its message changes, not on every attempt.
+#[derive(Debug, Default)]
+pub struct ErrorLog {
+    last: Option<String>,
+}
+
+impl ErrorLog {
+    /// True if `error` differs from the last one logged; it is remembered.
+    pub fn is_new(&mut self, error: &str) -> bool {
+        if self.last.as_deref() == Some(error) {
+            return false;
+        }
+        self.last = Some(error.to_string());
+        true
+    }
+
+    /// True if an error had been logged: the failure has ended. Forgets it.
+    pub fn ended(&mut self) -> bool {
+        self.last.take().is_some()
     }
 }
 
@@ -91,7 +116,19 @@ pub fn quote(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::quote;
+    use super::{ErrorLog, quote};
+
+    #[test]
+    fn an_error_is_new_once_until_it_changes_or_ends() {
+        let mut log = ErrorLog::default();
+        assert!(!log.ended());
+        assert!(log.is_new("down"));
+        assert!(!log.is_new("down"));
+        assert!(log.is_new("refused"));
+        assert!(log.ended());
+        assert!(!log.ended());
+        assert!(log.is_new("refused"));
+    }
 
     #[test]
     fn logfmt_values_are_quoted_when_needed() {

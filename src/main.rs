@@ -1,8 +1,5 @@
 //! The `pgsidecar` binary: parses flags, loads the configuration, installs
 //! logging and signal handling, and runs the exporter.
-#![forbid(unsafe_code)]
-#![deny(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,7 +65,7 @@ fn main() -> ExitCode {
         Some(Command::Uninstall { .. }) => (Some(pgsidecar::install::UNINSTALL_SQL), "uninstall"),
         None => (None, ""),
     };
-    let config = match Config::load(&flags, &ProcessEnv) {
+    let config = match pgsidecar::load_config(&flags, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pgsidecar: {e}");
@@ -102,7 +99,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match pgsidecar::app::bind(&config).await {
+        let listener = match pgsidecar::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

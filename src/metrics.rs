@@ -62,6 +62,7 @@ impl Family {
     }
 
     /// The value for these label values, if set (for unit tests).
+    #[cfg(test)]
     pub fn get(&self, values: &[&str]) -> Option<f64> {
         let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         self.samples.get(&key).copied()
@@ -167,6 +168,12 @@ pub fn encode_protos(families: Vec<proto::MetricFamily>) -> Bytes {
         tracing::error!(error = %e, "encode metrics");
     }
     Bytes::from(out)
+}
+
+/// The value of `name` for these label values among `families` (for unit tests).
+#[cfg(test)]
+pub fn value(families: &[Family], name: &str, labels: &[&str]) -> Option<f64> {
+    families.iter().find(|f| f.name() == name).and_then(|f| f.get(labels))
 }
 
 /// Turns an arbitrary string into a valid metric name fragment.

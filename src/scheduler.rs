@@ -1,6 +1,6 @@
 //! The scheduler: one task per enabled collector, each on its own interval
 //! and with its own time limit, plus a task that refreshes the health
-//! families every few seconds.
+//! families every few seconds and whenever leadership changes.
 //!
 //! A run's result replaces the collector's previous part of the snapshot at
 //! once. A failed run keeps the last good part until it is older than the
@@ -13,34 +13,103 @@
 //! none of its series: its part is dropped when leadership is lost, and a
 //! run that finishes after the loss is discarded. On becoming leader it runs
 //! at once, then on its interval.
+//!
+//! The timing lives here; what one run does is a [`Runner`]: the real one
+//! ([`Pooled`]) takes a connection from the pool and runs the collector's
+//! queries within its timeout. The unit tests drive the timing with a
+//! scripted runner under `tokio::time::pause()`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, timeout_at};
+use tracing::Instrument;
 
-use crate::app::Shared;
-use crate::collectors::{CollectError, Definition, Scope};
-use crate::config::CollectorConfig;
+use crate::collectors::{CollectError, Ctx, Definition, Scope};
+use crate::config::{Checks, CollectorConfig};
 use crate::db::Db;
-use crate::metrics::{Family, encode};
+use crate::health::Outcome;
+use crate::logging::ErrorLog;
+use crate::metrics::encode;
+use crate::state::{PoolStatus, State};
 
 /// How often the health families (process, pool) are refreshed when no
 /// collector finishes in between.
 pub const HEALTH_REFRESH: Duration = Duration::from_secs(5);
 
+/// What a successful run produced: the encoded families, and the relations
+/// a cap left out (`None`: no cap).
+pub struct Collected {
+    pub body: Bytes,
+    pub omitted: Option<usize>,
+}
+
+/// One run of a collector, apart from the timing around it.
+pub trait Runner: Send + Sync + 'static {
+    fn run(
+        &self,
+        def: &'static Definition,
+        cfg: &CollectorConfig,
+    ) -> impl Future<Output = Result<Collected, CollectError>> + Send;
+
+    /// The pool's gauges, for the health families.
+    fn pool(&self) -> PoolStatus;
+
+    /// Removes secrets from a message before it is stored or logged.
+    fn scrub(&self, message: &str) -> String;
+}
+
+/// The real runner: a pooled connection and the collector's queries, both
+/// within the collector's timeout; a query that overruns it is cancelled.
+pub struct Pooled {
+    pub db: Arc<Db>,
+    pub checks: Arc<Checks>,
+}
+
+impl Runner for Pooled {
+    async fn run(&self, def: &'static Definition, cfg: &CollectorConfig) -> Result<Collected, CollectError> {
+        let deadline = Instant::now() + cfg.timeout;
+        let client = timeout_at(deadline, self.db.client())
+            .await
+            .map_err(|_| CollectError::Timeout(cfg.timeout))??;
+        let ctx = Ctx::new(self.db.server_version(), self.checks.clone());
+        match timeout_at(deadline, def.collect(&client, &ctx)).await {
+            Ok(r) => r.map(|families| Collected {
+                body: encode(families),
+                omitted: ctx.omitted(),
+            }),
+            Err(_) => {
+                self.db.cancel(client);
+                Err(CollectError::Timeout(cfg.timeout))
+            }
+        }
+    }
+
+    fn pool(&self) -> PoolStatus {
+        self.db.pool_status()
+    }
+
+    fn scrub(&self, message: &str) -> String {
+        self.db.scrub(message)
+    }
+}
+
 /// Runs until `shutdown` turns true; returns when every task has stopped.
-pub async fn run(
-    shared: Arc<Shared>,
+pub async fn run<R: Runner>(
+    runner: Arc<R>,
+    state: Arc<State>,
     collectors: Vec<(&'static Definition, CollectorConfig)>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     for (def, cfg) in collectors {
-        tasks.spawn(collector_loop(def, cfg, shared.clone(), shutdown.clone()));
+        let span = tracing::info_span!("collector", collector = def.name);
+        tasks.spawn(collector_loop(def, cfg, runner.clone(), state.clone(), shutdown.clone()).instrument(span));
     }
-    tasks.spawn(health_loop(shared, shutdown));
+    tasks.spawn(health_loop(runner, state, shutdown).instrument(tracing::info_span!("health")));
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {
             tracing::error!(error = %e, "scheduler task ended abnormally");
@@ -48,58 +117,65 @@ pub async fn run(
     }
 }
 
-async fn health_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Refreshes the health families on a timer and whenever leadership changes.
+async fn health_loop<R: Runner>(runner: Arc<R>, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(HEALTH_REFRESH);
+    let mut leader = state.leadership.subscribe();
     loop {
         tokio::select! {
-            _ = ticker.tick() => shared.refresh_health(),
+            _ = ticker.tick() => {}
+            changed = leader.changed() => {
+                // The sender lives in `state`, which this loop holds.
+                if changed.is_err() {
+                    return;
+                }
+            }
             _ = shutdown.changed() => return,
         }
+        state.refresh_health(runner.pool());
     }
 }
 
-async fn collector_loop(
+async fn collector_loop<R: Runner>(
     def: &'static Definition,
     cfg: CollectorConfig,
-    shared: Arc<Shared>,
+    runner: Arc<R>,
+    state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut logged_error: Option<String> = None;
+    let mut errors = ErrorLog::default();
+    let mut last_success: Option<Instant> = None;
     let server = def.scope == Scope::Server;
-    let mut leader = shared.leadership.subscribe();
+    let mut leader = state.leadership.subscribe();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             changed = leader.changed(), if server => {
-                // The sender lives in `shared`, which this loop holds.
+                // The sender lives in `state`, which this loop holds.
                 if changed.is_err() {
                     return;
                 }
                 if *leader.borrow_and_update() {
                     ticker.reset();
                 } else {
-                    stand_down(def, &shared);
+                    stand_down(def, &state, runner.as_ref());
                     continue;
                 }
             }
             _ = shutdown.changed() => return,
         }
         if server && !*leader.borrow_and_update() {
-            stand_down(def, &shared);
+            stand_down(def, &state, runner.as_ref());
             continue;
         }
         let started = Instant::now();
         // A run is a task of its own, so that a bug that panics fails one run
         // instead of ending the collector.
         let mut run = tokio::spawn({
-            let (shared, cfg) = (shared.clone(), cfg.clone());
-            async move {
-                run_once(def, &cfg, &shared.db, &shared.config.checks)
-                    .await
-                    .map(|(families, omitted)| (encode(families), omitted))
-            }
+            let (runner, cfg) = (runner.clone(), cfg.clone());
+            async move { runner.run(def, &cfg).await }.in_current_span()
         });
         let result = tokio::select! {
             r = &mut run => r.unwrap_or_else(|e| Err(CollectError::Panic(e.to_string()))),
@@ -109,80 +185,192 @@ async fn collector_loop(
             }
         };
         let took = started.elapsed();
-        if server && !shared.leadership.is_leader() {
+        if server && !state.leadership.is_leader() {
             // Leadership was lost during the run: its result is not ours to serve.
-            stand_down(def, &shared);
+            stand_down(def, &state, runner.as_ref());
             continue;
         }
-        let unavailable = matches!(result, Err(CollectError::Unavailable(_)));
-        let mut omitted = None;
         // The new part, if it changes: published with the health families below.
         let mut part = None;
-        let error = match result {
-            Ok((encoded, cut)) => {
-                omitted = cut;
-                part = Some(Some(encoded));
-                if logged_error.take().is_some() {
+        let outcome = match result {
+            Ok(collected) => {
+                part = Some(Some(collected.body));
+                last_success = Some(Instant::now());
+                if errors.ended() {
                     tracing::info!(collector = def.name, "collector recovered");
                 }
-                None
+                Outcome::Ok {
+                    omitted: collected.omitted,
+                }
             }
             Err(e) => {
-                let message = shared.db.scrub(&e.to_string());
-                let is_backoff = matches!(e, CollectError::Connect(crate::db::DbError::Backoff { .. }));
-                if !is_backoff && logged_error.as_deref() != Some(message.as_str()) {
+                let message = runner.scrub(&e.to_string());
+                let backoff = matches!(e, CollectError::Connect(crate::db::DbError::Backoff { .. }));
+                if !backoff && errors.is_new(&message) {
                     tracing::warn!(collector = def.name, error = %message, "collector failed");
-                    logged_error = Some(message.clone());
                 } else {
                     tracing::debug!(collector = def.name, error = %message, "collector failed again");
                 }
-                Some(message)
+                let stale = last_success.is_none_or(|t| t.elapsed() > cfg.stale_after);
+                if stale && state.snapshot.has(def.name) {
+                    tracing::info!(collector = def.name, stale_after = %crate::config::show(cfg.stale_after), "dropping the failed collector's stale series");
+                    part = Some(None);
+                }
+                match e {
+                    CollectError::Unavailable(reason) => Outcome::Unavailable(runner.scrub(&reason)),
+                    _ => Outcome::Failed(message),
+                }
             }
         };
-        let failed = error.is_some();
-        let before = shared
-            .health
-            .record(def.name, SystemTime::now(), took, error, unavailable, omitted);
-        if failed {
-            let last_success = before.and_then(|b| b.last_success);
-            let stale = last_success.is_none_or(|t| t.elapsed().unwrap_or_default() > cfg.stale_after);
-            if stale && shared.snapshot.has(def.name) {
-                tracing::info!(collector = def.name, stale_after = %crate::config::show(cfg.stale_after), "dropping the failed collector's stale series");
-                part = Some(None);
-            }
-        }
+        state.health.record(def.name, SystemTime::now(), took, outcome);
         match part {
-            Some(part) => shared.publish(def.name, part),
-            None => shared.refresh_health(),
+            Some(part) => state.publish(def.name, part, runner.pool()),
+            None => state.refresh_health(runner.pool()),
         }
     }
 }
 
 /// A server-scoped collector while this sidecar is not leader: serves no series.
-fn stand_down(def: &'static Definition, shared: &Shared) {
-    if shared.snapshot.has(def.name) {
-        shared.publish(def.name, None);
+fn stand_down<R: Runner>(def: &'static Definition, state: &State, runner: &R) {
+    if state.snapshot.has(def.name) {
+        state.publish(def.name, None, runner.pool());
     }
 }
 
-/// One bounded run: a connection and the collector's queries, within its
-/// timeout. Returns the families and the relations a cap left out.
-async fn run_once(
-    def: &Definition,
-    cfg: &CollectorConfig,
-    db: &Db,
-    checks: &Arc<crate::config::Checks>,
-) -> Result<(Vec<Family>, Option<usize>), CollectError> {
-    let deadline = Instant::now() + cfg.timeout;
-    let client = timeout_at(deadline, db.client())
-        .await
-        .map_err(|_| CollectError::Timeout(cfg.timeout))??;
-    let ctx = db.ctx(checks);
-    match timeout_at(deadline, (def.collect)(&client, &ctx)).await {
-        Ok(r) => r.map(|families| (families, ctx.omitted())),
-        Err(_) => {
-            db.cancel(client);
-            Err(CollectError::Timeout(cfg.timeout))
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::CoordinationMode;
+    use crate::health::Health;
+    use crate::leader::Leadership;
+
+    /// Answers each run with the next scripted result (`None`: never answers).
+    struct Script(Mutex<VecDeque<Option<Result<&'static str, &'static str>>>>);
+
+    impl Runner for Script {
+        async fn run(&self, _: &'static Definition, _: &CollectorConfig) -> Result<Collected, CollectError> {
+            let next = self.0.lock().unwrap().pop_front().flatten();
+            match next {
+                Some(Ok(body)) => Ok(Collected {
+                    body: Bytes::from_static(body.as_bytes()),
+                    omitted: None,
+                }),
+                Some(Err(e)) => Err(CollectError::Panic(e.to_string())),
+                None => std::future::pending().await,
+            }
         }
+
+        fn pool(&self) -> PoolStatus {
+            PoolStatus {
+                max_size: 3,
+                size: 0,
+                available: 0,
+                waiting: 0,
+            }
+        }
+
+        fn scrub(&self, message: &str) -> String {
+            message.replace("secret", "******")
+        }
+    }
+
+    fn def(name: &str) -> &'static Definition {
+        crate::collectors::ALL.iter().find(|d| d.name == name).unwrap()
+    }
+
+    fn cfg(name: &'static str) -> CollectorConfig {
+        CollectorConfig {
+            name,
+            enabled: true,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            stale_after: Duration::from_secs(3),
+        }
+    }
+
+    fn start(
+        name: &'static str,
+        mode: CoordinationMode,
+        script: Vec<Option<Result<&'static str, &'static str>>>,
+    ) -> (Arc<State>, watch::Sender<bool>) {
+        let c = cfg(name);
+        let collectors = vec![(def(name), c)];
+        let health = Health::new(&collectors, &Checks::default());
+        let state = Arc::new(State::new(health, Arc::new(Leadership::new(mode))));
+        let (stop, stopped) = watch::channel(false);
+        let runner = Arc::new(Script(Mutex::new(script.into())));
+        tokio::spawn(run(runner, state.clone(), collectors, stopped));
+        (state, stop)
+    }
+
+    fn body(state: &State) -> String {
+        String::from_utf8(state.snapshot.body().text.to_vec()).unwrap()
+    }
+
+    /// Lets the scheduler's tasks run up to `at` after the start (time is paused).
+    async fn until(start: Instant, at: Duration) {
+        tokio::time::sleep_until(start + at).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_collector_keeps_its_series_until_stale_after_then_drops_them() {
+        let t0 = Instant::now();
+        let mut script = vec![Some(Ok("x_total 1\n"))];
+        script.extend(std::iter::repeat_n(Some(Err("query: secret refused")), 10));
+        let (state, stop) = start("settings", CoordinationMode::All, script);
+        until(t0, Duration::from_millis(100)).await;
+        assert!(body(&state).contains("x_total 1\n"));
+        // Runs at 1 s and 2 s fail; the series stay, the failure shows at once.
+        until(t0, Duration::from_millis(2100)).await;
+        let text = body(&state);
+        assert!(text.contains("x_total 1\n"), "{text}");
+        assert!(
+            text.contains("pg_scrape_collector_success{collector=\"settings\"} 0"),
+            "{text}"
+        );
+        let s = &state.health.statuses()[0];
+        assert_eq!(s.error().as_deref(), Some("collector panicked: query: ****** refused"));
+        // The run at 3 s is exactly stale_after after the success: still kept.
+        until(t0, Duration::from_millis(3100)).await;
+        assert!(body(&state).contains("x_total 1\n"));
+        // The run at 4 s is past it: dropped.
+        until(t0, Duration::from_millis(4100)).await;
+        let text = body(&state);
+        assert!(!text.contains("x_total"), "{text}");
+        assert!(
+            text.contains("pgsidecar_collector_failures_total{collector=\"settings\"} 4"),
+            "{text}"
+        );
+        stop.send(true).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_collector_serves_only_while_leader() {
+        let t0 = Instant::now();
+        let (state, stop) = start(
+            "settings",
+            CoordinationMode::LeaderElection,
+            vec![Some(Ok("a 1\n")), Some(Ok("a 2\n")), None],
+        );
+        // Not leader: no run, nothing served, not even health for it.
+        until(t0, Duration::from_millis(1500)).await;
+        assert!(!body(&state).contains("collector=\"settings\""), "{}", body(&state));
+        // Becoming leader runs it at once.
+        state.leadership.set(true);
+        until(t0, Duration::from_millis(1600)).await;
+        assert!(body(&state).contains("a 1\n"));
+        assert!(body(&state).contains("pgsidecar_leader 1\n"));
+        until(t0, Duration::from_millis(2700)).await;
+        assert!(body(&state).contains("a 2\n"));
+        // Losing it drops the series at once.
+        state.leadership.set(false);
+        until(t0, Duration::from_millis(2800)).await;
+        let text = body(&state);
+        assert!(!text.contains("a 2\n"), "{text}");
+        assert!(text.contains("pgsidecar_leader 0\n"), "{text}");
+        stop.send(true).unwrap();
     }
 }

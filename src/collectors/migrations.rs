@@ -20,16 +20,10 @@
 //!
 //! Version gates: none.
 
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, query, query_params, text};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, query, text};
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition {
-    name: "migrations",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
-};
+pub const DEFINITION: Definition = Definition::custom("migrations", collect);
 
 /// `$1` the table, `$2` the column; `select_sql` is the quoted query to run.
 const RESOLVE_SQL: &str = "SELECT current_database()::text AS datname, \
@@ -50,21 +44,20 @@ pub struct Reading {
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "migrations";
         let Some(m) = &ctx.checks.migrations else {
             return Ok(families(None, None));
         };
         let reading = match &m.query {
             Some(custom) => {
-                let datname = match query(client, what, DATNAME_SQL).await?.first() {
-                    Some(r) => text(r, what, "datname")?,
+                let datname = match query(client, "current_database()", DATNAME_SQL, &[]).await?.first() {
+                    Some(r) => text(r, "datname")?,
                     None => String::new(),
                 };
                 let mut revisions = Vec::new();
                 for msg in client
                     .simple_query(custom)
                     .await
-                    .map_err(|e| CollectError::query(what, &e))?
+                    .map_err(|e| CollectError::query("the migrations query", e))?
                 {
                     if let tokio_postgres::SimpleQueryMessage::Row(r) = msg
                         && let Ok(Some(rev)) = r.try_get(0)
@@ -80,25 +73,24 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
                 }
             }
             None => {
-                let rows = query_params(client, what, RESOLVE_SQL, &[&m.table, &m.column]).await?;
-                let r = rows.first().ok_or_else(|| CollectError::Query {
-                    what,
-                    message: "no row from the table lookup".into(),
+                let rows = query(client, "the migration table", RESOLVE_SQL, &[&m.table, &m.column]).await?;
+                let r = rows.first().ok_or(CollectError::NoRow {
+                    what: "the migration table",
                 })?;
-                let present: bool = r.try_get("present").map_err(|e| CollectError::query(what, &e))?;
+                let present: bool = r.try_get("present").map_err(|e| CollectError::column("present", e))?;
                 let mut revisions = Vec::new();
                 if present {
-                    let select = text(r, what, "select_sql")?;
+                    let select = text(r, "select_sql")?;
                     for row in client
                         .query(select.as_str(), &[])
                         .await
-                        .map_err(|e| CollectError::query(what, &e))?
+                        .map_err(|e| CollectError::query("the migration table", e))?
                     {
-                        revisions.push(text(&row, what, "revision")?);
+                        revisions.push(text(&row, "revision")?);
                     }
                 }
                 Reading {
-                    datname: text(r, what, "datname")?,
+                    datname: text(r, "datname")?,
                     table: m.table.clone(),
                     present: Some(present),
                     revisions,

@@ -1,84 +1,45 @@
 //! The collectors and their one registration list, [`ALL`].
 //!
-//! A collector is a file named after the Postgres view it reads. It holds its
-//! SQL as a `const`, a typed row struct, its version gates, a pure function
-//! that maps rows to [`Family`] values (unit-tested with hand-built rows), and
-//! a [`Definition`] that the scheduler runs. Adding a collector is one new file
-//! plus one line in [`ALL`]. Collectors never touch HTTP or the snapshot.
+//! A collector is a file named after the Postgres view it reads, with its
+//! SQL, its version gates and a header listing the metrics it exports. Most
+//! read one wide view and are declarations only: a [`Table`] of label and
+//! value columns (see `table.rs`), from which the SQL, the row reader and the
+//! families follow. The others hold a typed row struct, their queries and a
+//! pure function that maps rows to [`Family`] values, unit-tested with
+//! hand-built rows. Adding a collector is one new file plus one line in
+//! [`ALL`]. Collectors never touch HTTP or the snapshot: they return
+//! families, and the scheduler stores them.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::config::CollectorDefaults;
+use crate::db::{Client, DbError, describe};
 use crate::metrics::Family;
 
-pub mod migrations;
-pub mod pg_database;
-pub mod pg_indexes;
-pub mod pg_matviews;
-pub mod pg_postmaster;
-pub mod pg_settings;
-pub mod pg_stat_activity;
-pub mod pg_stat_activity_pools;
-pub mod pg_stat_activity_queries;
-pub mod pg_stat_database;
-pub mod pg_stat_database_conflicts;
-pub mod pg_stat_statements;
-pub mod pg_stat_user_indexes;
-pub mod pg_stat_user_tables;
-pub mod pg_statio_user_tables;
+pub mod table;
 
-/// What a collector knows (the server it talks to, the configured checks),
-/// and what it reports besides its families (relations its cap left out).
-/// One per run.
-#[derive(Debug)]
-pub struct Ctx {
-    /// `server_version_num`, e.g. 150004; read once per new connection.
-    pub server_version_num: u32,
-    pub checks: std::sync::Arc<crate::config::Checks>,
-    /// Set by [`cap`]: relations left out by `checks.relations.max_series`.
-    pub omitted: std::sync::Mutex<Option<usize>>,
-}
+mod migrations;
+mod pg_database;
+mod pg_indexes;
+mod pg_matviews;
+mod pg_postmaster;
+mod pg_settings;
+mod pg_stat_activity;
+mod pg_stat_activity_pools;
+mod pg_stat_activity_queries;
+mod pg_stat_database;
+mod pg_stat_database_conflicts;
+mod pg_stat_statements;
+mod pg_stat_user_indexes;
+mod pg_stat_user_tables;
+mod pg_statio_user_tables;
 
-impl Ctx {
-    pub fn new(server_version_num: u32, checks: std::sync::Arc<crate::config::Checks>) -> Self {
-        Ctx {
-            server_version_num,
-            checks,
-            omitted: std::sync::Mutex::new(None),
-        }
-    }
+pub use table::Table;
 
-    /// Relations left out by the cap in this run (`None`: no cap applied).
-    pub fn omitted(&self) -> Option<usize> {
-        *self.omitted.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-pub type Client = deadpool_postgres::Client;
-pub type CollectFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Family>, CollectError>> + Send + 'a>>;
-
-/// Where a collector's data comes from, which decides who runs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// About this pod (its pools' connections): every sidecar runs it.
-    Pod,
-    /// About the whole server or its databases: only the leader runs it.
-    Server,
-}
-
-/// A collector as the scheduler sees it.
-pub struct Definition {
-    /// The name used in the config and in the `collector` label.
-    pub name: &'static str,
-    pub enabled_by_default: bool,
-    /// Overrides `collection.interval` when the collector is costly.
-    pub default_interval: Option<Duration>,
-    pub scope: Scope,
-    pub collect: for<'a> fn(&'a Client, &'a Ctx) -> CollectFuture<'a>,
-}
-
-/// The registration list.
+/// The registration list, in the order the collectors are configured and
+/// reported.
 pub const ALL: &[Definition] = &[
     pg_postmaster::DEFINITION,
     pg_settings::DEFINITION,
@@ -97,168 +58,230 @@ pub const ALL: &[Definition] = &[
     migrations::DEFINITION,
 ];
 
+/// Each collector's name and defaults, as configuration loading takes them.
+pub fn defaults() -> Vec<CollectorDefaults> {
+    ALL.iter()
+        .map(|d| CollectorDefaults {
+            name: d.name,
+            enabled: d.enabled_by_default,
+            interval: d.default_interval,
+        })
+        .collect()
+}
+
+/// The metric names of table columns that are postgres_exporter's, kept as
+/// they are even where Prometheus's naming rules would say otherwise.
+pub fn upstream_names() -> impl Iterator<Item = &'static str> {
+    ALL.iter()
+        .filter_map(|d| match &d.source {
+            Source::Table(t) => Some(t.columns),
+            Source::Custom(_) => None,
+        })
+        .flatten()
+        .filter(|c| c.upstream)
+        .map(|c| c.metric)
+}
+
+/// What a collector knows (the server it talks to, the configured checks),
+/// and what it reports besides its families (relations its cap left out).
+/// One per run.
+#[derive(Debug)]
+pub struct Ctx {
+    /// `server_version_num`, e.g. 150004; read once per new connection.
+    pub server_version_num: u32,
+    pub checks: std::sync::Arc<crate::config::Checks>,
+    /// Set by [`cap`]: relations left out by `checks.relations.max_series`.
+    omitted: std::sync::Mutex<Option<usize>>,
+}
+
+impl Ctx {
+    pub fn new(server_version_num: u32, checks: std::sync::Arc<crate::config::Checks>) -> Self {
+        Ctx {
+            server_version_num,
+            checks,
+            omitted: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Relations left out by the cap in this run (`None`: no cap applied).
+    pub fn omitted(&self) -> Option<usize> {
+        *self.omitted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub type CollectFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Family>, CollectError>> + Send + 'a>>;
+
+/// A hand-written collector: its queries and the mapping to families.
+pub type CollectFn = for<'a> fn(&'a Client, &'a Ctx) -> CollectFuture<'a>;
+
+/// Where a collector's data comes from, which decides who runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// About this pod (its pools' connections): every sidecar runs it.
+    Pod,
+    /// About the whole server or its databases: only the leader runs it.
+    Server,
+}
+
+/// How a collector reads Postgres.
+pub enum Source {
+    /// One wide view, described by its columns.
+    Table(Table),
+    /// Hand-written.
+    Custom(CollectFn),
+}
+
+/// A collector as the configuration and the scheduler see it.
+pub struct Definition {
+    /// The name used in the config and in the `collector` label.
+    pub name: &'static str,
+    pub enabled_by_default: bool,
+    /// Overrides `collection.interval` when the collector is costly.
+    pub default_interval: Option<Duration>,
+    pub scope: Scope,
+    /// Its last run decides `pg_up` (see `health`).
+    pub decides_up: bool,
+    pub source: Source,
+}
+
+impl Definition {
+    /// An enabled, server-scoped collector over one wide view.
+    pub const fn table(name: &'static str, table: Table) -> Self {
+        Definition {
+            name,
+            enabled_by_default: true,
+            default_interval: None,
+            scope: Scope::Server,
+            decides_up: false,
+            source: Source::Table(table),
+        }
+    }
+
+    /// An enabled, server-scoped hand-written collector.
+    pub const fn custom(name: &'static str, collect: CollectFn) -> Self {
+        Definition {
+            name,
+            enabled_by_default: true,
+            default_interval: None,
+            scope: Scope::Server,
+            decides_up: false,
+            source: Source::Custom(collect),
+        }
+    }
+
+    /// Off unless the configuration turns it on.
+    pub const fn opt_in(self) -> Self {
+        Definition {
+            enabled_by_default: false,
+            ..self
+        }
+    }
+
+    /// Runs on this interval unless configured otherwise.
+    pub const fn every(self, interval: Duration) -> Self {
+        Definition {
+            default_interval: Some(interval),
+            ..self
+        }
+    }
+
+    /// Run by every sidecar, leader or not.
+    pub const fn per_pod(self) -> Self {
+        Definition {
+            scope: Scope::Pod,
+            ..self
+        }
+    }
+
+    /// Its last run decides `pg_up`.
+    pub const fn decides_up(self) -> Self {
+        Definition {
+            decides_up: true,
+            ..self
+        }
+    }
+
+    /// One run on a connection.
+    pub fn collect<'a>(&'a self, client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
+        match &self.source {
+            Source::Table(t) => Box::pin(t.collect(client, ctx)),
+            Source::Custom(f) => f(client, ctx),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("{0}")]
-    Connect(#[from] crate::db::DbError),
-    #[error("query {what}: {message}")]
-    Query { what: &'static str, message: String },
+    Connect(#[from] DbError),
+    #[error("query {what}: {}", describe(.source))]
+    Query {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("column {column}: {source}")]
+    Column {
+        column: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("query {what}: no row returned")]
+    NoRow { what: &'static str },
     #[error("timed out after {}", crate::config::show(*.0))]
     Timeout(Duration),
     #[error("collector panicked: {0}")]
     Panic(String),
     /// A prerequisite is missing (an extension not installed, a permission):
-    /// reported once in the log and as `pgsidecar_collector_unavailable`.
+    /// reported once in the log and as `pgsidecar_collector_unavailable`,
+    /// whose `reason` label is this text.
     #[error("unavailable: {0}")]
     Unavailable(String),
 }
 
 impl CollectError {
-    pub fn query(what: &'static str, e: &tokio_postgres::Error) -> Self {
+    pub fn query(what: impl Into<String>, source: tokio_postgres::Error) -> Self {
         CollectError::Query {
-            what,
-            message: crate::db::describe(e),
-        }
-    }
-}
-
-/// Runs `sql` (prepared once per connection) and returns its rows.
-pub async fn query(client: &Client, what: &'static str, sql: &str) -> Result<Vec<tokio_postgres::Row>, CollectError> {
-    let stmt = client
-        .prepare_cached(sql)
-        .await
-        .map_err(|e| CollectError::query(what, &e))?;
-    client
-        .query(&stmt, &[])
-        .await
-        .map_err(|e| CollectError::query(what, &e))
-}
-
-/// Reads a column that the SQL cast to `float8`; SQL NULL reads as 0.
-pub fn float(row: &tokio_postgres::Row, what: &'static str, name: &str) -> Result<f64, CollectError> {
-    row.try_get::<_, Option<f64>>(name)
-        .map(|v| v.unwrap_or(0.0))
-        .map_err(|e| CollectError::Query {
-            what,
-            message: format!("column {name}: {e}"),
-        })
-}
-
-/// Reads a text-like column (`text`, `name`); SQL NULL reads as "".
-pub fn text(row: &tokio_postgres::Row, what: &'static str, name: &str) -> Result<String, CollectError> {
-    row.try_get::<_, Option<String>>(name)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| CollectError::Query {
-            what,
-            message: format!("column {name}: {e}"),
-        })
-}
-
-/// One numeric column of a statistics view and the metric it becomes. Used
-/// by the collectors whose views are wide tables of counters.
-#[derive(Debug, Clone, Copy)]
-pub struct Column {
-    pub col: &'static str,
-    pub metric: &'static str,
-    pub help: &'static str,
-    pub counter: bool,
-    /// Multiplies the value into the metric's unit (ms → s is 1e-3).
-    pub factor: f64,
-    /// The first `server_version_num` that has the column.
-    pub since: u32,
-}
-
-impl Column {
-    pub const fn counter(col: &'static str, metric: &'static str, help: &'static str) -> Self {
-        Column {
-            col,
-            metric,
-            help,
-            counter: true,
-            factor: 1.0,
-            since: 0,
+            what: what.into(),
+            source,
         }
     }
 
-    pub const fn gauge(col: &'static str, metric: &'static str, help: &'static str) -> Self {
-        Column {
-            counter: false,
-            ..Column::counter(col, metric, help)
-        }
-    }
-
-    pub const fn scaled(self, factor: f64) -> Self {
-        Column { factor, ..self }
-    }
-
-    pub const fn since(self, since: u32) -> Self {
-        Column { since, ..self }
+    pub fn column(column: &'static str, source: tokio_postgres::Error) -> Self {
+        CollectError::Column { column, source }
     }
 }
 
-/// The columns a server version has.
-pub fn columns_for(cols: &'static [Column], version: u32) -> impl Iterator<Item = &'static Column> {
-    cols.iter().filter(move |c| version >= c.since)
-}
-
-/// `a::float8 AS a, b::float8 AS b, ...` for the columns a server version has.
-pub fn select_list(cols: &'static [Column], version: u32) -> String {
-    columns_for(cols, version)
-        .map(|c| format!("{0}::float8 AS {0}", c.col))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Reads the values of the columns a server version has.
-pub fn read_columns(
-    row: &tokio_postgres::Row,
-    what: &'static str,
-    cols: &'static [Column],
-    version: u32,
-) -> Result<std::collections::BTreeMap<&'static str, f64>, CollectError> {
-    columns_for(cols, version)
-        .map(|c| Ok((c.col, float(row, what, c.col)?)))
-        .collect()
-}
-
-/// One family per column; each row gives its label values and its column values.
-pub fn column_families<'r>(
-    cols: &'static [Column],
-    labels: &[&'static str],
-    rows: impl Iterator<Item = (Vec<&'r str>, &'r std::collections::BTreeMap<&'static str, f64>)> + Clone,
-) -> Vec<Family> {
-    cols.iter()
-        .map(|c| {
-            let mut f = if c.counter {
-                Family::counter(c.metric, c.help, labels)
-            } else {
-                Family::gauge(c.metric, c.help, labels)
-            };
-            for (label_values, values) in rows.clone() {
-                if let Some(v) = values.get(c.col) {
-                    f.set(&label_values, v * c.factor);
-                }
-            }
-            f
-        })
-        .collect()
-}
-
-/// Runs `sql` with bind parameters (prepared once per connection).
-pub async fn query_params(
+/// Runs `sql` (prepared once per connection) with bind parameters and
+/// returns its rows; `what` names the statement in an error.
+pub async fn query(
     client: &Client,
-    what: &'static str,
+    what: &str,
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<tokio_postgres::Row>, CollectError> {
     let stmt = client
         .prepare_cached(sql)
         .await
-        .map_err(|e| CollectError::query(what, &e))?;
+        .map_err(|e| CollectError::query(what, e))?;
     client
         .query(&stmt, params)
         .await
-        .map_err(|e| CollectError::query(what, &e))
+        .map_err(|e| CollectError::query(what, e))
+}
+
+/// Reads a column that the SQL cast to `float8`; SQL NULL reads as 0.
+pub fn float(row: &tokio_postgres::Row, name: &'static str) -> Result<f64, CollectError> {
+    row.try_get::<_, Option<f64>>(name)
+        .map(|v| v.unwrap_or(0.0))
+        .map_err(|e| CollectError::column(name, e))
+}
+
+/// Reads a text-like column (`text`, `name`); SQL NULL reads as "".
+pub fn text(row: &tokio_postgres::Row, name: &'static str) -> Result<String, CollectError> {
+    row.try_get::<_, Option<String>>(name)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| CollectError::column(name, e))
 }
 
 /// A `WHERE` fragment that applies `checks.relations` to a schema column and
@@ -279,53 +302,6 @@ pub fn relation_filter(schema_col: &str, rel_col: &str, first: usize) -> String 
 /// The four parameters of [`relation_filter`], in order.
 pub fn relation_params(r: &crate::config::Relations) -> [&Vec<String>; 4] {
     [&r.include_schemas, &r.exclude_schemas, &r.include, &r.exclude]
-}
-
-/// One row of a per-table view: the table and its numeric columns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableRow {
-    pub datname: String,
-    pub schemaname: String,
-    pub relname: String,
-    /// Column name → value (NULL read as 0).
-    pub values: std::collections::BTreeMap<&'static str, f64>,
-}
-
-impl TableRow {
-    /// The label values (`datname`, `schemaname`, `relname`) and the column
-    /// values, as [`column_families`] takes them.
-    pub fn labelled(&self) -> (Vec<&str>, &std::collections::BTreeMap<&'static str, f64>) {
-        (
-            vec![self.datname.as_str(), self.schemaname.as_str(), self.relname.as_str()],
-            &self.values,
-        )
-    }
-}
-
-/// Runs a per-table query whose `$1`..`$4` are [`relation_params`], reads the
-/// columns of `tables` that the server has, and applies the cap.
-pub async fn read_table_rows(
-    client: &Client,
-    ctx: &Ctx,
-    what: &'static str,
-    sql: &str,
-    tables: &[&'static [Column]],
-) -> Result<Vec<TableRow>, CollectError> {
-    let p = relation_params(&ctx.checks.relations);
-    let mut rows = Vec::new();
-    for r in query_params(client, what, sql, &[p[0], p[1], p[2], p[3]]).await? {
-        let mut values = std::collections::BTreeMap::new();
-        for cols in tables {
-            values.extend(read_columns(&r, what, cols, ctx.server_version_num)?);
-        }
-        rows.push(TableRow {
-            datname: text(&r, what, "datname")?,
-            schemaname: text(&r, what, "schemaname")?,
-            relname: text(&r, what, "relname")?,
-            values,
-        });
-    }
-    Ok(cap(ctx, rows))
 }
 
 /// Keeps the first `checks.relations.max_series` items (callers sort the
@@ -355,5 +331,14 @@ mod tests {
         assert_eq!(ctx.omitted(), Some(1));
         assert_eq!(cap(&ctx, vec![9]), vec![9]);
         assert_eq!(ctx.omitted(), Some(1));
+    }
+
+    #[test]
+    fn names_are_unique_and_one_collector_decides_pg_up() {
+        let mut names: Vec<_> = ALL.iter().map(|d| d.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert_eq!(ALL.iter().filter(|d| d.decides_up).count(), 1);
     }
 }

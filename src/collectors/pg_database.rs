@@ -14,83 +14,51 @@
 
 use std::time::Duration;
 
-use super::{Client, CollectFuture, Ctx, Definition, Scope, float, query, text};
-use crate::metrics::Family;
+use super::Definition;
+use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition {
-    name: "database",
-    enabled_by_default: true,
-    default_interval: Some(Duration::from_secs(300)),
-    scope: Scope::Server,
-    collect,
+pub const DEFINITION: Definition = Definition::table("database", TABLE).every(Duration::from_secs(300));
+
+const TABLE: Table = Table {
+    from: "pg_database",
+    labels: &[label("datname")],
+    columns: &[
+        Column::gauge(
+            "size_bytes",
+            "pg_database_size_bytes",
+            "Disk space used by the database",
+        )
+        .expr("CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid) END")
+        .skip_null()
+        .upstream(),
+        Column::gauge(
+            "connection_limit",
+            "pg_database_connection_limit",
+            "Connection limit set for the database (-1: none)",
+        )
+        .expr("datconnlimit")
+        .upstream(),
+    ],
+    params: Params::None,
 };
-
-const SQL: &str = "SELECT datname::text AS datname, datconnlimit::float8 AS connection_limit, \
-     CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid)::float8 END AS size_bytes \
-     FROM pg_database";
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub datname: String,
-    pub connection_limit: f64,
-    pub size_bytes: Option<f64>,
-}
-
-fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
-    Box::pin(async move {
-        let what = "database";
-        let mut rows = Vec::new();
-        for r in query(client, what, SQL).await? {
-            rows.push(Row {
-                datname: text(&r, what, "datname")?,
-                connection_limit: float(&r, what, "connection_limit")?,
-                size_bytes: r.try_get::<_, Option<f64>>("size_bytes").ok().flatten(),
-            });
-        }
-        Ok(families(&rows))
-    })
-}
-
-pub fn families(rows: &[Row]) -> Vec<Family> {
-    let mut size = Family::gauge(
-        "pg_database_size_bytes",
-        "Disk space used by the database",
-        &["datname"],
-    );
-    let mut limit = Family::gauge(
-        "pg_database_connection_limit",
-        "Connection limit set for the database (-1: none)",
-        &["datname"],
-    );
-    for r in rows {
-        if let Some(s) = r.size_bytes {
-            size.set(&[&r.datname], s);
-        }
-        limit.set(&[&r.datname], r.connection_limit);
-    }
-    vec![size, limit]
-}
 
 #[cfg(test)]
 mod tests {
+    use super::super::table::Row;
     use super::*;
+    use crate::metrics::value;
 
     #[test]
     fn unsizable_databases_keep_their_limit() {
-        let f = families(&[
-            Row {
-                datname: "app".into(),
-                connection_limit: -1.0,
-                size_bytes: Some(8e6),
-            },
-            Row {
-                datname: "secret".into(),
-                connection_limit: 5.0,
-                size_bytes: None,
-            },
-        ]);
-        assert_eq!(f[0].get(&["app"]), Some(8e6));
-        assert_eq!(f[0].get(&["secret"]), None);
-        assert_eq!(f[1].get(&["secret"]), Some(5.0));
+        let f = TABLE.families(
+            150000,
+            &[
+                Row::new(&["app"], &[("connection_limit", -1.0), ("size_bytes", 8e6)]),
+                Row::new(&["secret"], &[("connection_limit", 5.0)]),
+            ],
+        );
+        assert_eq!(value(&f, "pg_database_size_bytes", &["app"]), Some(8e6));
+        assert_eq!(value(&f, "pg_database_size_bytes", &["secret"]), None);
+        assert_eq!(value(&f, "pg_database_connection_limit", &["secret"]), Some(5.0));
     }
 }

@@ -25,18 +25,10 @@
 //!
 //! Version gates: none.
 
-use super::{
-    Client, CollectFuture, Ctx, Definition, Scope, float, query, query_params, relation_filter, relation_params, text,
-};
+use super::{Client, CollectFuture, Ctx, Definition, float, query, relation_filter, relation_params, text};
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition {
-    name: "indexes",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
-};
+pub const DEFINITION: Definition = Definition::custom("indexes", collect);
 
 const DATNAME_SQL: &str = "SELECT current_database()::text AS datname";
 
@@ -96,11 +88,10 @@ pub struct InvalidRow {
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "indexes";
         let checks = &ctx.checks;
         let mut datname = String::new();
-        for r in query(client, what, DATNAME_SQL).await? {
-            datname = text(&r, what, "datname")?;
+        for r in query(client, "current_database()", DATNAME_SQL, &[]).await? {
+            datname = text(&r, "datname")?;
         }
 
         let mut expected = Vec::new();
@@ -111,12 +102,12 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
                 .map(|e| e.schema.clone().unwrap_or_default())
                 .collect();
             let names: Vec<String> = checks.expected_indexes.iter().map(|e| e.name.clone()).collect();
-            for r in query_params(client, what, EXPECTED_SQL, &[&schemas, &names]).await? {
+            for r in query(client, "expected indexes", EXPECTED_SQL, &[&schemas, &names]).await? {
                 expected.push(ExpectedRow {
-                    schemaname: text(&r, what, "schemaname")?,
-                    indexname: text(&r, what, "indexname")?,
-                    present: float(&r, what, "present")? > 0.0,
-                    valid: float(&r, what, "valid")? > 0.0,
+                    schemaname: text(&r, "schemaname")?,
+                    indexname: text(&r, "indexname")?,
+                    present: float(&r, "present")? > 0.0,
+                    valid: float(&r, "valid")? > 0.0,
                 });
             }
         }
@@ -129,11 +120,11 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
                 .iter()
                 .map(|p| p.schema.clone().unwrap_or_default())
                 .collect();
-            let rows = query_params(client, what, PATTERNS_SQL, &[&pats, &schemas]).await?;
+            let rows = query(client, "index patterns", PATTERNS_SQL, &[&pats, &schemas]).await?;
             for (r, p) in rows.iter().zip(&checks.index_patterns) {
                 patterns.push(PatternRow {
-                    pattern: text(r, what, "pattern")?,
-                    count: float(r, what, "count")?,
+                    pattern: text(r, "pattern")?,
+                    count: float(r, "count")?,
                     min_count: f64::from(p.min_count),
                 });
             }
@@ -141,11 +132,11 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
 
         let [a, b, c, d] = relation_params(&checks.relations);
         let mut invalid = Vec::new();
-        for r in query_params(client, what, &invalid_sql(), &[a, b, c, d]).await? {
+        for r in query(client, "invalid indexes", &invalid_sql(), &[a, b, c, d]).await? {
             invalid.push(InvalidRow {
-                schemaname: text(&r, what, "schemaname")?,
-                relname: text(&r, what, "relname")?,
-                indexname: text(&r, what, "indexname")?,
+                schemaname: text(&r, "schemaname")?,
+                relname: text(&r, "relname")?,
+                indexname: text(&r, "indexname")?,
             });
         }
         Ok(families(
@@ -249,7 +240,7 @@ mod tests {
             indexname: "idx_dup".into(),
         }];
         let f = families("app", 3, &expected, &patterns, &invalid);
-        let get = |n: &str, l: &[&str]| f.iter().find(|f| f.name() == n).and_then(|f| f.get(l));
+        let get = |n: &str, l: &[&str]| crate::metrics::value(&f, n, l);
         let p = "pgsidecar_expected_index_present";
         let v = "pgsidecar_expected_index_valid";
         assert_eq!(get(p, &["app", "public", "idx_ok"]), Some(1.0));

@@ -22,19 +22,12 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Client, CollectError, CollectFuture, Ctx, Definition, Scope, float, query, query_params, relation_filter,
-    relation_params, text,
+    Client, CollectError, CollectFuture, Ctx, Definition, float, query, relation_filter, relation_params, text,
 };
 use crate::config::Matview;
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition {
-    name: "matviews",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
-};
+pub const DEFINITION: Definition = Definition::custom("matviews", collect);
 
 const LOG_PRESENT: &str = "SELECT current_database()::text AS datname, \
      (to_regclass('pgsidecar.matview_refresh') IS NOT NULL) AS installed";
@@ -78,24 +71,22 @@ pub struct Row {
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "matviews";
-        let head = query(client, what, LOG_PRESENT).await?;
-        let head = head.first().ok_or(CollectError::Query {
-            what,
-            message: "no row returned".into(),
+        let head = query(client, "the refresh log", LOG_PRESENT, &[]).await?;
+        let head = head.first().ok_or(CollectError::NoRow {
+            what: "the refresh log",
         })?;
-        let datname = text(head, what, "datname")?;
+        let datname = text(head, "datname")?;
         let installed: bool = head.try_get("installed").unwrap_or(false);
         let p = relation_params(&ctx.checks.relations);
         let mut rows = Vec::new();
-        for r in query_params(client, what, &sql(installed), &[p[0], p[1], p[2], p[3]]).await? {
+        for r in query(client, "pg_matviews", &sql(installed), &[p[0], p[1], p[2], p[3]]).await? {
             let opt = |name: &str| r.try_get::<_, Option<f64>>(name).ok().flatten();
             rows.push(Row {
-                schemaname: text(&r, what, "schemaname")?,
-                matviewname: text(&r, what, "matviewname")?,
-                populated: float(&r, what, "populated")?,
-                size_bytes: float(&r, what, "size_bytes")?,
-                rows: float(&r, what, "rows")?,
+                schemaname: text(&r, "schemaname")?,
+                matviewname: text(&r, "matviewname")?,
+                populated: float(&r, "populated")?,
+                size_bytes: float(&r, "size_bytes")?,
+                rows: float(&r, "rows")?,
                 last_refresh: opt("last_refresh"),
                 duration: opt("duration"),
                 refreshes: opt("refreshes"),
@@ -105,10 +96,8 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         for mv in ctx.checks.matviews.iter() {
             if let Some(q) = &mv.freshness_query {
                 let sql = format!("SELECT extract(epoch FROM q.t)::float8 AS t FROM ({q}) AS q(t) LIMIT 1");
-                let r = query(client, what, &sql).await.map_err(|e| CollectError::Query {
-                    what,
-                    message: format!("freshness query of {}.{}: {e}", mv.schema, mv.name),
-                })?;
+                let what = format!("the freshness query of {}.{}", mv.schema, mv.name);
+                let r = query(client, &what, &sql, &[]).await?;
                 let t = r.first().and_then(|r| r.try_get::<_, Option<f64>>("t").ok().flatten());
                 freshness.insert((mv.schema.clone(), mv.name.clone()), t);
             }
@@ -245,7 +234,7 @@ mod tests {
         ];
         let fresh: Freshness = [(("public".to_string(), "queried".to_string()), Some(50.0))].into();
         let f = families("app", true, &[row("logged"), row("queried")], &configured, &fresh);
-        let get = |n: &str, l: &[&str]| f.iter().find(|f| f.name() == n).and_then(|f| f.get(l));
+        let get = |n: &str, l: &[&str]| crate::metrics::value(&f, n, l);
         assert_eq!(
             get(
                 "pg_matview_last_refresh_timestamp_seconds",
@@ -284,7 +273,7 @@ mod tests {
         );
 
         let f = families("app", false, &[row("logged")], &[], &Freshness::new());
-        let get = |n: &str, l: &[&str]| f.iter().find(|f| f.name() == n).and_then(|f| f.get(l));
+        let get = |n: &str, l: &[&str]| crate::metrics::value(&f, n, l);
         assert_eq!(
             get(
                 "pgsidecar_matview_refresh_tracking",

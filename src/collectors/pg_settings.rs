@@ -10,16 +10,10 @@
 //!
 //! Version gates: none.
 
-use super::{Client, CollectFuture, Ctx, Definition, Scope, query, text};
+use super::{Client, CollectFuture, Ctx, Definition, query, text};
 use crate::metrics::{Family, sanitize_name};
 
-pub const DEFINITION: Definition = Definition {
-    name: "settings",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
-};
+pub const DEFINITION: Definition = Definition::custom("settings", collect);
 
 const SQL: &str = "SELECT name, setting, COALESCE(unit, '') AS unit, vartype \
      FROM pg_settings WHERE vartype IN ('bool', 'integer', 'real')";
@@ -35,12 +29,12 @@ pub struct Row {
 fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let mut rows = Vec::new();
-        for r in query(client, "settings", SQL).await? {
+        for r in query(client, "pg_settings", SQL, &[]).await? {
             rows.push(Row {
-                name: text(&r, "settings", "name")?,
-                setting: text(&r, "settings", "setting")?,
-                unit: text(&r, "settings", "unit")?,
-                vartype: text(&r, "settings", "vartype")?,
+                name: text(&r, "name")?,
+                setting: text(&r, "setting")?,
+                unit: text(&r, "unit")?,
+                vartype: text(&r, "vartype")?,
             });
         }
         Ok(families(&rows))
@@ -121,7 +115,7 @@ mod tests {
     }
 
     fn value(fams: &[Family], name: &str) -> Option<f64> {
-        fams.iter().find(|f| f.name() == name).and_then(|f| f.get(&[]))
+        crate::metrics::value(fams, name, &[])
     }
 
     #[test]

@@ -16,16 +16,10 @@
 
 use std::collections::BTreeSet;
 
-use super::{Client, CollectFuture, Ctx, Definition, Scope, float, query, text};
+use super::{Client, CollectFuture, Ctx, Definition, float, query, text};
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition {
-    name: "stat_activity",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
-};
+pub const DEFINITION: Definition = Definition::custom("stat_activity", collect);
 
 const SQL: &str = "SELECT COALESCE(datname::text, '') AS datname, COALESCE(state, '') AS state, \
      COALESCE(usename::text, '') AS usename, COALESCE(application_name, '') AS application_name, \
@@ -65,22 +59,21 @@ pub struct Row {
 
 fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "stat_activity";
         let mut rows = Vec::new();
-        for r in query(client, what, SQL).await? {
+        for r in query(client, "pg_stat_activity", SQL, &[]).await? {
             let mut labels: [String; 7] = Default::default();
             for (slot, name) in labels.iter_mut().zip(LABELS) {
-                *slot = text(&r, what, name)?;
+                *slot = text(&r, name)?;
             }
             rows.push(Row {
                 labels,
-                count: float(&r, what, "count")?,
-                max_tx_duration: float(&r, what, "max_tx_duration")?,
+                count: float(&r, "count")?,
+                max_tx_duration: float(&r, "max_tx_duration")?,
             });
         }
         let mut databases = Vec::new();
-        for r in query(client, what, DATABASES_SQL).await? {
-            databases.push(text(&r, what, "datname")?);
+        for r in query(client, "pg_database", DATABASES_SQL, &[]).await? {
+            databases.push(text(&r, "datname")?);
         }
         Ok(families(&rows, &databases))
     })

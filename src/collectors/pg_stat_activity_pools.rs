@@ -21,17 +21,11 @@
 
 use std::net::IpAddr;
 
-use super::{Client, CollectFuture, Ctx, Definition, Scope, float, query, text};
+use super::{Client, CollectFuture, Ctx, Definition, float, query, text};
 use crate::config::PoolCheck;
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition {
-    name: "pools",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Pod,
-    collect,
-};
+pub const DEFINITION: Definition = Definition::custom("pools", collect).per_pod();
 
 const SQL: &str = "SELECT COALESCE(application_name, '') AS application_name, COALESCE(usename::text, '') AS usename, \
      COALESCE(host(client_addr), '') AS client_addr, COALESCE(datname::text, '') AS datname, \
@@ -55,20 +49,19 @@ pub struct Row {
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "pools";
         if ctx.checks.pools.is_empty() {
             return Ok(Vec::new());
         }
         let mut rows = Vec::new();
-        for r in query(client, what, SQL).await? {
+        for r in query(client, "pg_stat_activity", SQL, &[]).await? {
             rows.push(Row {
-                application_name: text(&r, what, "application_name")?,
-                usename: text(&r, what, "usename")?,
-                client_addr: text(&r, what, "client_addr")?.parse().ok(),
-                datname: text(&r, what, "datname")?,
-                state: text(&r, what, "state")?,
-                count: float(&r, what, "count")?,
-                idle_in_tx_seconds: float(&r, what, "idle_in_tx")?,
+                application_name: text(&r, "application_name")?,
+                usename: text(&r, "usename")?,
+                client_addr: text(&r, "client_addr")?.parse().ok(),
+                datname: text(&r, "datname")?,
+                state: text(&r, "state")?,
+                count: float(&r, "count")?,
+                idle_in_tx_seconds: float(&r, "idle_in_tx")?,
             });
         }
         Ok(families(&ctx.checks.pools, &rows))

@@ -18,20 +18,16 @@
 //!
 //! The row for shared catalogs (no `datname`) is skipped, as the peer does.
 
-use std::collections::BTreeMap;
+use super::Definition;
+use super::table::{Column, Params, Table, label};
 
-use super::{
-    Client, CollectError, CollectFuture, Column, Ctx, Definition, Scope, column_families, query, read_columns,
-    select_list, text,
-};
-use crate::metrics::Family;
+pub const DEFINITION: Definition = Definition::table("stat_database", TABLE);
 
-pub const DEFINITION: Definition = Definition {
-    name: "stat_database",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
+const TABLE: Table = Table {
+    from: "pg_stat_database WHERE datname IS NOT NULL",
+    labels: &[label("datid"), label("datname")],
+    columns: COLUMNS,
+    params: Params::None,
 };
 
 const PG14: u32 = 140000;
@@ -41,82 +37,98 @@ const COLUMNS: &[Column] = &[
         "numbackends",
         "pg_stat_database_numbackends",
         "Number of backends currently connected to this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "xact_commit",
         "pg_stat_database_xact_commit",
         "Number of transactions in this database that have been committed",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "xact_rollback",
         "pg_stat_database_xact_rollback",
         "Number of transactions in this database that have been rolled back",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "blks_read",
         "pg_stat_database_blks_read",
         "Number of disk blocks read in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "blks_hit",
         "pg_stat_database_blks_hit",
         "Number of times disk blocks were found already in the buffer cache",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "tup_returned",
         "pg_stat_database_tup_returned",
         "Number of rows returned by queries in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "tup_fetched",
         "pg_stat_database_tup_fetched",
         "Number of rows fetched by queries in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "tup_inserted",
         "pg_stat_database_tup_inserted",
         "Number of rows inserted by queries in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "tup_updated",
         "pg_stat_database_tup_updated",
         "Number of rows updated by queries in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "tup_deleted",
         "pg_stat_database_tup_deleted",
         "Number of rows deleted by queries in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "conflicts",
         "pg_stat_database_conflicts",
         "Number of queries canceled due to conflicts with recovery in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "temp_files",
         "pg_stat_database_temp_files",
         "Number of temporary files created by queries in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "temp_bytes",
         "pg_stat_database_temp_bytes",
         "Total amount of data written to temporary files by queries in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "deadlocks",
         "pg_stat_database_deadlocks",
         "Number of deadlocks detected in this database",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "blk_read_time",
         "pg_stat_database_blk_read_time",
         "Time spent reading data file blocks by backends in this database, in milliseconds",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "blk_write_time",
         "pg_stat_database_blk_write_time",
         "Time spent writing data file blocks by backends in this database, in milliseconds",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "checksum_failures",
         "pg_stat_database_checksum_failures_total",
@@ -128,7 +140,8 @@ const COLUMNS: &[Column] = &[
         "Time spent executing SQL statements in this database, in seconds",
     )
     .scaled(1e-3)
-    .since(PG14),
+    .since(PG14)
+    .upstream(),
     Column::counter(
         "session_time",
         "pg_stat_database_session_time_seconds_total",
@@ -167,103 +180,36 @@ const COLUMNS: &[Column] = &[
         "Number of sessions to this database terminated by operator intervention",
     )
     .since(PG14),
-];
-
-/// `stats_reset` is a timestamp, read apart from the numeric columns.
-const STATS_RESET: &[Column] = &[Column::counter(
-    "stats_reset",
-    "pg_stat_database_stats_reset",
-    "Time at which these statistics were last reset (unix time, 0 if never)",
-)];
-
-/// The SQL for a server version.
-pub fn sql(version: u32) -> String {
-    format!(
-        "SELECT datid::text AS datid, datname::text AS datname, {}, \
-         extract(epoch FROM stats_reset)::float8 AS stats_reset \
-         FROM pg_stat_database WHERE datname IS NOT NULL",
-        select_list(COLUMNS, version)
+    Column::counter(
+        "stats_reset",
+        "pg_stat_database_stats_reset",
+        "Time at which these statistics were last reset (unix time, 0 if never)",
     )
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub datid: String,
-    pub datname: String,
-    /// Column name → value; only the columns this server version has.
-    pub values: BTreeMap<&'static str, f64>,
-}
-
-fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
-    Box::pin(async move {
-        let v = ctx.server_version_num;
-        let rows = read_rows(client, "stat_database", &sql(v), &[COLUMNS, STATS_RESET], v).await?;
-        Ok(families(&rows))
-    })
-}
-
-impl Row {
-    /// The label values and the column values, as `column_families` takes them.
-    pub fn labelled(&self) -> (Vec<&str>, &BTreeMap<&'static str, f64>) {
-        (vec![self.datid.as_str(), self.datname.as_str()], &self.values)
-    }
-}
-
-/// Reads one `Row` per database: `datid`, `datname` and the columns of
-/// `tables` that the server version has. Shared with `stat_database_conflicts`.
-pub(super) async fn read_rows(
-    client: &Client,
-    what: &'static str,
-    sql: &str,
-    tables: &[&'static [Column]],
-    version: u32,
-) -> Result<Vec<Row>, CollectError> {
-    let mut rows = Vec::new();
-    for r in query(client, what, sql).await? {
-        let mut values = BTreeMap::new();
-        for cols in tables {
-            values.extend(read_columns(&r, what, cols, version)?);
-        }
-        rows.push(Row {
-            datid: text(&r, what, "datid")?,
-            datname: text(&r, what, "datname")?,
-            values,
-        });
-    }
-    Ok(rows)
-}
-
-pub fn families(rows: &[Row]) -> Vec<Family> {
-    let it = rows
-        .iter()
-        .map(|r| (vec![r.datid.as_str(), r.datname.as_str()], &r.values));
-    let mut out = column_families(COLUMNS, &["datid", "datname"], it.clone());
-    out.extend(column_families(STATS_RESET, &["datid", "datname"], it));
-    out
-}
+    .epoch()
+    .upstream(),
+];
 
 #[cfg(test)]
 mod tests {
+    use super::super::table::Row;
     use super::*;
+    use crate::metrics::value;
 
     #[test]
     fn version_gates_pick_columns() {
-        assert!(!sql(130000).contains("active_time"));
-        assert!(sql(140000).contains("active_time::float8"));
-        assert!(sql(180000).contains("extract(epoch FROM stats_reset)"));
+        assert!(!TABLE.sql(130000).contains("active_time"));
+        assert!(TABLE.sql(140000).contains("active_time::float8"));
+        assert!(TABLE.sql(180000).contains("extract(epoch FROM stats_reset)"));
     }
 
     #[test]
     fn milliseconds_become_seconds_only_for_the_seconds_names() {
-        let rows = [Row {
-            datid: "5".into(),
-            datname: "app".into(),
-            values: [("xact_commit", 7.0), ("active_time", 2500.0), ("blk_read_time", 30.0)]
-                .into_iter()
-                .collect(),
-        }];
-        let f = families(&rows);
-        let get = |n: &str| f.iter().find(|f| f.name() == n).and_then(|f| f.get(&["5", "app"]));
+        let rows = [Row::new(
+            &["5", "app"],
+            &[("xact_commit", 7.0), ("active_time", 2500.0), ("blk_read_time", 30.0)],
+        )];
+        let f = TABLE.families(140000, &rows);
+        let get = |n: &str| value(&f, n, &["5", "app"]);
         assert_eq!(get("pg_stat_database_xact_commit"), Some(7.0));
         assert_eq!(get("pg_stat_database_active_time_seconds_total"), Some(2.5));
         assert_eq!(get("pg_stat_database_blk_read_time"), Some(30.0));

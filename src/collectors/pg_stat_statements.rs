@@ -26,17 +26,11 @@
 
 use tokio_postgres::error::SqlState;
 
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, float, text};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, float, text};
 use crate::config::Checks;
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition {
-    name: "stat_statements",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
-};
+pub const DEFINITION: Definition = Definition::custom("stat_statements", collect);
 
 const PG17: u32 = 170000;
 
@@ -84,7 +78,6 @@ pub struct Row {
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
-        let what = "stat_statements";
         let st = &ctx.checks.statements;
         let top = i64::try_from(st.top).unwrap_or(i64::MAX);
         let sql = sql(ctx.server_version_num);
@@ -94,25 +87,26 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let found = match result {
             Ok(found) => found,
             Err(e) => {
-                return Err(unavailable(client, &e)
-                    .await
-                    .unwrap_or_else(|| CollectError::query(what, &e)));
+                return Err(match unavailable(client, &e).await {
+                    Some(u) => u,
+                    None => CollectError::query("pg_stat_statements", e),
+                });
             }
         };
         let mut rows = Vec::new();
         for r in found {
             rows.push(Row {
-                user: text(&r, what, "user")?,
-                datname: text(&r, what, "datname")?,
-                queryid: text(&r, what, "queryid")?,
-                query: text(&r, what, "query")?,
-                calls: float(&r, what, "calls")?,
-                total_exec_time: float(&r, what, "total_exec_time")?,
-                rows: float(&r, what, "rows")?,
-                mean_exec_time: float(&r, what, "mean_exec_time")?,
-                max_exec_time: float(&r, what, "max_exec_time")?,
-                blk_read_time: float(&r, what, "blk_read_time")?,
-                blk_write_time: float(&r, what, "blk_write_time")?,
+                user: text(&r, "user")?,
+                datname: text(&r, "datname")?,
+                queryid: text(&r, "queryid")?,
+                query: text(&r, "query")?,
+                calls: float(&r, "calls")?,
+                total_exec_time: float(&r, "total_exec_time")?,
+                rows: float(&r, "rows")?,
+                mean_exec_time: float(&r, "mean_exec_time")?,
+                max_exec_time: float(&r, "max_exec_time")?,
+                blk_read_time: float(&r, "blk_read_time")?,
+                blk_write_time: float(&r, "blk_write_time")?,
             });
         }
         Ok(families(&rows, &ctx.checks))
@@ -241,9 +235,7 @@ mod tests {
         }
     }
 
-    fn get(f: &[Family], name: &str, labels: &[&str]) -> Option<f64> {
-        f.iter().find(|f| f.name() == name).and_then(|f| f.get(labels))
-    }
+    use crate::metrics::value as get;
 
     #[test]
     fn version_gates_pick_the_block_time_columns() {

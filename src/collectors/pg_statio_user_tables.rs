@@ -13,18 +13,23 @@
 //!
 //! Version gates: none.
 
-use super::{
-    Client, CollectFuture, Column, Ctx, Definition, Scope, column_families, read_table_rows, relation_filter,
-    select_list,
-};
-use crate::metrics::Family;
+use super::Definition;
+use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition {
-    name: "statio_user_tables",
-    enabled_by_default: true,
-    default_interval: None,
-    scope: Scope::Server,
-    collect,
+pub const DEFINITION: Definition = Definition::table("statio_user_tables", TABLE);
+
+const TABLE: Table = Table {
+    from: "pg_statio_user_tables WHERE {relations} ORDER BY pg_table_size(relid) DESC NULLS LAST, schemaname, relname",
+    labels: &[
+        label("datname").from("current_database()"),
+        label("schemaname"),
+        label("relname"),
+    ],
+    columns: COLUMNS,
+    params: Params::Relations {
+        schema: "schemaname",
+        relname: "relname",
+    },
 };
 
 const COLUMNS: &[Column] = &[
@@ -32,97 +37,74 @@ const COLUMNS: &[Column] = &[
         "heap_blks_read",
         "pg_statio_user_tables_heap_blocks_read",
         "Number of disk blocks read from this table",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "heap_blks_hit",
         "pg_statio_user_tables_heap_blocks_hit",
         "Number of buffer hits in this table",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "idx_blks_read",
         "pg_statio_user_tables_idx_blocks_read",
         "Number of disk blocks read from all indexes on this table",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "idx_blks_hit",
         "pg_statio_user_tables_idx_blocks_hit",
         "Number of buffer hits in all indexes on this table",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "toast_blks_read",
         "pg_statio_user_tables_toast_blocks_read",
         "Number of disk blocks read from this table's TOAST table",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "toast_blks_hit",
         "pg_statio_user_tables_toast_blocks_hit",
         "Number of buffer hits in this table's TOAST table",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "tidx_blks_read",
         "pg_statio_user_tables_tidx_blocks_read",
         "Number of disk blocks read from this table's TOAST table indexes",
-    ),
+    )
+    .upstream(),
     Column::counter(
         "tidx_blks_hit",
         "pg_statio_user_tables_tidx_blocks_hit",
         "Number of buffer hits in this table's TOAST table indexes",
-    ),
-];
-
-const LABELS: &[&str] = &["datname", "schemaname", "relname"];
-
-/// The SQL for a server version; `$1`..`$4` are [`relation_params`].
-pub fn sql(version: u32) -> String {
-    format!(
-        "SELECT current_database()::text AS datname, schemaname::text AS schemaname, relname::text AS relname, {} \
-         FROM pg_statio_user_tables WHERE {} \
-         ORDER BY pg_table_size(relid) DESC NULLS LAST, schemaname, relname",
-        select_list(COLUMNS, version),
-        relation_filter("schemaname", "relname", 1)
     )
-}
-
-pub type Row = super::TableRow;
-
-fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
-    Box::pin(async move {
-        let sql = sql(ctx.server_version_num);
-        let rows = read_table_rows(client, ctx, "statio_user_tables", &sql, &[COLUMNS]).await?;
-        Ok(families(&rows))
-    })
-}
-
-pub fn families(rows: &[Row]) -> Vec<Family> {
-    column_families(COLUMNS, LABELS, rows.iter().map(Row::labelled))
-}
+    .upstream(),
+];
 
 #[cfg(test)]
 mod tests {
+    use super::super::table::Row;
     use super::*;
+    use crate::metrics::value;
 
     #[test]
     fn blks_columns_become_blocks_counters() {
-        let rows = [Row {
-            datname: "app".into(),
-            schemaname: "public".into(),
-            relname: "messages".into(),
-            values: [("heap_blks_hit", 40.0), ("tidx_blks_read", 0.0)].into_iter().collect(),
-        }];
-        let f = families(&rows);
+        let rows = [Row::new(
+            &["app", "public", "messages"],
+            &[("heap_blks_hit", 40.0), ("tidx_blks_read", 0.0)],
+        )];
+        let f = TABLE.families(150000, &rows);
         assert_eq!(f.len(), 8);
-        let get = |n: &str| {
-            f.iter()
-                .find(|f| f.name() == n)
-                .and_then(|f| f.get(&["app", "public", "messages"]))
-        };
-        assert_eq!(get("pg_statio_user_tables_heap_blocks_hit"), Some(40.0));
-        assert_eq!(get("pg_statio_user_tables_tidx_blocks_read"), Some(0.0));
-        let text = String::from_utf8(crate::metrics::encode(f.clone()).to_vec()).unwrap();
+        let labels = ["app", "public", "messages"];
+        assert_eq!(value(&f, "pg_statio_user_tables_heap_blocks_hit", &labels), Some(40.0));
+        assert_eq!(value(&f, "pg_statio_user_tables_tidx_blocks_read", &labels), Some(0.0));
+        let text = String::from_utf8(crate::metrics::encode(f).to_vec()).unwrap();
         assert!(
             text.contains("# TYPE pg_statio_user_tables_heap_blocks_hit counter"),
             "{text}"
         );
-        assert!(sql(150000).contains("heap_blks_hit::float8 AS heap_blks_hit"));
+        assert!(TABLE.sql(150000).contains("heap_blks_hit::float8 AS heap_blks_hit"));
     }
 }

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use pgsidecar::config::{Config, ConfigError, Flags};
+use pgsidecar::config::{ConfigError, Flags};
 
 fn problems(yaml: &str, flags: &Flags, env: &[(&str, &str)]) -> Vec<String> {
     let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    match Config::from_yaml(yaml, "test.yaml", flags, &env) {
+    match pgsidecar::config_from_yaml(yaml, "test.yaml", flags, &env) {
         Ok(_) => panic!("config should be invalid:\n{yaml}"),
         Err(ConfigError::Invalid(p)) => p.iter().map(|p| p.to_string()).collect(),
         Err(e) => panic!("unexpected error {e}"),
@@ -158,7 +158,7 @@ fn precedence_flags_over_file_over_env_defaults() {
         listen_address: Some(":7777".into()),
         ..Flags::default()
     };
-    let c = Config::from_yaml(yaml, "test.yaml", &flags, &env).unwrap();
+    let c = pgsidecar::config_from_yaml(yaml, "test.yaml", &flags, &env).unwrap();
     assert_eq!(c.datasource.target(), "envuser@filehost:6543/filedb");
     assert_eq!(c.web.listen_address.to_string(), "0.0.0.0:7777");
     assert_eq!(c.log.level, tracing::Level::DEBUG);
@@ -172,14 +172,14 @@ fn precedence_flags_over_file_over_env_defaults() {
     env2.insert("DATA_SOURCE_URI".into(), "urihost:5433/uridb?sslmode=disable".into());
     env2.insert("DATA_SOURCE_USER".into(), "uriuser".into());
     env2.insert("DATA_SOURCE_PASS".into(), "pw".into());
-    let c = Config::from_yaml(yaml, "test.yaml", &Flags::default(), &env2).unwrap();
+    let c = pgsidecar::config_from_yaml(yaml, "test.yaml", &Flags::default(), &env2).unwrap();
     assert_eq!(c.datasource.target(), "uriuser@urihost:5433/uridb");
     assert_eq!(c.datasource.password().as_deref(), Some("pw"));
     env2.insert(
         "DATA_SOURCE_NAME".into(),
         "postgresql://dsnuser@dsnhost:6000/dsndb".into(),
     );
-    let c = Config::from_yaml(yaml, "test.yaml", &Flags::default(), &env2).unwrap();
+    let c = pgsidecar::config_from_yaml(yaml, "test.yaml", &Flags::default(), &env2).unwrap();
     assert_eq!(
         c.datasource.target(),
         "dsnuser@dsnhost:6000/dsndb",
@@ -199,7 +199,7 @@ fn password_files_are_read() {
         ("DATA_SOURCE_PASS_FILE".to_string(), file.display().to_string()),
     ]
     .into();
-    let c = Config::from_yaml("", "test.yaml", &Flags::default(), &env).unwrap();
+    let c = pgsidecar::config_from_yaml("", "test.yaml", &Flags::default(), &env).unwrap();
     assert_eq!(c.datasource.password().as_deref(), Some("from-file"));
     let got = problems(
         "",
@@ -287,7 +287,7 @@ fn mluvme_example_carries_the_teams_settings() {
         config_file: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mluvme.yaml").into()),
         ..Flags::default()
     };
-    let c = Config::load(&flags, &env).unwrap();
+    let c = pgsidecar::load_config(&flags, &env).unwrap();
     let checks = &c.checks;
     assert_eq!(checks.slow_query_threshold, Duration::from_millis(100));
     assert_eq!(checks.pools.len(), 1);
@@ -368,7 +368,7 @@ fn shipped_examples_are_valid() {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if let Err(e) = Config::load(&flags, &env) {
+        if let Err(e) = pgsidecar::load_config(&flags, &env) {
             panic!("{}: {e}", path.display());
         }
     }

@@ -290,7 +290,7 @@ fn config_text<'a>(dir: &str, docs: &'a [Value], deployment: &Value) -> &'a str 
 }
 
 fn load(dir: &str, text: &str, env: &BTreeMap<String, String>) -> Config {
-    Config::from_yaml(text, "k8s", &Flags::default(), env)
+    pgsidecar::config_from_yaml(text, "k8s", &Flags::default(), env)
         .unwrap_or_else(|e| panic!("k8s/{dir}: the ConfigMap's pgsidecar.yaml is not a valid config: {e}\n{text}"))
 }
 

@@ -1,6 +1,9 @@
 //! pgsidecar's integration tests: one binary, real PostgreSQL clusters
 //! started by the tests themselves (see `pg`), pgsidecar started in-process
 //! on 127.0.0.1:0 or as its binary, and scraped over HTTP.
+// A test fails by panicking, and it sets up its fixtures on superuser
+// sessions of its own, outside pgsidecar's `db`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod alerts;
 mod collectors;
@@ -37,7 +40,7 @@ pub fn test_yaml(dsn: &str, extra: &str) -> String {
 }
 
 pub fn config(yaml: &str) -> Config {
-    Config::from_yaml(yaml, "test.yaml", &Flags::default(), &BTreeMap::<String, String>::new())
+    pgsidecar::config_from_yaml(yaml, "test.yaml", &Flags::default(), &BTreeMap::<String, String>::new())
         .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{yaml}"))
 }
 

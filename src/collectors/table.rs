@@ -1,0 +1,392 @@
+//! The declarative form of a collector over a wide view: a [`Table`] names
+//! the view (`from`), its label columns and its value columns, and each value
+//! column becomes one metric family. The SQL, the row reader and the families
+//! are derived from the table, so such a collector is one file of
+//! declarations (see `pg_stat_database.rs`).
+//!
+//! A [`Column`] says where its value comes from (the column itself or an SQL
+//! expression), how it converts (a factor, or a timestamp read as unix time),
+//! what a SQL NULL means (0, or no sample), and which server versions have it
+//! (`since` inclusive, `until` exclusive).
+
+use std::collections::BTreeMap;
+
+use super::{Client, CollectError, Ctx, cap, query, relation_filter, relation_params};
+use crate::metrics::Family;
+
+/// A metric type, as the exposition format names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Untyped,
+}
+
+/// How a column's value becomes the metric's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unit {
+    /// As Postgres reports it.
+    Same,
+    /// Multiplied by a factor (milliseconds to seconds is 1e-3).
+    Scale(f64),
+    /// A timestamp, exported as unix time.
+    Epoch,
+}
+
+/// What a SQL NULL in a value column gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Null {
+    /// 0: a counter that has not started, a time that never happened.
+    Zero,
+    /// No sample for this row.
+    Skip,
+}
+
+/// One value column and the metric family it becomes.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// The result column's name (and the view's column, unless `expr` is set).
+    pub col: &'static str,
+    /// The SQL expression that computes the value; empty: the column itself.
+    pub expr: &'static str,
+    pub metric: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    pub unit: Unit,
+    pub null: Null,
+    /// The first `server_version_num` that has the column.
+    pub since: u32,
+    /// The first `server_version_num` that no longer has it (0: none).
+    pub until: u32,
+    /// The labels of this family when they are a subset of the table's.
+    pub labels: Option<&'static [&'static str]>,
+    /// The name is postgres_exporter's, kept for compatibility even where
+    /// Prometheus's naming conventions would differ.
+    pub upstream: bool,
+}
+
+impl Column {
+    pub const fn counter(col: &'static str, metric: &'static str, help: &'static str) -> Self {
+        Column {
+            col,
+            expr: "",
+            metric,
+            help,
+            kind: Kind::Counter,
+            unit: Unit::Same,
+            null: Null::Zero,
+            since: 0,
+            until: 0,
+            labels: None,
+            upstream: false,
+        }
+    }
+
+    pub const fn gauge(col: &'static str, metric: &'static str, help: &'static str) -> Self {
+        Column {
+            kind: Kind::Gauge,
+            ..Column::counter(col, metric, help)
+        }
+    }
+
+    pub const fn untyped(col: &'static str, metric: &'static str, help: &'static str) -> Self {
+        Column {
+            kind: Kind::Untyped,
+            ..Column::counter(col, metric, help)
+        }
+    }
+
+    /// Computed by an SQL expression instead of read from a column.
+    pub const fn expr(self, expr: &'static str) -> Self {
+        Column { expr, ..self }
+    }
+
+    pub const fn scaled(self, factor: f64) -> Self {
+        Column {
+            unit: Unit::Scale(factor),
+            ..self
+        }
+    }
+
+    /// A `timestamptz` exported as unix time (0 if NULL, unless `skip_null`).
+    pub const fn epoch(self) -> Self {
+        Column {
+            unit: Unit::Epoch,
+            ..self
+        }
+    }
+
+    pub const fn skip_null(self) -> Self {
+        Column {
+            null: Null::Skip,
+            ..self
+        }
+    }
+
+    pub const fn since(self, since: u32) -> Self {
+        Column { since, ..self }
+    }
+
+    pub const fn until(self, until: u32) -> Self {
+        Column { until, ..self }
+    }
+
+    pub const fn labels(self, labels: &'static [&'static str]) -> Self {
+        Column {
+            labels: Some(labels),
+            ..self
+        }
+    }
+
+    pub const fn upstream(self) -> Self {
+        Column { upstream: true, ..self }
+    }
+
+    /// Whether a server version has this column.
+    pub fn exists_in(&self, version: u32) -> bool {
+        version >= self.since && (self.until == 0 || version < self.until)
+    }
+
+    fn select(&self) -> String {
+        let expr = if self.expr.is_empty() { self.col } else { self.expr };
+        match self.unit {
+            Unit::Epoch => format!("extract(epoch FROM {expr})::float8 AS {}", self.col),
+            _ if self.expr.is_empty() => format!("{expr}::float8 AS {}", self.col),
+            _ => format!("({expr})::float8 AS {}", self.col),
+        }
+    }
+
+    fn factor(&self) -> f64 {
+        match self.unit {
+            Unit::Scale(f) => f,
+            Unit::Same | Unit::Epoch => 1.0,
+        }
+    }
+
+    fn family(&self, labels: &[&'static str]) -> Family {
+        let labels = self.labels.unwrap_or(labels);
+        match self.kind {
+            Kind::Counter => Family::counter(self.metric, self.help, labels),
+            Kind::Gauge => Family::gauge(self.metric, self.help, labels),
+            Kind::Untyped => Family::untyped(self.metric, self.help, labels),
+        }
+    }
+}
+
+/// A label column: read as text (NULL reads as "").
+#[derive(Debug, Clone, Copy)]
+pub struct Label {
+    pub name: &'static str,
+    /// The SQL expression; empty: the column of that name.
+    pub expr: &'static str,
+}
+
+/// A label read from the column of the same name.
+pub const fn label(name: &'static str) -> Label {
+    Label { name, expr: "" }
+}
+
+impl Label {
+    /// A label computed by an SQL expression.
+    pub const fn from(self, expr: &'static str) -> Label {
+        Label { expr, ..self }
+    }
+
+    fn select(&self) -> String {
+        let expr = if self.expr.is_empty() { self.name } else { self.expr };
+        format!("({expr})::text AS {}", self.name)
+    }
+}
+
+/// The bind parameters a table's SQL takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Params {
+    None,
+    /// `checks.relations` as `$1`..`$4`, applied where `from` says
+    /// `{relations}`, to these schema and relation-name columns. The rows
+    /// are capped at `max_series`, so `from` orders them biggest first.
+    Relations {
+        schema: &'static str,
+        relname: &'static str,
+    },
+    /// `checks.slow_queries.threshold` in seconds, as `$1` (`float8`).
+    SlowQueryThreshold,
+}
+
+/// A collector over one wide view.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// What follows `FROM`: the view, and any `WHERE` and `ORDER BY`.
+    pub from: &'static str,
+    pub labels: &'static [Label],
+    pub columns: &'static [Column],
+    pub params: Params,
+}
+
+/// One row: label values in the table's order, and the value of each column
+/// that the server has and that was not a skipped NULL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub labels: Vec<String>,
+    pub values: BTreeMap<&'static str, f64>,
+}
+
+impl Row {
+    /// A hand-built row, for unit tests of a table's families.
+    #[cfg(test)]
+    pub fn new(labels: &[&str], values: &[(&'static str, f64)]) -> Row {
+        Row {
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            values: values.iter().copied().collect(),
+        }
+    }
+}
+
+impl Table {
+    /// The columns a server version has.
+    pub fn columns_for(&self, version: u32) -> impl Iterator<Item = &'static Column> + use<> {
+        self.columns.iter().filter(move |c| c.exists_in(version))
+    }
+
+    fn label_names(&self) -> Vec<&'static str> {
+        self.labels.iter().map(|l| l.name).collect()
+    }
+
+    /// The query for a server version.
+    pub fn sql(&self, version: u32) -> String {
+        let select: Vec<String> = self
+            .labels
+            .iter()
+            .map(Label::select)
+            .chain(self.columns_for(version).map(Column::select))
+            .collect();
+        let from = match self.params {
+            Params::Relations { schema, relname } => {
+                self.from.replace("{relations}", &relation_filter(schema, relname, 1))
+            }
+            _ => self.from.to_string(),
+        };
+        format!("SELECT {} FROM {from}", select.join(", "))
+    }
+
+    /// Reads one result row.
+    pub fn read(&self, row: &tokio_postgres::Row, version: u32) -> Result<Row, CollectError> {
+        let mut labels = Vec::with_capacity(self.labels.len());
+        for l in self.labels {
+            let v: Option<String> = row.try_get(l.name).map_err(|e| CollectError::column(l.name, e))?;
+            labels.push(v.unwrap_or_default());
+        }
+        let mut values = BTreeMap::new();
+        for c in self.columns_for(version) {
+            let v: Option<f64> = row.try_get(c.col).map_err(|e| CollectError::column(c.col, e))?;
+            match (v, c.null) {
+                (Some(v), _) => values.insert(c.col, v),
+                (None, Null::Zero) => values.insert(c.col, 0.0),
+                (None, Null::Skip) => None,
+            };
+        }
+        Ok(Row { labels, values })
+    }
+
+    /// One family per column the server version has.
+    pub fn families(&self, version: u32, rows: &[Row]) -> Vec<Family> {
+        let names = self.label_names();
+        self.columns_for(version)
+            .map(|c| {
+                let mut f = c.family(&names);
+                // Positions of the family's labels among the table's.
+                let picks: Vec<usize> = match c.labels {
+                    Some(subset) => subset
+                        .iter()
+                        .filter_map(|l| names.iter().position(|n| n == l))
+                        .collect(),
+                    None => (0..names.len()).collect(),
+                };
+                for r in rows {
+                    if let Some(v) = r.values.get(c.col) {
+                        let labels: Vec<&str> = picks.iter().map(|&i| r.labels[i].as_str()).collect();
+                        f.set(&labels, v * c.factor());
+                    }
+                }
+                f
+            })
+            .collect()
+    }
+
+    /// Runs the query and maps its rows to families.
+    pub async fn collect(&self, client: &Client, ctx: &Ctx) -> Result<Vec<Family>, CollectError> {
+        let version = ctx.server_version_num;
+        let sql = self.sql(version);
+        let threshold = ctx.checks.slow_query_threshold.as_secs_f64();
+        // Errors name the view.
+        let what = self.from.split_whitespace().next().unwrap_or("");
+        let found = match self.params {
+            Params::None => query(client, what, &sql, &[]).await?,
+            Params::Relations { .. } => {
+                let [a, b, c, d] = relation_params(&ctx.checks.relations);
+                query(client, what, &sql, &[a, b, c, d]).await?
+            }
+            Params::SlowQueryThreshold => query(client, what, &sql, &[&threshold]).await?,
+        };
+        let mut rows = found
+            .iter()
+            .map(|r| self.read(r, version))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Params::Relations { .. } = self.params {
+            rows = cap(ctx, rows);
+        }
+        Ok(self.families(version, &rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: Table = Table {
+        from: "v WHERE {relations} ORDER BY size DESC",
+        labels: &[label("datname").from("current_database()"), label("relname")],
+        columns: &[
+            Column::counter("n", "t_n", "n"),
+            Column::gauge("size", "t_size_bytes", "size").expr("pg_table_size(relid)"),
+            Column::gauge("ms", "t_seconds", "ms").scaled(1e-3).since(140000),
+            Column::gauge("old", "t_old", "old").until(170000),
+            Column::gauge("at", "t_at", "at").epoch().labels(&["relname"]),
+            Column::gauge("flag", "t_flag", "flag").skip_null(),
+        ],
+        params: Params::Relations {
+            schema: "schemaname",
+            relname: "relname",
+        },
+    };
+
+    #[test]
+    fn sql_follows_the_version_gates_and_expressions() {
+        let s = TABLE.sql(130000);
+        assert!(s.starts_with("SELECT (current_database())::text AS datname, (relname)::text AS relname, n::float8 AS n, (pg_table_size(relid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag FROM v WHERE schemaname NOT IN"), "{s}");
+        assert!(s.ends_with("ORDER BY size DESC"), "{s}");
+        assert!(!s.contains("AS ms"), "{s}");
+        let s = TABLE.sql(170000);
+        assert!(s.contains("ms::float8 AS ms") && !s.contains("AS old"), "{s}");
+    }
+
+    #[test]
+    fn families_convert_pick_labels_and_skip() {
+        let rows = [
+            Row::new(
+                &["app", "a"],
+                &[("n", 3.0), ("ms", 2500.0), ("at", 10.0), ("flag", 1.0)],
+            ),
+            Row::new(&["app", "b"], &[("n", 4.0)]),
+        ];
+        let f = TABLE.families(160000, &rows);
+        let get = |name: &str, l: &[&str]| crate::metrics::value(&f, name, l);
+        assert_eq!(get("t_n", &["app", "b"]), Some(4.0));
+        assert_eq!(get("t_seconds", &["app", "a"]), Some(2.5));
+        assert_eq!(get("t_at", &["a"]), Some(10.0));
+        assert_eq!(get("t_flag", &["app", "a"]), Some(1.0));
+        assert_eq!(get("t_flag", &["app", "b"]), None);
+        assert!(f.iter().any(|f| f.name() == "t_old"));
+        assert!(!TABLE.families(170000, &rows).iter().any(|f| f.name() == "t_old"));
+    }
+}
