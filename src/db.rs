@@ -49,10 +49,42 @@ pub enum DbError {
     Tls(String),
 }
 
+/// When the pool may next try to connect, after failed attempts: the delay
+/// doubles from [`FIRST_BACKOFF`] up to `max`, and a success resets it.
 struct Backoff {
     next_attempt: Option<Instant>,
     delay: Duration,
+    max: Duration,
     last_error: String,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next_attempt: None,
+            delay: FIRST_BACKOFF,
+            max: max.max(FIRST_BACKOFF),
+            last_error: String::new(),
+        }
+    }
+
+    /// How long to wait before the next attempt, if at all.
+    fn wait(&self) -> Option<Duration> {
+        let until = self.next_attempt?;
+        let now = Instant::now();
+        (until > now).then(|| until - now)
+    }
+
+    fn failed(&mut self, error: String) {
+        self.next_attempt = Some(Instant::now() + self.delay);
+        self.delay = (self.delay * 2).min(self.max);
+        self.last_error = error;
+    }
+
+    fn succeeded(&mut self) {
+        self.next_attempt = None;
+        self.delay = FIRST_BACKOFF;
+    }
 }
 
 /// The pool plus what is needed to reconnect politely, cancel queries and
@@ -64,7 +96,6 @@ pub struct Db {
     target: String,
     password: Option<String>,
     backoff: Mutex<Backoff>,
-    max_backoff: Duration,
     connect_timeout: Duration,
     server_version: Arc<AtomicU32>,
 }
@@ -112,12 +143,7 @@ impl Db {
             ds: ds.clone(),
             target: ds.target(),
             password: ds.password(),
-            backoff: Mutex::new(Backoff {
-                next_attempt: None,
-                delay: FIRST_BACKOFF,
-                last_error: String::new(),
-            }),
-            max_backoff: max_backoff.max(FIRST_BACKOFF),
+            backoff: Mutex::new(Backoff::new(max_backoff)),
             connect_timeout: ds.connect_timeout,
             server_version,
         })
@@ -154,18 +180,14 @@ impl Db {
         }
         match self.pool.get().await {
             Ok(c) => {
-                let mut b = self.lock_backoff();
-                b.next_attempt = None;
-                b.delay = FIRST_BACKOFF;
+                self.lock_backoff().succeeded();
                 Ok(c)
             }
             Err(e) => {
                 let message = self.scrub(&describe_pool(&e));
+                // Waiting for a free connection is not a failed attempt.
                 if !matches!(e, PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) {
-                    let mut b = self.lock_backoff();
-                    b.next_attempt = Some(Instant::now() + b.delay);
-                    b.delay = (b.delay * 2).min(self.max_backoff);
-                    b.last_error = message.clone();
+                    self.lock_backoff().failed(message.clone());
                 }
                 Err(DbError::Connect {
                     target: self.target.clone(),
@@ -177,11 +199,9 @@ impl Db {
 
     fn backing_off(&self) -> Option<DbError> {
         let b = self.lock_backoff();
-        let until = b.next_attempt?;
-        let now = Instant::now();
-        (until > now).then(|| DbError::Backoff {
+        b.wait().map(|retry_in| DbError::Backoff {
             target: self.target.clone(),
-            retry_in: until - now,
+            retry_in,
             last: b.last_error.clone(),
         })
     }
@@ -426,5 +446,40 @@ impl ServerCertVerifier for Verifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backoff_doubles_to_its_cap_and_a_success_resets_it() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        assert_eq!(b.wait(), None);
+        b.failed("refused".into());
+        assert_eq!(b.wait(), Some(Duration::from_millis(250)));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(b.wait(), Some(Duration::from_millis(150)));
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(b.wait(), None);
+        for expected in [500, 1000, 1000] {
+            b.failed("refused".into());
+            assert_eq!(b.wait(), Some(Duration::from_millis(expected)));
+            tokio::time::advance(Duration::from_millis(expected)).await;
+            assert_eq!(b.wait(), None);
+        }
+        assert_eq!(b.last_error, "refused");
+        b.succeeded();
+        b.failed("refused".into());
+        assert_eq!(b.wait(), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn the_cap_is_never_below_the_first_delay() {
+        let mut b = Backoff::new(Duration::from_millis(10));
+        b.failed("x".into());
+        b.failed("x".into());
+        assert_eq!(b.delay, FIRST_BACKOFF);
     }
 }

@@ -469,4 +469,39 @@ mod tests {
         assert!(text.contains("collector=\"pools\""), "{text}");
         assert!(!text.contains("collector=\"postmaster\""), "{text}");
     }
+
+    #[test]
+    fn an_unavailable_collector_says_why_and_is_not_up() {
+        let h = Health::new(&[cfg("stat_statements")], &crate::config::Checks::default());
+        h.record(
+            "stat_statements",
+            SystemTime::now(),
+            Duration::ZERO,
+            Outcome::Unavailable("extension missing".into()),
+        );
+        let s = &h.statuses()[0];
+        assert_eq!(s.ok(), Some(false));
+        assert_eq!(s.error().as_deref(), Some("unavailable: extension missing"));
+        let pool = deadpool_postgres::Status {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0,
+        };
+        let text = String::from_utf8(h.render(pool, &Leadership::new(CoordinationMode::All)).to_vec()).unwrap();
+        assert!(
+            text.contains(
+                "pgsidecar_collector_unavailable{collector=\"stat_statements\",reason=\"extension missing\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pg_scrape_collector_success{collector=\"stat_statements\"} 0\n"),
+            "{text}"
+        );
+        // A success clears it.
+        h.record("stat_statements", SystemTime::now(), Duration::ZERO, ok(None));
+        let text = String::from_utf8(h.render(pool, &Leadership::new(CoordinationMode::All)).to_vec()).unwrap();
+        assert!(!text.contains("pgsidecar_collector_unavailable"), "{text}");
+    }
 }
