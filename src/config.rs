@@ -22,7 +22,13 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 mod checks;
+mod dsn;
+mod env;
+#[cfg(test)]
+mod fuzz;
 pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
+pub use dsn::redact;
+pub use env::{Env, ProcessEnv};
 
 /// Default listen port: one above postgres_exporter's 9187, so both can run
 /// side by side during a migration.
@@ -98,7 +104,8 @@ impl FromStr for CoordinationMode {
             "none" => CoordinationMode::None,
             other => {
                 return Err(format!(
-                    "unknown coordination mode {other:?}: expected all, leader-election or none"
+                    "unknown coordination mode {}: expected all, leader-election or none",
+                    shown(other)
                 ));
             }
         })
@@ -180,7 +187,8 @@ impl FromStr for SslMode {
             // libpq's "allow" tries plain first; we do not offer a weaker mode than prefer.
             other => {
                 return Err(format!(
-                    "unknown sslmode {other:?}: expected disable, prefer, require, verify-ca or verify-full"
+                    "unknown sslmode {}: expected disable, prefer, require, verify-ca or verify-full",
+                    shown(other)
                 ));
             }
         })
@@ -287,27 +295,6 @@ fn list(problems: &[Problem]) -> String {
     out
 }
 
-/// Reads environment variables; injectable so tests need not touch the
-/// process environment.
-pub trait Env {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl Env for BTreeMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
-
 impl Config {
     /// Loads and validates the configuration from all sources, for these
     /// collectors.
@@ -339,8 +326,11 @@ impl Config {
             env,
             collectors,
             problems: Vec::new(),
+            secrets: Vec::new(),
         };
-        let root = match serde_yaml::from_str::<Value>(text) {
+        // YAML merge keys (`<<: *defaults`) are applied before the schema walk.
+        let parsed = serde_yaml::from_str::<Value>(text).and_then(|mut v| v.apply_merge().map(|()| v));
+        let root = match parsed {
             Ok(Value::Null) => Value::Mapping(Default::default()),
             Ok(v) => v,
             Err(e) => {
@@ -350,7 +340,7 @@ impl Config {
                     line: loc.as_ref().map(|l| l.line()),
                     column: loc.as_ref().map(|l| l.column()),
                     key: String::new(),
-                    message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                    message: redact(&format!("invalid YAML: {}", strip_location(&e.to_string()))),
                 }]));
             }
         };
@@ -358,7 +348,16 @@ impl Config {
         if w.problems.is_empty() {
             config.ok_or_else(|| ConfigError::Invalid(Vec::new()))
         } else {
-            Err(ConfigError::Invalid(w.problems))
+            // Passwords read from files and the environment, wherever a message quotes them.
+            let secrets: Vec<String> = w.secrets.iter().filter(|s| s.len() >= 3).cloned().collect();
+            let mut problems = w.problems;
+            for p in &mut problems {
+                for secret in &secrets {
+                    p.message = p.message.replace(secret.as_str(), "******");
+                    p.key = p.key.replace(secret.as_str(), "******");
+                }
+            }
+            Err(ConfigError::Invalid(problems))
         }
     }
 
@@ -379,6 +378,8 @@ struct Walker<'a> {
     env: &'a dyn Env,
     collectors: &'a [CollectorDefaults],
     problems: Vec<Problem>,
+    /// Passwords read so far, scrubbed from every problem at the end.
+    secrets: Vec<String>,
 }
 
 type Fields<'v> = BTreeMap<String, &'v Value>;
@@ -417,8 +418,8 @@ impl Walker<'_> {
             source: self.source.to_string(),
             line,
             column,
-            key: key_path(path),
-            message: message.into(),
+            key: redact(&key_path(path)),
+            message: redact(&message.into()),
         });
     }
 
@@ -428,7 +429,7 @@ impl Walker<'_> {
             line: None,
             column: None,
             key: key.to_string(),
-            message: message.into(),
+            message: redact(&message.into()),
         });
     }
 
@@ -467,7 +468,7 @@ impl Walker<'_> {
     fn string(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
         let v = f.get(key)?;
         match v {
-            Value::String(s) => match expand_env(s, self.env) {
+            Value::String(s) => match env::expand(s, self.env) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     self.problem(&join(path, key), e);
@@ -593,7 +594,7 @@ impl Walker<'_> {
             let stale_after = self
                 .duration(&f, "stale_after", &path)
                 .or(default_stale)
-                .unwrap_or(interval * 3);
+                .unwrap_or(interval.saturating_mul(3));
             if interval < Duration::from_millis(100) {
                 self.problem(
                     &join(&path, "interval"),
@@ -664,31 +665,50 @@ impl Walker<'_> {
         })
     }
 
+    /// A value that a flag overrides: the flag's if given (its problems are
+    /// the flag's), else the file's key (read, and its `${VARS}` expanded,
+    /// only then), else `default`.
+    #[allow(clippy::too_many_arguments)]
+    fn overridable<T>(
+        &mut self,
+        flag: Option<&String>,
+        flag_name: &str,
+        f: &Fields,
+        key: &str,
+        path: &[&str],
+        parse: fn(&str) -> Result<T, String>,
+        default: T,
+    ) -> Option<T> {
+        if let Some(given) = flag {
+            return parse(given).map_err(|e| self.other_problem(flag_name, "", e)).ok();
+        }
+        match self.string(f, key, path) {
+            Some(text) => parse(&text).map_err(|e| self.problem(&join(path, key), e)).ok(),
+            None => Some(default),
+        }
+    }
+
     fn web(&mut self, v: &Value, flags: &Flags) -> Option<Web> {
         let path = ["web"];
         let f = self.mapping(v, &path, WEB_KEYS);
-        let file_listen = self.string(&f, "listen_address", &path);
-        let listen = match &flags.listen_address {
-            Some(a) => parse_listen(a)
-                .map_err(|e| self.other_problem("--web.listen-address", "", e))
-                .ok(),
-            None => match file_listen {
-                Some(a) => parse_listen(&a)
-                    .map_err(|e| self.problem(&join(&path, "listen_address"), e))
-                    .ok(),
-                None => Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
-            },
-        };
-        let file_path = self.string(&f, "telemetry_path", &path);
-        let telemetry_path = match (&flags.telemetry_path, file_path) {
-            (Some(p), _) => check_telemetry_path(p)
-                .map_err(|e| self.other_problem("--web.telemetry-path", "", e))
-                .ok(),
-            (None, Some(p)) => check_telemetry_path(&p)
-                .map_err(|e| self.problem(&join(&path, "telemetry_path"), e))
-                .ok(),
-            (None, None) => Some("/metrics".to_string()),
-        };
+        let listen = self.overridable(
+            flags.listen_address.as_ref(),
+            "--web.listen-address",
+            &f,
+            "listen_address",
+            &path,
+            parse_listen,
+            SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+        );
+        let telemetry_path = self.overridable(
+            flags.telemetry_path.as_ref(),
+            "--web.telemetry-path",
+            &f,
+            "telemetry_path",
+            &path,
+            check_telemetry_path,
+            "/metrics".to_string(),
+        );
         let shutdown_grace = self
             .duration(&f, "shutdown_grace", &path)
             .unwrap_or(Duration::from_secs(10));
@@ -702,24 +722,24 @@ impl Walker<'_> {
     fn log(&mut self, v: &Value, flags: &Flags) -> Option<Log> {
         let path = ["log"];
         let f = self.mapping(v, &path, LOG_KEYS);
-        let file_level = self.string(&f, "level", &path);
-        let level = match (&flags.log_level, file_level) {
-            (Some(l), _) => parse_level(l)
-                .map_err(|e| self.other_problem("--log.level", "", e))
-                .ok(),
-            (None, Some(l)) => parse_level(&l).map_err(|e| self.problem(&join(&path, "level"), e)).ok(),
-            (None, None) => Some(tracing::Level::INFO),
-        };
-        let file_format = self.string(&f, "format", &path);
-        let format = match (&flags.log_format, file_format) {
-            (Some(l), _) => parse_format(l)
-                .map_err(|e| self.other_problem("--log.format", "", e))
-                .ok(),
-            (None, Some(l)) => parse_format(&l)
-                .map_err(|e| self.problem(&join(&path, "format"), e))
-                .ok(),
-            (None, None) => Some(LogFormat::Logfmt),
-        };
+        let level = self.overridable(
+            flags.log_level.as_ref(),
+            "--log.level",
+            &f,
+            "level",
+            &path,
+            parse_level,
+            tracing::Level::INFO,
+        );
+        let format = self.overridable(
+            flags.log_format.as_ref(),
+            "--log.format",
+            &f,
+            "format",
+            &path,
+            parse_format,
+            LogFormat::Logfmt,
+        );
         Some(Log {
             level: level?,
             format: format?,
@@ -730,8 +750,9 @@ impl Walker<'_> {
         let path = ["datasource"];
         let f = self.mapping(v, &path, DATASOURCE_KEYS);
 
-        // The DSN: DATA_SOURCE_NAME, else DATA_SOURCE_URI (+ _USER/_PASS), else the file's.
-        let file_dsn = self.string(&f, "dsn", &path);
+        // The DSN: DATA_SOURCE_NAME, else DATA_SOURCE_URI (+ _USER/_PASS), else
+        // the file's, which is not read at all (nor its ${VARS} expanded) when
+        // the environment overrides it.
         let (dsn_text, dsn_source) = if let Some(d) = self.env_or_file(env, "DATA_SOURCE_NAME") {
             (Some(d), "DATA_SOURCE_NAME".to_string())
         } else if let Some(uri) = self.env_or_file(env, "DATA_SOURCE_URI") {
@@ -740,11 +761,14 @@ impl Walker<'_> {
                 .trim_start_matches("postgres://");
             (Some(format!("postgresql://{uri}")), "DATA_SOURCE_URI".to_string())
         } else {
-            (file_dsn, format!("{} (datasource.dsn)", self.source))
+            (
+                self.string(&f, "dsn", &path),
+                format!("{} (datasource.dsn)", self.source),
+            )
         };
 
-        let mut parts = match dsn_text.as_deref().map(split_dsn) {
-            None => Some(DsnParts::default()),
+        let mut parts = match dsn_text.as_deref().map(dsn::split_dsn) {
+            None => Some(dsn::DsnParts::default()),
             Some(Ok(p)) => Some(p),
             Some(Err(e)) => {
                 self.dsn_problem(&dsn_source, e);
@@ -755,10 +779,7 @@ impl Walker<'_> {
             Some(p) if !p.rest.trim().is_empty() => match tokio_postgres::Config::from_str(&p.rest) {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    self.dsn_problem(
-                        &dsn_source,
-                        scrub_dsn_error(crate::db::describe(&e).trim_start_matches("invalid connection string: ")),
-                    );
+                    self.dsn_problem(&dsn_source, dsn::parse_error(&e));
                     None
                 }
             },
@@ -773,32 +794,52 @@ impl Walker<'_> {
                     pg.user(&u);
                 }
                 if let Some(p) = self.env_or_file(env, "DATA_SOURCE_PASS") {
+                    self.secrets.push(p.clone());
                     pg.password(p);
                 }
             }
             if let Some(file) = self.string(&f, "password_file", &path) {
                 match std::fs::read_to_string(&file) {
-                    Ok(p) => {
-                        pg.password(p.trim_end_matches(['\n', '\r']));
+                    Ok(text) => {
+                        // The first line is the password; the rest of the file is not sent.
+                        let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+                        self.secrets.push(text.trim_end().to_string());
+                        self.secrets.push(first.to_string());
+                        if first.is_empty() {
+                            self.problem(
+                                &join(&path, "password_file"),
+                                format!(
+                                    "{}: the first line, which must hold the password, is empty",
+                                    shown_path(&file)
+                                ),
+                            );
+                        } else {
+                            pg.password(first);
+                        }
                     }
-                    Err(e) => self.problem(&join(&path, "password_file"), format!("cannot read {file}: {e}")),
+                    Err(e) => self.problem(
+                        &join(&path, "password_file"),
+                        format!("cannot read {}: {e}", shown_path(&file)),
+                    ),
                 }
             }
-            apply_libpq_env(pg, env);
+            dsn::apply_libpq_env(pg, env);
+            if let Some(p) = pg.get_password() {
+                self.secrets.push(String::from_utf8_lossy(p).into_owned());
+            }
         }
 
         // sslmode: the DSN's, else the file's, else PGSSLMODE, else prefer.
-        let file_sslmode = self.string(&f, "sslmode", &path);
         let from_dsn = parts.as_mut().and_then(|p| p.sslmode.take());
         let sslmode = match from_dsn {
             Some(text) => SslMode::from_str(&text)
                 .map_err(|e| self.dsn_problem(&dsn_source, e))
                 .ok(),
-            None => match file_sslmode {
+            None => match self.string(&f, "sslmode", &path) {
                 Some(text) => SslMode::from_str(&text)
                     .map_err(|e| self.problem(&join(&path, "sslmode"), e))
                     .ok(),
-                None => match env.var("PGSSLMODE") {
+                None => match env::nonempty(env, "PGSSLMODE") {
                     Some(text) => SslMode::from_str(&text)
                         .map_err(|e| self.other_problem("PGSSLMODE", "", e))
                         .ok(),
@@ -810,7 +851,7 @@ impl Walker<'_> {
             .as_mut()
             .and_then(|p| p.sslrootcert.take())
             .or_else(|| self.string(&f, "sslrootcert", &path))
-            .or_else(|| env.var("PGSSLROOTCERT"))
+            .or_else(|| env::nonempty(env, "PGSSLROOTCERT"))
             .map(PathBuf::from);
         if let (Some(SslMode::VerifyCa | SslMode::VerifyFull), None) = (sslmode, &sslrootcert) {
             self.problem(
@@ -823,14 +864,14 @@ impl Walker<'_> {
         {
             self.problem(
                 &join(&path, "sslrootcert"),
-                format!("{} is not a readable file", p.display()),
+                format!("{} is not a readable file", shown_path(&p.display().to_string())),
             );
         }
 
         let application_name = self
             .string(&f, "application_name", &path)
             .or_else(|| pg.as_ref().and_then(|c| c.get_application_name().map(str::to_string)))
-            .or_else(|| env.var("PGAPPNAME"))
+            .or_else(|| env::nonempty(env, "PGAPPNAME"))
             .unwrap_or_else(|| "pgsidecar".to_string());
         let pool_size = self.integer(&f, "pool_size", &path, 1, 32).unwrap_or(3) as usize;
         let connect_timeout = self
@@ -878,15 +919,15 @@ impl Walker<'_> {
 
     /// `NAME`, or the contents of the file named by `NAME_FILE`.
     fn env_or_file(&mut self, env: &dyn Env, name: &str) -> Option<String> {
-        if let Some(v) = env.var(name) {
+        if let Some(v) = env::nonempty(env, name) {
             return Some(v);
         }
         let file_var = format!("{name}_FILE");
-        let file = env.var(&file_var)?;
+        let file = env::nonempty(env, &file_var)?;
         match std::fs::read_to_string(&file) {
             Ok(v) => Some(v.trim_end_matches(['\n', '\r']).to_string()),
             Err(e) => {
-                self.other_problem(&file_var, "", format!("cannot read {file}: {e}"));
+                self.other_problem(&file_var, "", format!("cannot read {}: {e}", shown_path(&file)));
                 None
             }
         }
@@ -901,189 +942,49 @@ impl Walker<'_> {
     }
 }
 
-/// libpq's environment variables, as defaults for what the DSN left out.
-fn apply_libpq_env(pg: &mut tokio_postgres::Config, env: &dyn Env) {
-    if pg.get_hosts().is_empty() {
-        pg.host(env.var("PGHOST").as_deref().unwrap_or("localhost"));
-    }
-    if pg.get_ports().is_empty() {
-        let port = env.var("PGPORT").and_then(|p| p.parse().ok()).unwrap_or(5432);
-        pg.port(port);
-    }
-    if pg.get_user().is_none() {
-        let user = env
-            .var("PGUSER")
-            .or_else(|| env.var("USER"))
-            .unwrap_or_else(|| "postgres".to_string());
-        pg.user(&user);
-    }
-    if pg.get_dbname().is_none() {
-        if let Some(db) = env.var("PGDATABASE") {
-            pg.dbname(&db);
-        } else if let Some(user) = pg.get_user().map(str::to_string) {
-            pg.dbname(&user);
-        }
-    }
-    if pg.get_password().is_none()
-        && let Some(p) = env.var("PGPASSWORD")
-    {
-        pg.password(p);
-    }
-    if pg.get_connect_timeout().is_none()
-        && let Some(secs) = env.var("PGCONNECT_TIMEOUT").and_then(|s| s.parse::<u64>().ok())
-    {
-        pg.connect_timeout(Duration::from_secs(secs));
-    }
-}
+/// The longest duration the configuration accepts: 30 days. Longer ones
+/// are mistakes, and would overflow the timers that add them to now.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// A DSN with the options tokio-postgres does not understand taken out.
-#[derive(Default, Debug, PartialEq)]
-struct DsnParts {
-    rest: String,
-    sslmode: Option<String>,
-    sslrootcert: Option<String>,
-}
-
-/// Takes `sslmode` and `sslrootcert` out of a URI or key=value DSN: pgsidecar
-/// implements libpq's verify-ca and verify-full itself.
-fn split_dsn(dsn: &str) -> Result<DsnParts, String> {
-    let dsn = dsn.trim();
-    if dsn.contains(',') && !dsn.starts_with("postgres") {
-        return Err("a list of several DSNs is not supported: run one pgsidecar per server".into());
-    }
-    let mut parts = DsnParts::default();
-    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-        let (base, query) = dsn.split_once('?').unwrap_or((dsn, ""));
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("sslmode", v)) => parts.sslmode = Some(v.to_string()),
-                Some(("sslrootcert", v)) => parts.sslrootcert = Some(percent_decode(v)),
-                _ => kept.push(pair),
-            }
-        }
-        parts.rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return Ok(parts);
-    }
-    // key=value form, values optionally single-quoted with backslash escapes.
-    let mut kept = String::new();
-    let mut chars = dsn.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            break;
-        }
-        let mut key = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            key.push(c);
-            chars.next();
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.next() != Some('=') {
-            return Err(format!("expected key=value, got {key:?} without a value"));
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'\'') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('\\') => value.extend(chars.next()),
-                    Some('\'') => break,
-                    Some(c) => value.push(c),
-                    None => return Err(format!("unterminated quoted value for {key}")),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                value.push(c);
-                chars.next();
-            }
-        }
-        match key.as_str() {
-            "sslmode" => parts.sslmode = Some(value),
-            "sslrootcert" => parts.sslrootcert = Some(value),
-            _ => {
-                let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
-                kept.push_str(&format!("{key}='{escaped}' "));
-            }
-        }
-    }
-    parts.rest = kept.trim_end().to_string();
-    Ok(parts)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// tokio-postgres's parse errors name the option, never the value; this is a
-/// second guard in case a future version quotes the input.
-fn scrub_dsn_error(msg: &str) -> String {
-    if msg.contains("password") && msg.contains('=') {
-        "the DSN could not be parsed (details withheld: they would show the password)".to_string()
-    } else {
-        msg.to_string()
-    }
-}
-
-/// Parses `500ms`, `15s`, `5m`, `1h`, `1m30s`.
+/// Parses `500ms`, `15s`, `5m`, `1h`, `1m30s`, up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {text:?}: expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms");
+    let err = || {
+        format!(
+            "invalid duration {}: expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms",
+            shown(text)
+        )
+    };
+    let too_long = || format!("duration {} is too long: at most {}", shown(text), show(MAX_DURATION));
     let s = text.trim();
     if s.is_empty() {
         return Err(err());
     }
-    let mut total = Duration::ZERO;
+    let mut total_ms: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         if digits == 0 {
             return Err(err());
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+        let ms_per_unit: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             _ => return Err(err()),
         };
-        total += unit;
+        total_ms = n
+            .checked_mul(ms_per_unit)
+            .and_then(|ms| total_ms.checked_add(ms))
+            .ok_or_else(too_long)?;
         rest = &rest[unit_len..];
+    }
+    let total = Duration::from_millis(total_ms);
+    if total > MAX_DURATION {
+        return Err(too_long());
     }
     Ok(total)
 }
@@ -1110,18 +1011,35 @@ fn parse_listen(a: &str) -> Result<SocketAddr, String> {
         a.to_string()
     };
     full.parse().map_err(|_| {
-        format!("invalid listen address {a:?}: expected host:port, e.g. 0.0.0.0:{DEFAULT_PORT} or :{DEFAULT_PORT}")
+        format!(
+            "invalid listen address {}: expected host:port, e.g. 0.0.0.0:{DEFAULT_PORT} or :{DEFAULT_PORT}",
+            shown(a)
+        )
     })
 }
 
 fn check_telemetry_path(p: &str) -> Result<String, String> {
     if !p.starts_with('/') || p.len() < 2 {
         return Err(format!(
-            "invalid telemetry path {p:?}: must start with / and name a path, e.g. /metrics"
+            "invalid telemetry path {}: must start with / and name a path, e.g. /metrics",
+            shown(p)
+        ));
+    }
+    // A query or fragment is never part of the path a request is routed by.
+    if let Some(c) = p
+        .chars()
+        .find(|c| matches!(c, '?' | '#') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "invalid telemetry path {}: {c:?} cannot appear in a path that a scrape can reach; use a plain path such as /metrics",
+            shown(p)
         ));
     }
     if ["/healthz", "/readyz"].contains(&p) {
-        return Err(format!("telemetry path {p:?} is taken by pgsidecar's own endpoint"));
+        return Err(format!(
+            "telemetry path {} is taken by pgsidecar's own endpoint",
+            shown(p)
+        ));
     }
     Ok(p.to_string())
 }
@@ -1133,7 +1051,8 @@ fn parse_level(l: &str) -> Result<tracing::Level, String> {
         "warn" => Ok(tracing::Level::WARN),
         "error" => Ok(tracing::Level::ERROR),
         other => Err(format!(
-            "unknown log level {other:?}: expected debug, info, warn or error"
+            "unknown log level {}: expected debug, info, warn or error",
+            shown(other)
         )),
     }
 }
@@ -1142,46 +1061,29 @@ fn parse_format(l: &str) -> Result<LogFormat, String> {
     match l {
         "logfmt" => Ok(LogFormat::Logfmt),
         "json" => Ok(LogFormat::Json),
-        other => Err(format!("unknown log format {other:?}: expected logfmt or json")),
+        other => Err(format!("unknown log format {}: expected logfmt or json", shown(other))),
     }
 }
 
 /// `checks.pools[1].size`: list indices attach without a dot.
+/// A key that is not a plain name (a mangled line can make a DSN a key) is
+/// not shown.
 fn key_path(path: &[&str]) -> String {
     let mut out = String::new();
     for p in path {
         if !out.is_empty() && !p.starts_with('[') {
             out.push('.');
         }
-        out.push_str(p);
+        let plain = p.len() <= 64
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '[' | ']' | '<'));
+        if plain {
+            out.push_str(p);
+        } else {
+            out.push_str(&format!("(a key of {} characters, not shown)", p.chars().count()));
+        }
     }
     out
-}
-
-/// Expands `${NAME}` from the environment (`$${` is a literal `${`).
-fn expand_env(s: &str, env: &dyn Env) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        if rest[..i].ends_with('$') {
-            out.push_str(&rest[..i - 1]);
-            out.push_str("${");
-            rest = &rest[i + 2..];
-            continue;
-        }
-        out.push_str(&rest[..i]);
-        let Some(end) = rest[i..].find('}') else {
-            return Err(format!("unterminated ${{ in {s:?}"));
-        };
-        let name = &rest[i + 2..i + end];
-        match env.var(name) {
-            Some(v) => out.push_str(&v),
-            None => return Err(format!("environment variable {name} is not set (used as ${{{name}}})")),
-        }
-        rest = &rest[i + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 fn join<'a>(path: &[&'a str], key: &'a str) -> Vec<&'a str> {
@@ -1195,11 +1097,35 @@ fn kind(v: &Value) -> String {
         Value::Null => "nothing (null)".into(),
         Value::Bool(b) => format!("a boolean ({b})"),
         Value::Number(n) => format!("a number ({n})"),
-        Value::String(s) => format!("a string ({s:?})"),
+        Value::String(s) => format!("a string ({})", shown(s)),
         Value::Sequence(_) => "a list".into(),
         Value::Mapping(_) => "a mapping".into(),
         Value::Tagged(_) => "a tagged value".into(),
     }
+}
+
+/// Whether an error may quote a value: short, and without what marks a DSN
+/// with a password (`@`, `=`). A DSN pasted into the wrong key, or mangled
+/// by a stray quote, must not be echoed.
+fn quotable(s: &str) -> bool {
+    s.chars().count() <= 64 && !s.chars().any(|c| matches!(c, '=' | '@') || c.is_control())
+}
+
+/// A value as an error quotes it, or a note that it is not shown.
+pub(crate) fn shown(s: &str) -> String {
+    if quotable(s) { format!("{s:?}") } else { withheld(s) }
+}
+
+/// A file name as an error shows it (unquoted), or a note that it is not shown.
+fn shown_path(s: &str) -> String {
+    if quotable(s) { s.to_string() } else { withheld(s) }
+}
+
+fn withheld(s: &str) -> String {
+    format!(
+        "(a value of {} characters, not shown: it may hold a secret)",
+        s.chars().count()
+    )
 }
 
 fn unknown(what: &str, given: &str, known: &[&str]) -> String {
@@ -1322,21 +1248,6 @@ mod tests {
     }
 
     #[test]
-    fn split_dsn_takes_tls_options_out_of_uris_and_key_values() {
-        let p =
-            split_dsn("postgresql://u:pw@h:5/db?sslmode=verify-full&sslrootcert=/ca%20dir/ca.pem&application_name=x")
-                .unwrap();
-        assert_eq!(p.rest, "postgresql://u:pw@h:5/db?application_name=x");
-        assert_eq!(p.sslmode.as_deref(), Some("verify-full"));
-        assert_eq!(p.sslrootcert.as_deref(), Some("/ca dir/ca.pem"));
-
-        let p = split_dsn("host=h user=u password='a b\\'c' sslmode=require dbname = d").unwrap();
-        assert_eq!(p.rest, "host='h' user='u' password='a b\\'c' dbname='d'");
-        assert_eq!(p.sslmode.as_deref(), Some("require"));
-        assert!(split_dsn("host=h user").is_err());
-    }
-
-    #[test]
     fn locate_follows_block_indentation() {
         let text = "web:\n  listen_address: x\ncollectors:\n  stat_database:\n    interval: 5\n";
         assert_eq!(locate(text, &["collectors", "stat_database", "interval"]), Some((5, 5)));
@@ -1351,14 +1262,6 @@ mod tests {
         assert_eq!(locate(text, &["checks", "pools", "[0]", "name"]), Some((3, 7)));
         assert_eq!(locate(text, &["checks", "indexes", "expected", "[1]"]), Some((10, 5)));
         assert_eq!(key_path(&["checks", "pools", "[1]", "size"]), "checks.pools[1].size");
-    }
-
-    #[test]
-    fn env_expansion() {
-        let env: BTreeMap<String, String> = [("POD_IP".to_string(), "10.1.2.3".to_string())].into();
-        assert_eq!(expand_env("${POD_IP}/32", &env), Ok("10.1.2.3/32".to_string()));
-        assert_eq!(expand_env("a $${POD_IP}", &env), Ok("a ${POD_IP}".to_string()));
-        assert!(expand_env("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
     }
 
     fn load(yaml: &str) -> Result<Config, ConfigError> {
@@ -1413,5 +1316,96 @@ mod tests {
     fn suggestions_name_the_closest_key() {
         let m = unknown("key", "intervall", COLLECTOR_KEYS);
         assert!(m.contains("did you mean \"interval\"?"), "{m}");
+    }
+
+    #[test]
+    fn durations_are_bounded_and_never_overflow() {
+        // Regression: 18446744073709551615s panicked computing stale_after.
+        for text in [
+            "18446744073709551615s",
+            "18446744073709551615h",
+            "99999999999999999999ms",
+            "721h",
+            "31d",
+        ] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        assert_eq!(parse_duration("720h"), Ok(MAX_DURATION));
+        let err = load("collection:\n  interval: 18446744073709551615s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("collection.interval: duration \"18446744073709551615s\" is too long: at most 720h"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yaml_merge_keys_apply() {
+        let c = load("x-defaults: &d\n  interval: 7s\n").unwrap_err().to_string();
+        assert!(c.contains("x-defaults: unknown key"), "{c}");
+        let c =
+            load("web: &w\n  shutdown_grace: 3s\ncoordination:\n  <<: {check_interval: 2s}\n  mode: none\n").unwrap();
+        assert_eq!(c.coordination.check_interval, Duration::from_secs(2));
+        assert_eq!(c.coordination.mode, CoordinationMode::None);
+    }
+
+    #[test]
+    fn a_telemetry_path_with_a_query_is_refused() {
+        let err = load("web:\n  telemetry_path: /m?x=1\n").unwrap_err().to_string();
+        assert!(err.contains("'?' cannot appear in a path"), "{err}");
+    }
+
+    fn load_env(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_yaml(yaml, "c.yaml", &Flags::default(), &env, &[])
+    }
+
+    /// Regression: the example refused to start without DB_HOST although
+    /// DATA_SOURCE_NAME overrode the DSN that named it.
+    #[test]
+    fn an_overridden_value_is_not_expanded() {
+        let yaml = "datasource:\n  dsn: \"postgresql://u@${DB_HOST}/db\"\nweb:\n  listen_address: \"${LISTEN}\"\n";
+        let err = load_env(yaml, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("DB_HOST is not set") && err.contains("LISTEN is not set"),
+            "{err}"
+        );
+        let flags = Flags {
+            listen_address: Some("127.0.0.1:9".into()),
+            ..Flags::default()
+        };
+        let env: BTreeMap<String, String> =
+            [("DATA_SOURCE_NAME".to_string(), "host=h user=u dbname=d".to_string())].into();
+        let c = Config::from_yaml(yaml, "c.yaml", &flags, &env, &[]).unwrap();
+        assert_eq!(c.datasource.target(), "u@h:5432/d");
+    }
+
+    /// Regression: these were quoted back whole, password included.
+    #[test]
+    fn no_problem_shows_a_password() {
+        let secret = "Sup3r-s3cret";
+        let mut checked = 0;
+        for yaml in [
+            format!("datasource: \"postgresql://u:{secret}@h/db\"\n"),
+            format!("datasource:\n  dsn: \"postgresql://u:{secret}@h/${{DB\"\n"),
+            format!("datasource:\n  dsn: \"postgresql://u:{secret}#x@h/db\"\n"),
+            format!("datasource:\n  dsn: \"postgresql://u:{secret},x@h/db\"\n"),
+            format!("datasource:\n  dsn: \"postgresql://u:{secret} x@h/db\"\n"),
+            format!("datasource:\n  dsn: \"host=h password={secret} x\"\n"),
+            format!("datasource:\n  dsn: \"host=h password='{secret}\"\n"),
+            format!("datasource:\n  dsn: [\"postgresql://u:{secret}@h/db\"]\n"),
+            format!("datasource:\n  dsn: \"host=h password={secret} port=x\"\n"),
+            format!("web:\n  listen_address: \"postgresql://u:{secret}@h/db\"\n"),
+        ] {
+            let Err(err) = load(&yaml) else {
+                // Valid after all: tokio-postgres takes a comma or a space in a URI's password.
+                continue;
+            };
+            let err = err.to_string();
+            assert!(!err.contains(secret) && !err.contains("s3cret"), "{yaml}\n{err}");
+            checked += 1;
+        }
+        assert_eq!(checked, 8, "invalid cases");
     }
 }

@@ -126,7 +126,12 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let err = || format!("invalid address {s:?}: expected an IP address or a network such as 10.0.0.0/8");
+        let err = || {
+            format!(
+                "invalid address {}: expected an IP address or a network such as 10.0.0.0/8",
+                super::shown(s)
+            )
+        };
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| err())?)),
             None => (s, None),

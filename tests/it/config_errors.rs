@@ -61,7 +61,7 @@ fn each_bad_input_gets_its_exact_message() {
         ),
         (
             "datasource:\n  dsn: \"host=db user\"\n",
-            "test.yaml:2:3: datasource.dsn: invalid DSN: expected key=value, got \"user\" without a value".into(),
+            "test.yaml:2:3: datasource.dsn: invalid DSN: expected key=value pairs, and a word without a value was found: quote a value that holds spaces, e.g. application_name='my app'".into(),
         ),
         (
             "datasource:\n  sslmode: verify-full\n",
