@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use prometheus::core::Collector;
 
-use crate::collectors::{Definition, Scope};
+use crate::collectors::{Definition, Report, Scope};
 use crate::config::CollectorConfig;
 use crate::leader::Leadership;
 use crate::metrics::{Family, encode, encode_protos};
@@ -43,10 +43,8 @@ use crate::metrics::{Family, encode, encode_protos};
 /// How a run ended. Messages are scrubbed of secrets before they get here.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// With the relations a cap left out (`None`: no cap applied).
-    Ok {
-        omitted: Option<usize>,
-    },
+    /// With what the run reported besides its families.
+    Ok(Report),
     Failed(String),
     /// A prerequisite is missing; the reason says which.
     Unavailable(String),
@@ -68,13 +66,14 @@ pub struct CollectorStatus {
     pub last_success: Option<SystemTime>,
     /// The last run's outcome; `None` before the first.
     pub last: Option<Outcome>,
-    /// Relations the last successful run's cap left out (`None`: no cap).
-    pub omitted: Option<usize>,
+    /// What the last successful run reported (relations a cap left out,
+    /// notes).
+    pub report: Report,
 }
 
 impl CollectorStatus {
     pub fn ok(&self) -> Option<bool> {
-        self.last.as_ref().map(|o| matches!(o, Outcome::Ok { .. }))
+        self.last.as_ref().map(|o| matches!(o, Outcome::Ok(_)))
     }
 
     /// The last run's error, as the status page shows it.
@@ -120,7 +119,7 @@ impl Health {
                         last_duration: None,
                         last_success: None,
                         last: None,
-                        omitted: None,
+                        report: Report::default(),
                     })
                     .collect(),
             ),
@@ -148,9 +147,9 @@ impl Health {
         s.last_run = Some(finished);
         s.last_duration = Some(duration);
         match &outcome {
-            Outcome::Ok { omitted } => {
+            Outcome::Ok(report) => {
                 s.last_success = Some(finished);
-                s.omitted = *omitted;
+                s.report = report.clone();
             }
             Outcome::Failed(_) | Outcome::Unavailable(_) => s.failures += 1,
         }
@@ -281,7 +280,7 @@ impl Health {
             interval.set(n, s.interval.as_secs_f64());
             timeout.set(n, s.timeout.as_secs_f64());
             stale.set(n, s.stale_after.as_secs_f64());
-            if let Some(cut) = s.omitted {
+            if let Some(cut) = s.report.omitted {
                 truncated.set(n, if cut > 0 { 1.0 } else { 0.0 });
                 omitted.set(n, cut as f64);
             }
@@ -381,7 +380,10 @@ mod tests {
     }
 
     fn ok(omitted: Option<usize>) -> Outcome {
-        Outcome::Ok { omitted }
+        Outcome::Ok(Report {
+            omitted,
+            notes: Vec::new(),
+        })
     }
 
     #[test]

@@ -171,7 +171,7 @@ fn landing(view: &View) -> String {
             Some(false) => "<td class=fail>failed</td>",
         };
         rows.push_str(&format!(
-            "<tr><td>{}</td>{state}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td>{state}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             escape(s.name),
             show(s.interval),
             ago(s.last_run),
@@ -180,6 +180,7 @@ fn landing(view: &View) -> String {
             ago(s.last_success),
             s.failures,
             escape(s.error().as_deref().unwrap_or("")),
+            escape(&s.report.notes.join("; ")),
         ));
     }
     format!(
@@ -188,7 +189,7 @@ fn landing(view: &View) -> String {
 .ok{{color:#070}}.fail{{color:#b00;font-weight:bold}}.wait{{color:#777}}</style></head><body>\n\
 <h1>pgsidecar {version}</h1>\n<p>Postgres: <code>{target}</code> &middot; up: {up} &middot; coordination: {mode}, leader: {leader}</p>\n\
 <p><a href=\"{path}\">{path}</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; <a href=\"/readyz\">/readyz</a></p>\n\
-<table><tr><th>collector</th><th>state</th><th>interval</th><th>last run</th><th>duration</th><th>last success</th><th>failures</th><th>last error</th></tr>\n{rows}</table>\n</body></html>\n",
+<table><tr><th>collector</th><th>state</th><th>interval</th><th>last run</th><th>duration</th><th>last success</th><th>failures</th><th>last error</th><th>notes</th></tr>\n{rows}</table>\n</body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
         target = escape(&view.target),
         up = if state.health.pg_up(leader) { "yes" } else { "no" },

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, timeout_at};
 use tracing::Instrument;
 
-use crate::collectors::{CollectError, Ctx, Definition, Scope};
+use crate::collectors::{CollectError, Ctx, Definition, Report, Scope};
 use crate::config::{Checks, CollectorConfig};
 use crate::db::Db;
 use crate::health::Outcome;
@@ -40,11 +40,11 @@ use crate::state::{PoolStatus, State};
 /// collector finishes in between.
 pub const HEALTH_REFRESH: Duration = Duration::from_secs(5);
 
-/// What a successful run produced: the encoded families, and the relations
-/// a cap left out (`None`: no cap).
+/// What a successful run produced: the encoded families, and what it
+/// reported besides them.
 pub struct Collected {
     pub body: Bytes,
-    pub omitted: Option<usize>,
+    pub report: Report,
 }
 
 /// One run of a collector, apart from the timing around it.
@@ -79,7 +79,7 @@ impl Runner for Pooled {
         match timeout_at(deadline, def.collect(&client, &ctx)).await {
             Ok(r) => r.map(|families| Collected {
                 body: encode(families),
-                omitted: ctx.omitted(),
+                report: ctx.report(),
             }),
             Err(_) => {
                 self.db.cancel(client);
@@ -146,6 +146,7 @@ async fn collector_loop<R: Runner>(
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut errors = ErrorLog::default();
+    let mut notes = ErrorLog::default();
     let mut last_success: Option<Instant> = None;
     let server = def.scope == Scope::Server;
     let mut leader = state.leadership.subscribe();
@@ -199,9 +200,14 @@ async fn collector_loop<R: Runner>(
                 if errors.ended() {
                     tracing::info!(collector = def.name, "collector recovered");
                 }
-                Outcome::Ok {
-                    omitted: collected.omitted,
+                let mut report = collected.report;
+                report.notes = report.notes.iter().map(|n| runner.scrub(n)).collect();
+                if report.notes.is_empty() {
+                    notes.ended();
+                } else if notes.is_new(&report.notes.join("; ")) {
+                    tracing::warn!(collector = def.name, notes = %report.notes.join("; "), "collector left something out");
                 }
+                Outcome::Ok(report)
             }
             Err(e) => {
                 let message = runner.scrub(&e.to_string());
@@ -256,7 +262,7 @@ mod tests {
             match next {
                 Some(Ok(body)) => Ok(Collected {
                     body: Bytes::from_static(body.as_bytes()),
-                    omitted: None,
+                    report: Report::default(),
                 }),
                 Some(Err(e)) => Err(CollectError::Panic(e.to_string())),
                 None => std::future::pending().await,

@@ -83,15 +83,25 @@ pub fn upstream_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// What a collector knows (the server it talks to, the configured checks),
-/// and what it reports besides its families (relations its cap left out).
-/// One per run.
+/// and what it reports besides its families. One per run.
 #[derive(Debug)]
 pub struct Ctx {
     /// `server_version_num`, e.g. 150004; read once per new connection.
     pub server_version_num: u32,
     pub checks: std::sync::Arc<crate::config::Checks>,
-    /// Set by [`cap`]: relations left out by `checks.relations.max_series`.
-    omitted: std::sync::Mutex<Option<usize>>,
+    report: std::sync::Mutex<Report>,
+}
+
+/// What a successful run says besides its families.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Set by [`cap`]: relations left out by `checks.relations.max_series`
+    /// (`None`: no cap applied).
+    pub omitted: Option<usize>,
+    /// What the run could not read or left out, for the status page and the
+    /// log: one object's failed query, statements a filter hid. The other
+    /// objects' series are still reported.
+    pub notes: Vec<String>,
 }
 
 impl Ctx {
@@ -99,13 +109,22 @@ impl Ctx {
         Ctx {
             server_version_num,
             checks,
-            omitted: std::sync::Mutex::new(None),
+            report: std::sync::Mutex::new(Report::default()),
         }
     }
 
-    /// Relations left out by the cap in this run (`None`: no cap applied).
-    pub fn omitted(&self) -> Option<usize> {
-        *self.omitted.lock().unwrap_or_else(|p| p.into_inner())
+    fn report_mut(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records something the run could not read or left out.
+    pub fn note(&self, note: impl Into<String>) {
+        self.report_mut().notes.push(note.into());
+    }
+
+    /// What this run reported besides its families.
+    pub fn report(&self) -> Report {
+        self.report_mut().clone()
     }
 }
 
@@ -312,8 +331,8 @@ pub fn cap<T>(ctx: &Ctx, mut items: Vec<T>) -> Vec<T> {
     let limit = ctx.checks.relations.max_series;
     let omitted = items.len().saturating_sub(limit);
     items.truncate(limit);
-    let mut slot = ctx.omitted.lock().unwrap_or_else(|p| p.into_inner());
-    *slot = Some(slot.unwrap_or(0) + omitted);
+    let mut report = ctx.report_mut();
+    report.omitted = Some(report.omitted.unwrap_or(0) + omitted);
     items
 }
 
@@ -326,11 +345,13 @@ mod tests {
         let mut checks = crate::config::Checks::default();
         checks.relations.max_series = 2;
         let ctx = Ctx::new(150000, std::sync::Arc::new(checks));
-        assert_eq!(ctx.omitted(), None);
+        assert_eq!(ctx.report().omitted, None);
         assert_eq!(cap(&ctx, vec![3, 2, 1]), vec![3, 2]);
-        assert_eq!(ctx.omitted(), Some(1));
+        assert_eq!(ctx.report().omitted, Some(1));
         assert_eq!(cap(&ctx, vec![9]), vec![9]);
-        assert_eq!(ctx.omitted(), Some(1));
+        assert_eq!(ctx.report().omitted, Some(1));
+        ctx.note("x");
+        assert_eq!(ctx.report().notes, vec!["x".to_string()]);
     }
 
     #[test]

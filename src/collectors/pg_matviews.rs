@@ -13,8 +13,10 @@
 //! - `pgsidecar_matview_max_age_seconds` gauge for configured views.
 //! - `pgsidecar_matview_refresh_tracking{datname,schemaname,matviewname,source}`
 //!   gauge, 1: how the refresh time is known: `event_trigger`,
-//!   `freshness_query`, `none` (neither: install the log or configure a query),
-//!   or `missing` (a configured view that does not exist).
+//!   `freshness_query`, `freshness_query_failed` (the query failed; its error
+//!   is a note on the status page, and the other views are still reported),
+//!   `none` (neither: install the log or configure a query), or `missing` (a
+//!   configured view that does not exist).
 //! - `pgsidecar_refresh_log_installed{datname}` gauge 0/1.
 //!
 //! Views are filtered by `checks.relations` like tables. Version gates: none.
@@ -95,18 +97,33 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let mut freshness = BTreeMap::new();
         for mv in ctx.checks.matviews.iter() {
             if let Some(q) = &mv.freshness_query {
-                let sql = format!("SELECT extract(epoch FROM q.t)::float8 AS t FROM ({q}) AS q(t) LIMIT 1");
+                // The newline ends a trailing `-- comment` of the user's query.
+                let sql = format!("SELECT extract(epoch FROM q.t)::float8 AS t FROM ({q}\n) AS q(t) LIMIT 1");
                 let what = format!("the freshness query of {}.{}", mv.schema, mv.name);
-                let r = query(client, &what, &sql, &[]).await?;
-                let t = r.first().and_then(|r| r.try_get::<_, Option<f64>>("t").ok().flatten());
-                freshness.insert((mv.schema.clone(), mv.name.clone()), t);
+                // A failing query fails only its view: the others are still reported.
+                let fresh = match query(client, &what, &sql, &[]).await {
+                    Ok(r) => Fresh::At(r.first().and_then(|r| r.try_get::<_, Option<f64>>("t").ok().flatten())),
+                    Err(e) => {
+                        ctx.note(e.to_string());
+                        Fresh::Failed
+                    }
+                };
+                freshness.insert((mv.schema.clone(), mv.name.clone()), fresh);
             }
         }
         Ok(families(&datname, installed, &rows, &ctx.checks.matviews, &freshness))
     })
 }
 
-type Freshness = BTreeMap<(String, String), Option<f64>>;
+/// What a view's freshness query gave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fresh {
+    /// The last refresh time, if the query returned one.
+    At(Option<f64>),
+    Failed,
+}
+
+type Freshness = BTreeMap<(String, String), Fresh>;
 
 pub fn families(
     datname: &str,
@@ -167,12 +184,13 @@ pub fn families(
         rows_est.set(&labels, r.rows);
         let fresh = freshness.get(&(r.schemaname.clone(), r.matviewname.clone()));
         let source = match (fresh, installed) {
-            (Some(t), _) => {
+            (Some(Fresh::At(t)), _) => {
                 if let Some(t) = t {
                     last.set(&labels, *t);
                 }
                 "freshness_query"
             }
+            (Some(Fresh::Failed), _) => "freshness_query_failed",
             (None, true) => {
                 if let Some(t) = r.last_refresh {
                     last.set(&labels, t);
@@ -231,9 +249,20 @@ mod tests {
             mv("logged", None),
             mv("queried", Some("SELECT now()")),
             mv("gone", None),
+            mv("broken", Some("SELECT t FROM dropped")),
         ];
-        let fresh: Freshness = [(("public".to_string(), "queried".to_string()), Some(50.0))].into();
-        let f = families("app", true, &[row("logged"), row("queried")], &configured, &fresh);
+        let fresh: Freshness = [
+            (("public".to_string(), "queried".to_string()), Fresh::At(Some(50.0))),
+            (("public".to_string(), "broken".to_string()), Fresh::Failed),
+        ]
+        .into();
+        let f = families(
+            "app",
+            true,
+            &[row("logged"), row("queried"), row("broken")],
+            &configured,
+            &fresh,
+        );
         let get = |n: &str, l: &[&str]| crate::metrics::value(&f, n, l);
         assert_eq!(
             get(
@@ -270,6 +299,26 @@ mod tests {
         assert_eq!(
             get("pgsidecar_matview_max_age_seconds", &["app", "public", "gone"]),
             Some(3600.0)
+        );
+        // A failed freshness query: its view says so and has no refresh time;
+        // the others are unaffected.
+        assert_eq!(
+            get(
+                "pgsidecar_matview_refresh_tracking",
+                &["app", "public", "broken", "freshness_query_failed"]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            get(
+                "pg_matview_last_refresh_timestamp_seconds",
+                &["app", "public", "broken"]
+            ),
+            None
+        );
+        assert_eq!(
+            get("pg_matview_populated", &["app", "public", "broken"]),
+            Some(1.0)
         );
 
         let f = families("app", false, &[row("logged")], &[], &Freshness::new());

@@ -3,7 +3,9 @@
 //! user, client address or network, database), against their capacity.
 //!
 //! In a sidecar, matching `client_addr: ${POD_IP}` counts the pod's own
-//! connections, so this collector is per pod.
+//! connections, so this collector is per pod. pgsidecar's own sessions (its
+//! pool and its lock session, which come from the same address) are left
+//! out: they carry pgsidecar's `application_name`, which is this session's.
 //!
 //! Metrics (new in pgsidecar), label `pool` plus:
 //! - `pgsidecar_pool_connections{pool,state}` gauge: connections by state
@@ -31,7 +33,8 @@ const SQL: &str = "SELECT COALESCE(application_name, '') AS application_name, CO
      COALESCE(host(client_addr), '') AS client_addr, COALESCE(datname::text, '') AS datname, \
      COALESCE(state, '') AS state, count(*)::float8 AS count, \
      COALESCE(max(extract(epoch FROM now() - state_change)) FILTER (WHERE state LIKE 'idle in transaction%'), 0)::float8 AS idle_in_tx \
-     FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+     FROM pg_stat_activity WHERE backend_type = 'client backend' \
+     AND application_name IS DISTINCT FROM current_setting('application_name') \
      GROUP BY 1, 2, 3, 4, 5";
 
 const STATES: [&str; 4] = ["active", "idle", "idle in transaction", "idle in transaction (aborted)"];

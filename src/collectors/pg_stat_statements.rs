@@ -38,6 +38,13 @@ const LABELS: &[&str] = &["user", "datname", "queryid"];
 
 /// The SQL for a server version. `$1`: how many statements, `$2`: read the
 /// texts, `$3`: leave out the current role's statements.
+///
+/// With `pg_stat_statements.track = all` (PostgreSQL 14+), a statement run
+/// both at top level and nested has two rows (`toplevel` true and false).
+/// They are summed into one, as the peer's labels cannot tell them apart:
+/// two rows under one label set made the counters jump backwards. The
+/// first row is a summary (`queryid` NULL) that counts the statements the
+/// own-role filter left out, so the count arrives even when nothing else does.
 pub fn sql(version: u32) -> String {
     let (read, write) = if version >= PG17 {
         ("shared_blk_read_time", "shared_blk_write_time")
@@ -45,17 +52,24 @@ pub fn sql(version: u32) -> String {
         ("blk_read_time", "blk_write_time")
     };
     format!(
-        "SELECT r.rolname::text AS \"user\", d.datname::text AS datname, s.queryid::text AS queryid, \
-         COALESCE(s.query, '') AS query, s.calls::float8 AS calls, s.total_exec_time::float8 AS total_exec_time, \
-         s.rows::float8 AS rows, s.mean_exec_time::float8 AS mean_exec_time, \
-         s.max_exec_time::float8 AS max_exec_time, s.{read}::float8 AS blk_read_time, \
-         s.{write}::float8 AS blk_write_time \
-         FROM pg_stat_statements($2) s \
-         JOIN pg_roles r ON r.oid = s.userid \
-         JOIN pg_database d ON d.oid = s.dbid \
-         WHERE s.queryid IS NOT NULL \
-         AND NOT ($3 AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = current_user)) \
-         ORDER BY s.total_exec_time DESC LIMIT $1"
+        "WITH s AS (SELECT userid, dbid, queryid, min(query) AS query, sum(calls) AS calls, \
+           sum(total_exec_time) AS total_exec_time, sum(rows) AS rows, max(max_exec_time) AS max_exec_time, \
+           sum({read}) AS blk_read_time, sum({write}) AS blk_write_time \
+           FROM pg_stat_statements($2) WHERE queryid IS NOT NULL GROUP BY userid, dbid, queryid), \
+         own AS (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+         SELECT current_user::text AS own_role, \
+           (SELECT count(*) FROM s WHERE $3 AND s.userid = (SELECT oid FROM own))::float8 AS left_out, \
+           NULL::text AS \"user\", NULL::text AS datname, NULL::text AS queryid, NULL::text AS query, \
+           NULL::float8 AS calls, NULL::float8 AS total_exec_time, NULL::float8 AS rows, \
+           NULL::float8 AS mean_exec_time, NULL::float8 AS max_exec_time, \
+           NULL::float8 AS blk_read_time, NULL::float8 AS blk_write_time \
+         UNION ALL (SELECT NULL, NULL, r.rolname::text, d.datname::text, s.queryid::text, COALESCE(s.query, ''), \
+           s.calls::float8, s.total_exec_time::float8, s.rows::float8, \
+           (s.total_exec_time / NULLIF(s.calls, 0))::float8, s.max_exec_time::float8, \
+           s.blk_read_time::float8, s.blk_write_time::float8 \
+           FROM s JOIN pg_roles r ON r.oid = s.userid JOIN pg_database d ON d.oid = s.dbid \
+           WHERE NOT ($3 AND s.userid = (SELECT oid FROM own)) \
+           ORDER BY s.total_exec_time DESC LIMIT $1)"
     )
 }
 
@@ -94,7 +108,19 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
             }
         };
         let mut rows = Vec::new();
+        let mut left_out = 0.0;
         for r in found {
+            if r.try_get::<_, Option<String>>("queryid").ok().flatten().is_none() {
+                left_out = float(&r, "left_out")?;
+                if left_out > 0.0 {
+                    let role = text(&r, "own_role")?;
+                    ctx.note(format!(
+                        "statements of role {role}, pgsidecar's own, are left out (checks.slow_queries.exclude_own_role): \
+                         give pgsidecar a role of its own to see the application's"
+                    ));
+                }
+                continue;
+            }
             rows.push(Row {
                 user: text(&r, "user")?,
                 datname: text(&r, "datname")?,
@@ -109,7 +135,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
                 blk_write_time: float(&r, "blk_write_time")?,
             });
         }
-        Ok(families(&rows, &ctx.checks))
+        Ok(families(&rows, left_out, &ctx.checks))
     })
 }
 
@@ -149,7 +175,8 @@ pub fn query_label(query: &str, max: usize) -> String {
         .collect()
 }
 
-pub fn families(rows: &[Row], checks: &Checks) -> Vec<Family> {
+/// `left_out`: statements the own-role filter left out.
+pub fn families(rows: &[Row], left_out: f64, checks: &Checks) -> Vec<Family> {
     let st = &checks.statements;
     let mut calls = Family::counter(
         "pg_stat_statements_calls_total",
@@ -186,11 +213,14 @@ pub fn families(rows: &[Row], checks: &Checks) -> Vec<Family> {
         "Longest execution of the statement, in seconds",
         LABELS,
     );
-    let mut texts = Family::gauge(
+    // A counter always 1, as upstream types it; one series per queryid, the
+    // text of its costliest row, so a join on queryid stays one-to-one.
+    let mut texts = Family::counter(
         "pg_stat_statements_query_id",
         "The text of a statement, by queryid (always 1)",
         &["queryid", "query"],
     );
+    let mut texted = std::collections::BTreeSet::new();
     for r in rows {
         let l = [r.user.as_str(), r.datname.as_str(), r.queryid.as_str()];
         calls.set(&l, r.calls);
@@ -200,7 +230,7 @@ pub fn families(rows: &[Row], checks: &Checks) -> Vec<Family> {
         write.set(&l, r.blk_write_time / 1000.0);
         mean.set(&l, r.mean_exec_time / 1000.0);
         max.set(&l, r.max_exec_time / 1000.0);
-        if st.include_query_text {
+        if st.include_query_text && texted.insert(r.queryid.as_str()) {
             texts.set(&[&r.queryid, &query_label(&r.query, st.query_text_length)], 1.0);
         }
     }
@@ -210,7 +240,15 @@ pub fn families(rows: &[Row], checks: &Checks) -> Vec<Family> {
         &[],
     );
     top.set(&[], st.top as f64);
-    vec![calls, seconds, rows_total, read, write, mean, max, texts, top]
+    let mut excluded = Family::gauge(
+        "pgsidecar_stat_statements_excluded",
+        "Statements left out by a filter; reason own_role: pgsidecar's own role's (checks.slow_queries.exclude_own_role)",
+        &["reason"],
+    );
+    if checks.statements.exclude_own_role {
+        excluded.set(&["own_role"], left_out);
+    }
+    vec![calls, seconds, rows_total, read, write, mean, max, texts, top, excluded]
 }
 
 #[cfg(test)]
@@ -239,9 +277,10 @@ mod tests {
 
     #[test]
     fn version_gates_pick_the_block_time_columns() {
-        assert!(sql(160000).contains("s.blk_read_time::float8"));
-        assert!(sql(170000).contains("s.shared_blk_read_time::float8 AS blk_read_time"));
-        assert!(sql(180000).contains("s.shared_blk_write_time::float8 AS blk_write_time"));
+        assert!(sql(160000).contains("sum(blk_read_time) AS blk_read_time"));
+        assert!(sql(170000).contains("sum(shared_blk_read_time) AS blk_read_time"));
+        assert!(sql(180000).contains("sum(shared_blk_write_time) AS blk_write_time"));
+        assert!(sql(140000).contains("GROUP BY userid, dbid, queryid"));
     }
 
     #[test]
@@ -251,7 +290,7 @@ mod tests {
             ..Checks::default()
         };
         checks.statements.top = 7;
-        let f = families(&[row()], &checks);
+        let f = families(&[row()], 3.0, &checks);
         let l = ["app", "shop", "-42"];
         assert_eq!(get(&f, "pg_stat_statements_calls_total", &l), Some(4.0));
         assert_eq!(get(&f, "pg_stat_statements_seconds_total", &l), Some(1.0));
@@ -261,6 +300,7 @@ mod tests {
         assert_eq!(get(&f, "pg_stat_statements_mean_seconds", &l), Some(0.25));
         assert_eq!(get(&f, "pg_stat_statements_max_seconds", &l), Some(0.4));
         assert_eq!(get(&f, "pgsidecar_stat_statements_top", &[]), Some(7.0));
+        assert_eq!(get(&f, "pgsidecar_stat_statements_excluded", &["own_role"]), Some(3.0));
         assert!(
             f.iter()
                 .any(|f| f.name() == "pg_stat_statements_query_id" && f.is_empty())
@@ -272,11 +312,23 @@ mod tests {
         let mut checks = Checks::default();
         checks.statements.include_query_text = true;
         checks.statements.query_text_length = 20;
-        let f = families(&[row()], &checks);
+        // The same queryid as another user, with another spelling: one text series.
+        let other = Row {
+            user: "report".into(),
+            query: "select * from ORDERS where id = $1".into(),
+            total_exec_time: 10.0,
+            ..row()
+        };
+        let f = families(&[row(), other], 0.0, &checks);
         assert_eq!(
             get(&f, "pg_stat_statements_query_id", &["-42", "SELECT * FROM orders"]),
             Some(1.0)
         );
+        let texts = f.iter().find(|f| f.name() == "pg_stat_statements_query_id").unwrap();
+        assert_eq!(texts.len(), 1);
+        let text = String::from_utf8(crate::metrics::encode(f.clone()).to_vec()).unwrap();
+        assert!(text.contains("# TYPE pg_stat_statements_query_id counter"), "{text}");
+        assert_eq!(get(&f, "pg_stat_statements_calls_total", &["report", "shop", "-42"]), Some(4.0));
         assert_eq!(query_label("a\u{1b}b\n\nž\u{0}ř", 4), "ab ž");
         assert_eq!(query_label("žžž", 2), "žž");
     }

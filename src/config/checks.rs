@@ -313,7 +313,7 @@ impl Walker<'_> {
                     Some(Value::Number(_)) => None,
                     _ => self.string(&mf, "expected", &mp),
                 },
-                query: self.string(&mf, "query", &mp),
+                query: self.query(&mf, "query", &mp),
             });
         }
 
@@ -387,7 +387,7 @@ impl Walker<'_> {
             if !f.contains_key("max_age") {
                 self.problem(&p, "missing key max_age (how old the view may get, e.g. 1h)");
             }
-            let freshness_query = self.string(&f, "freshness_query", &p);
+            let freshness_query = self.query(&f, "freshness_query", &p);
             if let (Some(name), Some(max_age)) = (name, max_age) {
                 let (schema, name) = split_qualified(&name);
                 out.push(Matview {
@@ -429,6 +429,19 @@ impl Walker<'_> {
         out
     }
 
+    /// A query the user writes (a freshness or migrations query): one
+    /// statement, run as written; a trailing `;` is dropped.
+    fn query(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
+        let q = self.string(f, key, path)?;
+        match single_statement(&q) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                self.problem(&join(path, key), e);
+                None
+            }
+        }
+    }
+
     fn required_string(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
         if !f.contains_key(key) {
             self.problem(path, format!("missing key {key}"));
@@ -443,6 +456,26 @@ impl Walker<'_> {
     }
 }
 
+/// A query without its trailing `;` and whitespace, if it is one statement
+/// that reads (`SELECT`, `WITH`, `VALUES` or `TABLE`).
+fn single_statement(q: &str) -> Result<String, String> {
+    let q = q.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    if q.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if q.contains(';') {
+        return Err("must be a single statement: remove the ';' between statements".into());
+    }
+    let first = q.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    if !["SELECT", "WITH", "VALUES", "TABLE"].contains(&first.trim_start_matches('(')) {
+        return Err(format!(
+            "must be a query (SELECT, WITH, VALUES or TABLE), not {}",
+            super::shown(&first)
+        ));
+    }
+    Ok(q.to_string())
+}
+
 /// `schema.name` → (Some(schema), name); `name` → (None, name).
 fn split_qualified(s: &str) -> (Option<String>, String) {
     match s.trim().split_once('.') {
@@ -454,6 +487,18 @@ fn split_qualified(s: &str) -> (Option<String>, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_queries_are_one_reading_statement() {
+        assert_eq!(single_statement(" SELECT now();\n "), Ok("SELECT now()".to_string()));
+        assert_eq!(
+            single_statement("select max(t) from log -- newest"),
+            Ok("select max(t) from log -- newest".to_string())
+        );
+        assert!(single_statement("SELECT 1; DROP TABLE x").unwrap_err().contains("single statement"));
+        assert!(single_statement("DELETE FROM x").unwrap_err().contains("not \"DELETE\""));
+        assert_eq!(single_statement(" ; ").unwrap_err(), "must not be empty");
+    }
 
     #[test]
     fn cidr_matching() {
