@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::pg;
-use crate::scrape::{eventually, get, until_pg_up};
+use crate::support::pg;
+use crate::support::scrape::{eventually, get, until_pg_up};
 
 const GOOD: &str = "Pw-9f3Kx7-secret";
 const WRONG: &str = "Wrong-7hQ2-pass";
@@ -123,7 +123,7 @@ fn config_errors_do_not_show_the_password() {
         format!("host=db password='{GOOD}' sslmode=bogus"),
         format!("postgresql://u:{GOOD}@db/x?sslmode=verify-full"),
     ] {
-        let (code, text) = crate::run_pgsidecar(&["--config.check"], &dsn);
+        let (code, text) = crate::support::run_pgsidecar(&["--config.check"], &dsn);
         assert_eq!(code, 2, "{dsn} should be rejected: {text}");
         assert!(
             text.contains("DATA_SOURCE_NAME") || text.contains("sslrootcert"),

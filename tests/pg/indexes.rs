@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::fixture::{NAMED_INDEXES, create_app_db};
-use crate::scrape::{Metrics, eventually};
-use crate::{pg, start, test_yaml};
+use crate::support::fixture::{NAMED_INDEXES, create_app_db};
+use crate::support::scrape::{Metrics, eventually};
+use crate::support::{pg, start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
 const PRESENT: &str = "pgsidecar_expected_index_present";

@@ -30,7 +30,7 @@ const MONITORING: [&str; 2] = ["monitoring/sidecar", "monitoring/standalone"];
 /// What to do when a drift test fails.
 const REGENERATE: &str = "run scripts/gen-k8s and commit k8s/monitoring/base";
 
-use crate::root;
+use crate::support::root;
 
 /// Runs `tool args…` with `stdin`, failing with a clear message when the tool
 /// is not installed.
@@ -627,7 +627,7 @@ fn the_prometheusrule_holds_the_alert_rules() {
 fn promtool_accepts_the_prometheusrule_groups() {
     let docs = render_and_validate("monitoring/base");
     let groups = at(one(&docs, "PrometheusRule"), &["spec", "groups"]);
-    if let Err(report) = crate::promtool::check_rules(groups, "k8s") {
+    if let Err(report) = crate::support::promtool::check_rules(groups, "k8s") {
         panic!("promtool check rules rejects the groups of the PrometheusRule in k8s/monitoring/base\n{report}");
     }
 }

@@ -9,9 +9,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::pg::{self, Cluster};
-use crate::scrape::{Metrics, eventually};
-use crate::{start, test_yaml};
+use crate::support::pg::{self, Cluster};
+use crate::support::scrape::{Metrics, eventually};
+use crate::support::{start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(20);
 const ROLE: &str = "pgsidecar_it";
@@ -50,7 +50,7 @@ fn statements(yaml: &str) -> String {
 async fn slow_and_fast_statements_without_pgsidecars_own() {
     let cluster = pg::shared();
     let dbname = "stmt_slow_db";
-    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
     const SLOW: &str = "SELECT pg_sleep($1), count(*) FROM users";
     const FAST: &str = "SELECT count(*) FROM users WHERE level = $1";
@@ -131,7 +131,7 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
 async fn query_texts_only_on_request_and_cut() {
     let cluster = pg::shared();
     let dbname = "stmt_text_db";
-    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
     let yaml = statements("    include_query_text: true\n    query_text_length: 40\n");
     let px = start(&test_yaml(&dsn, &yaml)).await;
@@ -160,7 +160,7 @@ async fn query_texts_only_on_request_and_cut() {
 async fn only_the_top_n_statements() {
     let cluster = pg::shared();
     let dbname = "stmt_top_db";
-    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
     let px = start(&test_yaml(&dsn, &statements("    top: 3\n"))).await;
     let m = eventually(px.addr, WAIT, "statements", |m| {

@@ -1,29 +1,17 @@
-//! pgsidecar's integration tests: one binary, real PostgreSQL clusters
-//! started by the tests themselves (see `pg`), pgsidecar started in-process
-//! on 127.0.0.1:0 or as its binary, and scraped over HTTP.
+//! The harness both integration-test binaries share (`tests/pg`, whose
+//! outcome depends on the PostgreSQL server version, and `tests/repo`, whose
+//! does not): throwaway clusters (`pg`), the HTTP client and exposition
+//! matcher (`scrape`), the application's schema (`fixture`), a cuttable TCP
+//! link (`link`), `promtool check rules` (`promtool`), and starting pgsidecar
+//! in-process or as its binary. Each binary includes it with
+//! `#[path = "../support/mod.rs"] mod support;` and uses what it needs.
+#![allow(dead_code)]
 
-mod alerts;
-mod collectors;
-mod config_errors;
-mod dashboards;
-mod dashboards_move;
-mod e2e;
-mod faults;
-mod fixture;
-mod http;
-mod image;
-mod indexes;
-mod k8s;
-mod leader;
-mod link;
-mod matviews;
-mod pg;
-mod promtool;
-mod scrape;
-mod secrets;
-mod stat_statements;
-mod tables;
-mod tls;
+pub mod fixture;
+pub mod link;
+pub mod pg;
+pub mod promtool;
+pub mod scrape;
 
 use std::collections::BTreeMap;
 

@@ -223,7 +223,7 @@ fn password_files_are_read() {
 fn binary_rejects_bad_config_before_listening() {
     let dir = std::env::temp_dir().join(format!("pgsidecar-badcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = crate::pg::free_port();
+    let port = crate::support::pg::free_port();
     let file = dir.join("bad.yaml");
     std::fs::write(
         &file,
@@ -392,7 +392,7 @@ fn every_source_file_has_a_module_doc() {
     }
     let mut missing = Vec::new();
     for dir in ["src", "tests"] {
-        walk(&crate::root().join(dir), &mut missing);
+        walk(&crate::support::root().join(dir), &mut missing);
     }
     assert!(missing.is_empty(), "files without a //! header: {missing:?}");
 }

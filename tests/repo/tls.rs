@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::pg::{self, Cluster};
-use crate::scrape::{eventually, get, until_pg_up};
-use crate::{start, test_yaml};
+use crate::support::pg::{self, Cluster};
+use crate::support::scrape::{eventually, get, until_pg_up};
+use crate::support::{start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::link::Link;
-use crate::pg::{self, Cluster};
-use crate::scrape::{Metrics, eventually, get, scrape, until_pg_up};
+use crate::support::link::Link;
+use crate::support::pg::{self, Cluster};
+use crate::support::scrape::{Metrics, eventually, get, scrape, until_pg_up};
 
 /// Two intervals (1 s) plus the time a slow machine may need.
 const WITHIN: Duration = Duration::from_secs(8);
@@ -351,7 +351,7 @@ async fn mode_all_runs_everything_and_mode_none_only_the_pods_collectors() {
 
     let m = eventually(fleet.addr(all), WITHIN, "mode all runs everything", |m| {
         (m.has("pg_stat_database_xact_commit")
-            && m.all("pg_scrape_collector_success", &[]).len() == crate::default_collectors())
+            && m.all("pg_scrape_collector_success", &[]).len() == crate::support::default_collectors())
         .then(|| m.clone())
     })
     .await;

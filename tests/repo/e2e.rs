@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fixture::{example_config, monitored_app_db};
-use crate::pg::{Cluster, free_port};
-use crate::scrape::get;
+use crate::support::fixture::{example_config, monitored_app_db};
+use crate::support::pg::{Cluster, free_port};
+use crate::support::scrape::get;
 
 /// Kills every process it holds when dropped, also when a test fails.
 pub(crate) struct Procs(pub(crate) Vec<Child>);
@@ -117,7 +117,7 @@ async fn webhook() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 
 /// The shipped rules with every `for:` shortened to 1s.
 fn rules_with_short_for(dir: &Path) -> PathBuf {
-    let src = crate::root().join("alerts/pgsidecar.rules.yml");
+    let src = crate::support::root().join("alerts/pgsidecar.rules.yml");
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
     let mut shortened = 0;
     for group in doc["groups"].as_sequence_mut().unwrap() {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::scrape::{Metrics, eventually, get, request, until_pg_up};
-use crate::{pg, shared_yaml, start, test_yaml};
+use crate::support::scrape::{Metrics, eventually, get, request, until_pg_up};
+use crate::support::{pg, shared_yaml, start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -15,7 +15,7 @@ async fn endpoints_methods_and_unknown_paths() {
     assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
 
     eventually(px.addr, WAIT, "first runs", |m| {
-        (m.all("pg_scrape_collector_success", &[]).len() == crate::default_collectors()).then_some(())
+        (m.all("pg_scrape_collector_success", &[]).len() == crate::support::default_collectors()).then_some(())
     })
     .await;
     let r = get(px.addr, "/readyz").await;
@@ -67,7 +67,7 @@ async fn health_metrics_and_landing_page() {
     let px = start(&shared_yaml()).await;
     let m = eventually(px.addr, WAIT, "all collectors succeeded", |m| {
         let ok = m.all("pg_scrape_collector_success", &[]);
-        (ok.len() == crate::default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
+        (ok.len() == crate::support::default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
     })
     .await;
     let now = std::time::SystemTime::now()
@@ -136,7 +136,7 @@ async fn custom_telemetry_path_and_disabled_collectors() {
         let m = Metrics::parse(&r.text());
         // Every enabled collector has run once: the two disabled never do.
         let ran = m.all("pg_scrape_collector_success", &[]).len();
-        if m.get("pg_up", &[]) == Some(1.0) && ran == crate::default_collectors() - 2 {
+        if m.get("pg_up", &[]) == Some(1.0) && ran == crate::support::default_collectors() - 2 {
             assert!(m.has("pg_stat_activity_count"));
             assert!(!m.has("pg_settings_max_connections"), "settings is disabled");
             assert!(!m.has("pg_database_size_bytes"), "database is disabled");

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::scrape::{eventually, scrape};
-use crate::{pg, shared_yaml, start, test_yaml};
+use crate::support::scrape::{eventually, scrape};
+use crate::support::{pg, shared_yaml, start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -89,7 +89,8 @@ async fn stat_database_counts_committed_transactions() {
     admin.batch_execute("DROP DATABASE IF EXISTS xact_db").await.unwrap();
     admin.batch_execute("CREATE DATABASE xact_db").await.unwrap();
     let px = start(&shared_yaml()).await;
-    let commits = |m: &crate::scrape::Metrics| m.get("pg_stat_database_xact_commit", &[("datname", "xact_db")]);
+    let commits =
+        |m: &crate::support::scrape::Metrics| m.get("pg_stat_database_xact_commit", &[("datname", "xact_db")]);
     let before = eventually(px.addr, WAIT, "xact_db commits", commits).await;
 
     let db = cluster.connect("xact_db", "it-xact").await;
@@ -258,7 +259,7 @@ async fn version_gated_columns_follow_the_server() {
 /// The fixture schema builds on every supported version and has its eleven indexes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixture_schema_has_the_guides_indexes() {
-    let db = crate::fixture::create_app_db(pg::shared(), "fixture_db").await;
+    let db = crate::support::fixture::create_app_db(pg::shared(), "fixture_db").await;
     let n: i64 = db
         .query_one(
             "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND indexname LIKE 'idx\\_%'",
@@ -268,7 +269,7 @@ async fn fixture_schema_has_the_guides_indexes() {
         .unwrap()
         .get(0);
     assert_eq!(n, 11);
-    for name in crate::fixture::NAMED_INDEXES {
+    for name in crate::support::fixture::NAMED_INDEXES {
         let found: i64 = db
             .query_one("SELECT count(*) FROM pg_indexes WHERE indexname = $1", &[&name])
             .await

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use crate::fixture::create_app_db;
-use crate::pg;
-use crate::scrape::{Metrics, eventually};
-use crate::{run_pgsidecar, start, test_yaml};
+use crate::support::fixture::create_app_db;
+use crate::support::pg;
+use crate::support::scrape::{Metrics, eventually};
+use crate::support::{run_pgsidecar, start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(15);
 

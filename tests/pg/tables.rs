@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::fixture::create_app_db;
-use crate::scrape::{Metrics, eventually, scrape};
-use crate::{pg, start, test_yaml};
+use crate::support::fixture::create_app_db;
+use crate::support::scrape::{Metrics, eventually, scrape};
+use crate::support::{pg, start, test_yaml};
 
 const WAIT: Duration = Duration::from_secs(20);
 

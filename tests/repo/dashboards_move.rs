@@ -24,10 +24,10 @@ use serde_json::Value;
 
 use crate::dashboards::{PER_POD, dashboards, exprs, per_pod, server_wide, substitute};
 use crate::e2e::{Procs, percent_encode, spawn_prometheus, wait_http};
-use crate::fixture::{example_config, monitored_app_db};
 use crate::leader::Fleet;
-use crate::pg::{Cluster, free_port};
-use crate::scrape::{eventually, get};
+use crate::support::fixture::{example_config, monitored_app_db};
+use crate::support::pg::{Cluster, free_port};
+use crate::support::scrape::{eventually, get};
 
 /// Generous for a machine shared with other builds.
 const WITHIN: Duration = Duration::from_secs(30);
@@ -139,7 +139,7 @@ async fn until_scraped(prom: SocketAddr, addr: SocketAddr, down: Option<SocketAd
 /// What a sidecar exports while it does not lead is [`PER_POD`], plus the
 /// health of its `pools` collector and the job-wide slow-query threshold;
 /// and each entry of [`PER_POD`] is among it.
-fn check_per_pod_list(follower: &crate::scrape::Metrics) {
+fn check_per_pod_list(follower: &crate::support::scrape::Metrics) {
     let mut problems = Vec::new();
     for s in &follower.samples {
         let pools_health = (s.name.starts_with("pg_scrape_collector_") || s.name.starts_with("pgsidecar_collector_"))
@@ -223,7 +223,7 @@ async fn dashboards_follow_a_leadership_move() {
 
     let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;
     let follower = pods[1 - leader];
-    let collectors = crate::default_collectors();
+    let collectors = crate::support::default_collectors();
     until_scraped(prom_addr, fleet.addr(leader), None, collectors).await;
     let start = now();
     let follower_metrics = eventually(fleet.addr(follower), WITHIN, "the follower's pools", |m| {

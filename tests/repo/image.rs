@@ -9,11 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::pg::{self, free_port};
-use crate::scrape::{get, until_pg_up};
+use crate::support::pg::{self, free_port};
+use crate::support::scrape::{get, until_pg_up};
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(crate::root().join(rel)).unwrap()
+    std::fs::read_to_string(crate::support::root().join(rel)).unwrap()
 }
 
 /// The value after `key` on the Dockerfile line that starts with it.

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::pg::Cluster;
-use crate::scrape::{eventually, get, scrape, until_pg_up};
-use crate::{start, test_yaml};
+use crate::support::pg::Cluster;
+use crate::support::scrape::{eventually, get, scrape, until_pg_up};
+use crate::support::{start, test_yaml};
 
 /// One interval (1 s) plus the time a slow CI machine may need.
 const WITHIN: Duration = Duration::from_secs(8);
@@ -17,7 +17,7 @@ async fn down_at_start_then_comes_up() {
     let m = eventually(px.addr, WITHIN, "pg_up 0 while down", |m| {
         let failed = m.all("pg_scrape_collector_success", &[]);
         (m.get("pg_up", &[]) == Some(0.0)
-            && failed.len() == crate::default_collectors()
+            && failed.len() == crate::support::default_collectors()
             && failed.iter().all(|s| s.value == 0.0))
         .then(|| m.clone())
     })

@@ -1,0 +1,16 @@
+//! The integration tests whose outcome depends on the PostgreSQL server
+//! version: the collectors against a real server, Postgres faults, and
+//! `promtool check metrics` on an exposition with version-gated families.
+//! `scripts/test-matrix` runs this binary once per major version (13 to 18);
+//! `PG_BIN` picks the server (see `support::pg`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod collectors;
+mod faults;
+mod indexes;
+mod matviews;
+mod promtool;
+mod stat_statements;
+mod tables;
