@@ -1,12 +1,8 @@
 //! Each collector against a real server: create a known state, see it in the
 //! scrape.
 
-use std::time::Duration;
-
-use crate::support::scrape::{eventually, scrape};
-use crate::support::{pg, shared_yaml, start, test_yaml};
-
-const WAIT: Duration = Duration::from_secs(15);
+use crate::support::scrape::{scrape, until};
+use crate::support::{WAIT, pg, shared_yaml, start, test_yaml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postmaster_reports_up_version_and_start_time() {
@@ -26,7 +22,7 @@ async fn postmaster_reports_up_version_and_start_time() {
         .collect();
 
     let px = start(&shared_yaml()).await;
-    let m = eventually(px.addr, WAIT, "pg_up 1", |m| {
+    let m = until(px.addr, WAIT, "pg_up 1", |m| {
         (m.get("pg_up", &[]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -67,7 +63,7 @@ async fn settings_are_exported_with_converted_units() {
     let yaml =
         test_yaml(&cluster.dsn("settings_db"), "").replace("datasource:\n", "datasource:\n  statement_timeout: 7s\n");
     let px = start(&yaml).await;
-    let m = eventually(px.addr, WAIT, "settings", |m| {
+    let m = until(px.addr, WAIT, "settings", |m| {
         m.has("pg_settings_work_mem_bytes").then(|| m.clone())
     })
     .await;
@@ -91,7 +87,7 @@ async fn stat_database_counts_committed_transactions() {
     let px = start(&shared_yaml()).await;
     let commits =
         |m: &crate::support::scrape::Metrics| m.get("pg_stat_database_xact_commit", &[("datname", "xact_db")]);
-    let before = eventually(px.addr, WAIT, "xact_db commits", commits).await;
+    let before = until(px.addr, WAIT, "xact_db commits", commits).await;
 
     let db = cluster.connect("xact_db", "it-xact").await;
     db.batch_execute("CREATE TABLE t (id int)").await.unwrap();
@@ -101,7 +97,7 @@ async fn stat_database_counts_committed_transactions() {
     }
     drop(db); // stats are flushed at the latest when the session ends
 
-    let after = eventually(px.addr, WAIT, "40 more commits in xact_db", |m| {
+    let after = until(px.addr, WAIT, "40 more commits in xact_db", |m| {
         commits(m).filter(|v| *v >= before + N)
     })
     .await;
@@ -148,7 +144,7 @@ async fn database_size_and_connection_limit() {
     assert!(expected > 10_000_000, "fixture should be over 10 MB, is {expected}");
 
     let px = start(&shared_yaml()).await;
-    let size = eventually(px.addr, WAIT, "size_db size", |m| {
+    let size = until(px.addr, WAIT, "size_db size", |m| {
         m.get("pg_database_size_bytes", &[("datname", "size_db")])
             .filter(|s| *s > 10_000_000.0)
     })
@@ -176,7 +172,7 @@ async fn stat_activity_counts_connections_by_application() {
         clients.push(cluster.connect("postgres", app).await);
     }
     let px = start(&shared_yaml()).await;
-    let m = eventually(px.addr, WAIT, "4 idle it-activity-app connections", |m| {
+    let m = until(px.addr, WAIT, "4 idle it-activity-app connections", |m| {
         let n: f64 = m
             .all(
                 "pg_stat_activity_count",
@@ -203,7 +199,7 @@ async fn stat_activity_counts_connections_by_application() {
 
     // An open transaction shows its age.
     clients[0].batch_execute("BEGIN; SELECT txid_current()").await.unwrap();
-    eventually(px.addr, WAIT, "a transaction older than 1s", |m| {
+    until(px.addr, WAIT, "a transaction older than 1s", |m| {
         m.get(
             "pg_stat_activity_max_tx_duration",
             &[("application_name", app), ("state", "idle in transaction")],
@@ -214,7 +210,7 @@ async fn stat_activity_counts_connections_by_application() {
     clients[0].batch_execute("COMMIT").await.unwrap();
 
     drop(clients);
-    eventually(px.addr, WAIT, "connections gone", |m| {
+    until(px.addr, WAIT, "connections gone", |m| {
         m.all("pg_stat_activity_count", &[("application_name", app)])
             .is_empty()
             .then_some(())
@@ -234,7 +230,7 @@ async fn version_gated_columns_follow_the_server() {
         .unwrap()
         .get(0);
     let px = start(&shared_yaml()).await;
-    let m = eventually(px.addr, WAIT, "stat_database and conflicts", |m| {
+    let m = until(px.addr, WAIT, "stat_database and conflicts", |m| {
         (m.has("pg_stat_database_xact_commit") && m.has("pg_stat_database_conflicts_confl_lock")).then(|| m.clone())
     })
     .await;
@@ -290,7 +286,7 @@ async fn pool_connections_against_capacity() {
         clients.push(cluster.connect("postgres", "it-pool-api").await);
     }
     clients[0].batch_execute("BEGIN; SELECT 1").await.unwrap();
-    let m = eventually(px.addr, WAIT, "25 pool connections", |m| {
+    let m = until(px.addr, WAIT, "25 pool connections", |m| {
         let n: f64 = m
             .all("pgsidecar_pool_connections", &[("pool", "api")])
             .iter()
@@ -316,13 +312,13 @@ async fn pool_connections_against_capacity() {
         Some(0.0)
     );
     assert_eq!(m.get("pgsidecar_pool_capacity", &[("pool", "other")]), Some(5.0));
-    eventually(px.addr, WAIT, "idle in transaction for over 1s", |m| {
+    until(px.addr, WAIT, "idle in transaction for over 1s", |m| {
         m.get("pgsidecar_pool_idle_in_transaction_max_seconds", &[("pool", "api")])
             .filter(|s| *s >= 1.0)
     })
     .await;
     drop(clients);
-    eventually(px.addr, WAIT, "pool empty", |m| {
+    until(px.addr, WAIT, "pool empty", |m| {
         let n: f64 = m
             .all("pgsidecar_pool_connections", &[("pool", "api")])
             .iter()
@@ -343,7 +339,7 @@ async fn active_slow_queries_and_idle_transactions() {
         "checks:\n  slow_queries:\n    threshold: 100ms\n",
     ))
     .await;
-    let m = eventually(px.addr, WAIT, "threshold gauge", |m| {
+    let m = until(px.addr, WAIT, "threshold gauge", |m| {
         m.has("pg_stat_activity_oldest_query_seconds").then(|| m.clone())
     })
     .await;
@@ -357,7 +353,7 @@ async fn active_slow_queries_and_idle_transactions() {
     for _ in 0..20 {
         fast.batch_execute("SELECT 1").await.unwrap();
     }
-    let m = eventually(px.addr, WAIT, "one slow active query", |m| {
+    let m = until(px.addr, WAIT, "one slow active query", |m| {
         (m.get("pg_stat_activity_slow_queries", &[("application_name", "it-slow")]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -386,7 +382,7 @@ async fn active_slow_queries_and_idle_transactions() {
             .all(|s| s.value == 0.0)
     );
     sleeper.await.unwrap().unwrap();
-    eventually(px.addr, WAIT, "slow query done", |m| {
+    until(px.addr, WAIT, "slow query done", |m| {
         m.all("pg_stat_activity_slow_queries", &[("application_name", "it-slow")])
             .iter()
             .all(|s| s.value == 0.0)

@@ -4,17 +4,19 @@
 use std::time::{Duration, Instant};
 
 use crate::support::pg::Cluster;
-use crate::support::scrape::{eventually, get, scrape, until_pg_up};
-use crate::support::{start, test_yaml};
+use crate::support::scrape::{get, scrape, until, until_pg_up};
+use crate::support::{WAIT, start, test_yaml};
 
-/// One interval (1 s) plus the time a slow CI machine may need.
-const WITHIN: Duration = Duration::from_secs(8);
+/// How soon pgsidecar has data again once Postgres is back: one interval
+/// (1 s) plus the time a slow CI machine may need. A bound the tests assert,
+/// not how long they wait (that is `WAIT`).
+const RECOVERS_WITHIN: Duration = Duration::from_secs(8);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_at_start_then_comes_up() {
     let cluster = Cluster::init();
     let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
-    let m = eventually(px.addr, WITHIN, "pg_up 0 while down", |m| {
+    let m = until(px.addr, WAIT, "pg_up 0 while down", |m| {
         let failed = m.all("pg_scrape_collector_success", &[]);
         (m.get("pg_up", &[]) == Some(0.0)
             && failed.len() == crate::support::default_collectors()
@@ -34,12 +36,16 @@ async fn down_at_start_then_comes_up() {
 
     cluster.start();
     let up_at = Instant::now();
-    until_pg_up(px.addr, WITHIN, 1.0).await;
-    eventually(px.addr, WITHIN, "stat_database data", |m| {
+    until_pg_up(px.addr, WAIT, 1.0).await;
+    until(px.addr, WAIT, "stat_database data", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
     .await;
-    assert!(up_at.elapsed() < WITHIN);
+    assert!(
+        up_at.elapsed() < RECOVERS_WITHIN,
+        "data again {:?} after the start",
+        up_at.elapsed()
+    );
     px.stop().await.unwrap();
 }
 
@@ -48,15 +54,15 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
     let cluster = Cluster::init();
     cluster.start();
     let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
-    until_pg_up(px.addr, WITHIN, 1.0).await;
-    eventually(px.addr, WITHIN, "xact_commit", |m| {
+    until_pg_up(px.addr, WAIT, 1.0).await;
+    until(px.addr, WAIT, "xact_commit", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
     .await;
 
     cluster.stop();
     let down = Instant::now();
-    let m = eventually(px.addr, WITHIN, "pg_up 0 after stop", |m| {
+    let m = until(px.addr, WAIT, "pg_up 0 after stop", |m| {
         (m.get("pg_up", &[]) == Some(0.0)).then(|| m.clone())
     })
     .await;
@@ -75,7 +81,7 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
             &[("collector", "stat_database")],
         )
         .unwrap();
-    eventually(px.addr, WITHIN, "stale series dropped", |m| {
+    until(px.addr, WAIT, "stale series dropped", |m| {
         (!m.has("pg_stat_database_xact_commit")
             && m.get("pg_scrape_collector_success", &[("collector", "stat_database")]) == Some(0.0))
         .then_some(())
@@ -93,8 +99,8 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
     );
 
     cluster.start();
-    until_pg_up(px.addr, WITHIN, 1.0).await;
-    eventually(px.addr, WITHIN, "series back", |m| {
+    until_pg_up(px.addr, WAIT, 1.0).await;
+    until(px.addr, WAIT, "series back", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
     .await;
@@ -106,15 +112,15 @@ async fn postmaster_killed_with_sigkill() {
     let cluster = Cluster::init();
     cluster.start();
     let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
-    until_pg_up(px.addr, WITHIN, 1.0).await;
+    until_pg_up(px.addr, WAIT, 1.0).await;
 
     cluster.kill();
-    cluster.wait_down();
-    until_pg_up(px.addr, WITHIN, 0.0).await;
+    cluster.wait_down().await;
+    until_pg_up(px.addr, WAIT, 0.0).await;
     assert_eq!(get(px.addr, "/healthz").await.status, 200);
 
     cluster.start();
-    let m = eventually(px.addr, WITHIN, "pg_up 1 after crash recovery", |m| {
+    let m = until(px.addr, WAIT, "pg_up 1 after crash recovery", |m| {
         (m.get("pg_up", &[]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -148,7 +154,7 @@ async fn collector_over_its_timeout_leaves_the_others_running() {
     );
     let px = start(&yaml).await;
     // Connection start-up reads pg_database too: wait until the pool holds all its connections.
-    eventually(px.addr, WITHIN, "pool filled", |m| {
+    until(px.addr, WAIT, "pool filled", |m| {
         (m.get("pgsidecar_db_pool_size", &[]) == Some(3.0)
             && m.get("pg_scrape_collector_success", &[("collector", "database")]) == Some(1.0))
         .then_some(())
@@ -162,7 +168,7 @@ async fn collector_over_its_timeout_leaves_the_others_running() {
         .batch_execute("BEGIN; LOCK TABLE pg_database IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let m = eventually(px.addr, WITHIN, "database collector timed out", |m| {
+    let m = until(px.addr, WAIT, "database collector timed out", |m| {
         (m.get("pg_scrape_collector_success", &[("collector", "database")]) == Some(0.0)).then(|| m.clone())
     })
     .await;
@@ -205,13 +211,15 @@ async fn collector_over_its_timeout_leaves_the_others_running() {
             .unwrap()
             .get(0);
         assert!(waiting <= 1, "{waiting} pgsidecar queries wait on the lock");
+        // Lets time pass on purpose: the six scrapes spread over more than
+        // two of the collector's timeouts.
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let page = get(px.addr, "/").await.text();
     assert!(page.contains("timed out after 500ms"), "{page}");
 
     locker.batch_execute("COMMIT").await.unwrap();
-    eventually(px.addr, WITHIN, "database collector recovered", |m| {
+    until(px.addr, WAIT, "database collector recovered", |m| {
         m.get(
             "pgsidecar_collector_last_success_timestamp_seconds",
             &[("collector", "database")],

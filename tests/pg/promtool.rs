@@ -4,10 +4,9 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use crate::support::scrape::eventually;
-use crate::support::{default_collectors, shared_yaml, start};
+use crate::support::scrape::until;
+use crate::support::{WAIT, default_collectors, shared_yaml, start};
 
 /// Families whose names postgres_exporter fixed before us; promtool's lint
 /// flags them: `pg_stat_database_*` counters without `_total`,
@@ -26,7 +25,7 @@ fn compat_name(name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_exposition() {
     let px = start(&shared_yaml()).await;
-    let m = eventually(px.addr, Duration::from_secs(15), "all collectors ran", |m| {
+    let m = until(px.addr, WAIT, "all collectors ran", |m| {
         let ok = m.all("pg_scrape_collector_success", &[]);
         (ok.len() == default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
     })

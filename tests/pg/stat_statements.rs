@@ -7,13 +7,11 @@
 //! role leaves the workload in.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use crate::support::pg::{self, Cluster};
-use crate::support::scrape::{Metrics, eventually};
-use crate::support::{start, test_yaml};
+use crate::support::scrape::{Metrics, until};
+use crate::support::{WAIT, start, test_yaml};
 
-const WAIT: Duration = Duration::from_secs(20);
 const ROLE: &str = "pgsidecar_it";
 
 /// Creates pgsidecar's test role once (tests race for it) and returns its DSN.
@@ -70,7 +68,7 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
             &[("datname", dbname), ("queryid", id)],
         )
     };
-    let m = eventually(px.addr, WAIT, "both statements", |m| {
+    let m = until(px.addr, WAIT, "both statements", |m| {
         (calls(m, &slow) >= Some(4.0) && calls(m, &fast) >= Some(50.0)).then(|| m.clone())
     })
     .await;
@@ -120,7 +118,7 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
     // ...only because of exclude_own_role.
     let yaml = statements("    top: 5000\n    exclude_own_role: false\n");
     let px = start(&test_yaml(&dsn, &yaml)).await;
-    eventually(px.addr, WAIT, "pgsidecar_it's statements", |m| {
+    until(px.addr, WAIT, "pgsidecar_it's statements", |m| {
         (mine(m) > 0).then_some(())
     })
     .await;
@@ -135,7 +133,7 @@ async fn query_texts_only_on_request_and_cut() {
     let dsn = monitor_dsn(cluster, &db, dbname).await;
     let yaml = statements("    include_query_text: true\n    query_text_length: 40\n");
     let px = start(&test_yaml(&dsn, &yaml)).await;
-    let texts = eventually(px.addr, WAIT, "query texts", |m| {
+    let texts = until(px.addr, WAIT, "query texts", |m| {
         let texts: Vec<String> = m
             .all("pg_stat_statements_query_id", &[])
             .iter()
@@ -163,7 +161,7 @@ async fn only_the_top_n_statements() {
     let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
     let px = start(&test_yaml(&dsn, &statements("    top: 3\n"))).await;
-    let m = eventually(px.addr, WAIT, "statements", |m| {
+    let m = until(px.addr, WAIT, "statements", |m| {
         m.has("pg_stat_statements_calls_total").then(|| m.clone())
     })
     .await;
@@ -190,7 +188,7 @@ async fn unavailable_without_the_extension() {
     let yaml = test_yaml(&cluster.dsn(dbname), "collectors:\n  database:\n    interval: 1s\n");
     let px = start(&yaml).await;
     let collectors = pgsidecar::collectors::ALL.len();
-    let m = eventually(px.addr, WAIT, "every collector ran", |m| {
+    let m = until(px.addr, WAIT, "every collector ran", |m| {
         (m.all("pg_scrape_collector_success", &[]).len() == collectors && m.has("pgsidecar_collector_unavailable"))
             .then(|| m.clone())
     })

@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::fixture::{example_config, monitored_app_db};
 use crate::support::pg::{Cluster, free_port};
 use crate::support::scrape::get;
+use crate::support::{WAIT, eventually};
 
 /// Kills every process it holds when dropped, also when a test fails.
 pub(crate) struct Procs(pub(crate) Vec<Child>);
@@ -44,14 +44,16 @@ pub(crate) fn spawn(cmd: &mut Command, what: &str, log: &Path) -> Child {
 }
 
 pub(crate) async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() && get(addr, path).await.status == 200 {
-            return;
+    eventually(WAIT, &format!("{what} ready on {addr}{path}"), async || {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return Err("nothing listens".into());
         }
-        assert!(Instant::now() < deadline, "{what} not ready on {addr}{path}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        match get(addr, path).await {
+            r if r.status == 200 => Ok(()),
+            r => Err(format!("status {}: {}", r.status, r.text())),
+        }
+    })
+    .await
 }
 
 /// Starts Prometheus on `addr` with `dir/prometheus.yml`, its data in
@@ -257,11 +259,13 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     // Prometheus hands targets to its scrapers a few seconds after start:
     // start the workload only once pgsidecar has been scraped, so counters
     // are seen rising.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while query(prom_addr, "up{job=\"pgsidecar\"} == 1").await != Ok(2) {
-        assert!(Instant::now() < deadline, "prometheus never scraped pgsidecar");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(WAIT, "prometheus scraped both pgsidecars", async || {
+        match query(prom_addr, "up{job=\"pgsidecar\"} == 1").await {
+            Ok(2) => Ok(()),
+            other => Err(format!("{other:?} targets up")),
+        }
+    })
+    .await;
 
     // The conditions, for real.
     // 1. Slow statements: 120 calls of 150 ms from four sessions.
@@ -329,8 +333,9 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             vec![("severity", "critical"), ("datname", "mluvme")],
         ),
     ];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    // Longer than WAIT: each alert needs a rate over several scrapes, a `for:`
+    // and Alertmanager's grouping.
+    eventually(WAIT * 4, "alerts delivered to the webhook", async || {
         let got = received(&bodies);
         let missing: Vec<&str> = expected
             .iter()
@@ -344,28 +349,26 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             .map(|(name, _)| *name)
             .collect();
         if missing.is_empty() {
-            break;
+            return Ok(());
         }
-        if Instant::now() > deadline {
-            let names: Vec<_> = got.iter().filter_map(|a| a.get("alertname")).collect();
-            let mut state = String::new();
-            for e in [
-                "pg_stat_statements_calls_total",
-                "rate(pg_stat_statements_calls_total[5m]) > 0.1",
-                "rate(pg_stat_statements_seconds_total[5m]) / rate(pg_stat_statements_calls_total[5m])",
-                "pgsidecar_slow_query_threshold_seconds",
-                "pgsidecar_migration_at_expected",
-                "ALERTS",
-            ] {
-                state.push_str(&format!("{e}: {:?}\n", query(prom_addr, e).await));
-            }
-            panic!(
-                "alerts not delivered to the webhook: {missing:?}\nreceived: {names:?}\n{state}pgsidecar log:\n{}",
-                std::fs::read_to_string(dir.join("pgsidecar.log")).unwrap_or_default()
-            );
+        let names: Vec<_> = got.iter().filter_map(|a| a.get("alertname")).collect();
+        let mut state = String::new();
+        for e in [
+            "pg_stat_statements_calls_total",
+            "rate(pg_stat_statements_calls_total[5m]) > 0.1",
+            "rate(pg_stat_statements_seconds_total[5m]) / rate(pg_stat_statements_calls_total[5m])",
+            "pgsidecar_slow_query_threshold_seconds",
+            "pgsidecar_migration_at_expected",
+            "ALERTS",
+        ] {
+            state.push_str(&format!("{e}: {:?}\n", query(prom_addr, e).await));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Err(format!(
+            "missing {missing:?}\nreceived: {names:?}\n{state}pgsidecar log:\n{}",
+            std::fs::read_to_string(dir.join("pgsidecar.log")).unwrap_or_default()
+        ))
+    })
+    .await;
     // Healthy parts stay quiet; a missing extension is information, not a failure.
     let got = received(&bodies);
     for quiet in [
@@ -382,8 +385,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
 
     // Every dashboard query returns data from Prometheus (autovacuum may take
     // a few seconds more).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(WAIT * 2, "data for every dashboard query", async || {
         let mut empty = Vec::new();
         for (file, dashboard) in crate::dashboards::dashboards() {
             for (panel, expr) in crate::dashboards::exprs(&dashboard) {
@@ -396,15 +398,12 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             }
         }
         if empty.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("queries without data:\n{}", empty.join("\n")))
         }
-        assert!(
-            Instant::now() < deadline,
-            "dashboard queries without data:\n{}",
-            empty.join("\n")
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
     drop(pool);
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);

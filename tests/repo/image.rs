@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::pg::{self, free_port};
 use crate::support::scrape::{get, until_pg_up};
+use crate::support::{WAIT, eventually};
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(crate::support::root().join(rel)).unwrap()
@@ -118,12 +119,12 @@ async fn runs_unprivileged_with_nothing_writable() {
             "runs as nobody: {uid}"
         );
     }
-    until_pg_up(addr, Duration::from_secs(15), 1.0).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while get(addr, "/readyz").await.status != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_pg_up(addr, WAIT, 1.0).await;
+    eventually(WAIT, "ready", async || match get(addr, "/readyz").await {
+        r if r.status == 200 => Ok(()),
+        r => Err(format!("status {}", r.status)),
+    })
+    .await;
     assert!(
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

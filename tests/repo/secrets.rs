@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::WAIT;
 use crate::support::pg;
-use crate::support::scrape::{eventually, get, until_pg_up};
+use crate::support::scrape::{get, until, until_pg_up};
 
 const GOOD: &str = "Pw-9f3Kx7-secret";
 const WRONG: &str = "Wrong-7hQ2-pass";
@@ -79,7 +80,7 @@ async fn passwords_stay_secret_and_sigterm_exits_zero() {
         &format!("postgresql://secret_user:{GOOD}@127.0.0.1:{port}/postgres?sslmode=disable"),
         &[],
     );
-    until_pg_up(p.addr, Duration::from_secs(15), 1.0).await;
+    until_pg_up(p.addr, WAIT, 1.0).await;
     let served = everything_served(p.addr).await;
     assert!(
         served.contains("secret_user@127.0.0.1"),
@@ -98,7 +99,7 @@ async fn passwords_stay_secret_and_sigterm_exits_zero() {
         &format!("host=127.0.0.1 port={port} user=secret_user password={WRONG} dbname=postgres sslmode=disable"),
         &["--log.format", "json"],
     );
-    eventually(p.addr, Duration::from_secs(15), "auth failure", |m| {
+    until(p.addr, WAIT, "auth failure", |m| {
         (m.get("pg_up", &[]) == Some(0.0)
             && m.get("pg_scrape_collector_success", &[("collector", "postmaster")]) == Some(0.0))
         .then_some(())

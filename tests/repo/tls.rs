@@ -3,13 +3,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::pg::{self, Cluster};
-use crate::support::scrape::{eventually, get, until_pg_up};
-use crate::support::{start, test_yaml};
-
-const WAIT: Duration = Duration::from_secs(15);
+use crate::support::scrape::{get, until, until_pg_up};
+use crate::support::{WAIT, start, test_yaml};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -98,7 +95,7 @@ fn yaml(port: u16, host: &str, sslmode: &str, rootcert: Option<&Path>) -> String
 
 async fn expect_up(yaml: &str) {
     let px = start(yaml).await;
-    let m = eventually(px.addr, WAIT, "pg_up 1 over TLS", |m| {
+    let m = until(px.addr, WAIT, "pg_up 1 over TLS", |m| {
         (m.get("pg_up", &[]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -108,7 +105,7 @@ async fn expect_up(yaml: &str) {
 
 async fn expect_error(yaml: &str, fragment: &str) {
     let px = start(yaml).await;
-    eventually(px.addr, WAIT, "postmaster failed", |m| {
+    until(px.addr, WAIT, "postmaster failed", |m| {
         m.get("pg_scrape_collector_success", &[("collector", "postmaster")])
             .filter(|v| *v == 0.0)
     })

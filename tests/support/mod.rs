@@ -14,9 +14,44 @@ pub mod promtool;
 pub mod scrape;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use pgsidecar::Running;
 use pgsidecar::config::{Config, Flags};
+
+/// How long the tests wait for a condition before they fail: generous for a
+/// slow two-core CI machine running tests side by side, and free when the
+/// condition comes sooner. A test that needs longer passes a multiple of it.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Checks `check` every 100 ms until it returns `Ok`, and returns that value;
+/// panics after `within`, naming `what` and the last `Err` (what was seen
+/// instead). The harness's one wait loop: whatever waits for something to
+/// happen goes through it (`scrape::until` for a scrape).
+pub async fn eventually<T>(within: Duration, what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {within:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `f`, which blocks (a server tool, a child process). Inside a
+/// multi-threaded tokio runtime (the async tests) it tells tokio first, so
+/// the runtime's other tasks, such as an in-process pgsidecar, move to
+/// another worker instead of waiting behind it.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
 
 /// A config for `dsn`: every collector on a 1 s interval, plus `extra` YAML
 /// appended at the top level.

@@ -263,14 +263,15 @@ impl Cluster {
     }
 
     /// Waits until the server no longer accepts connections (after a kill).
-    pub fn wait_down(&self) {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                return;
+    pub async fn wait_down(&self) {
+        let port = self.port;
+        super::eventually(super::WAIT, &format!("server on port {port} down"), async || {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(_) => Err("it still accepts connections".into()),
+                Err(_) => Ok(()),
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("server on port {} still accepts connections", self.port);
+        })
+        .await
     }
 
     /// Stops the server and removes the directory when this process exits,
