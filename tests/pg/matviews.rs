@@ -74,7 +74,7 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
     let (refresher, conn) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=refresher password=refresher-pw dbname=matview_db",
-            cluster.port
+            cluster.port()
         ),
         tokio_postgres::NoTls,
     )

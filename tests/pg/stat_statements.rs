@@ -24,7 +24,7 @@ async fn monitor_dsn(cluster: &Cluster, db: &tokio_postgres::Client, dbname: &st
     .unwrap();
     format!(
         "host=127.0.0.1 port={} user={ROLE} password=it-secret dbname={dbname} sslmode=disable",
-        cluster.port
+        cluster.port()
     )
 }
 

@@ -23,10 +23,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::dashboards::{PER_POD, dashboards, exprs, per_pod, server_wide, substitute};
-use crate::e2e::{Procs, percent_encode, spawn_prometheus, wait_http};
+use crate::e2e::{percent_encode, start_prometheus, wait_http};
 use crate::leader::Fleet;
 use crate::support::fixture::{example_config, monitored_app_db};
-use crate::support::pg::{Cluster, free_port};
+use crate::support::pg::Cluster;
 use crate::support::scrape::{get, until};
 use crate::support::{WAIT, eventually};
 
@@ -210,10 +210,12 @@ async fn dashboards_follow_a_leadership_move() {
         ("DB_HOST", "127.0.0.1"),
     ];
     let mut fleet = Fleet::new();
-    let pods = [fleet.spawn_config(&yaml, &env), fleet.spawn_config(&yaml, &env)];
+    let pods = [
+        fleet.spawn_config(&yaml, &env).await,
+        fleet.spawn_config(&yaml, &env).await,
+    ];
     let addrs = pods.map(|n| fleet.addr(n));
 
-    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = fleet.dir().join("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -228,7 +230,7 @@ async fn dashboards_follow_a_leadership_move() {
     )
     .unwrap();
     // Declared after the fleet: dropped (killed) before the fleet removes its directory.
-    let _prometheus = Procs(vec![spawn_prometheus(&dir, prom_addr)]);
+    let (_prometheus, prom_addr) = start_prometheus(&dir).await;
     wait_http(prom_addr, "/-/ready", "prometheus").await;
 
     let leader = fleet.one_leader(WAIT, "one leader", |_| true).await;

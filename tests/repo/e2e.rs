@@ -12,36 +12,16 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::fixture::{example_config, monitored_app_db};
-use crate::support::pg::{Cluster, free_port};
+use crate::support::pg::Cluster;
+use crate::support::process::Proc;
 use crate::support::scrape::get;
 use crate::support::{WAIT, eventually};
-
-/// Kills every process it holds when dropped, also when a test fails.
-pub(crate) struct Procs(pub(crate) Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-pub(crate) fn spawn(cmd: &mut Command, what: &str, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    cmd.stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {what} (scripts/test installs it): {e}"))
-}
 
 pub(crate) async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
     eventually(WAIT, &format!("{what} ready on {addr}{path}"), async || {
@@ -56,18 +36,21 @@ pub(crate) async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
     .await
 }
 
-/// Starts Prometheus on `addr` with `dir/prometheus.yml`, its data in
-/// `dir/prom` and its log in `dir/prometheus.log`.
-pub(crate) fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Child {
-    spawn(
+/// Starts Prometheus on 127.0.0.1:0 with `dir/prometheus.yml`, its data in
+/// `dir/prom` and its log in `dir/prometheus.log`; returns it and its
+/// address.
+pub(crate) async fn start_prometheus(dir: &Path) -> (Proc, SocketAddr) {
+    let mut p = Proc::spawn(
         Command::new("prometheus").args([
             &format!("--config.file={}", dir.join("prometheus.yml").display()),
             &format!("--storage.tsdb.path={}", dir.join("prom").display()),
-            &format!("--web.listen-address={addr}"),
+            "--web.listen-address=127.0.0.1:0",
         ]),
         "prometheus",
         &dir.join("prometheus.log"),
-    )
+    );
+    let addr = p.address("msg=\"Listening on\"", "address").await;
+    (p, addr)
 }
 
 /// Serves POSTs on an ephemeral port and keeps their bodies.
@@ -191,15 +174,26 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     // pgsidecar: the example config, collecting every second.
     let config = dir.join("pgsidecar.yaml");
     std::fs::write(&config, example_config("")).unwrap();
-    let px_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (px, px_addr) = Proc::pgsidecar(
+        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .args(["--config.file", config.to_str().unwrap()])
+            .env("DATA_SOURCE_NAME", &dsn)
+            .env("POD_IP", "127.0.0.1")
+            .env("DB_HOST", "127.0.0.1"),
+        "pgsidecar",
+        &dir.join("pgsidecar.log"),
+    )
+    .await;
     // A second pgsidecar with the default configuration, on a database without
     // pg_stat_statements: its unavailable collector is what the self
     // dashboard's "Unavailable collectors" panel lists.
-    let px2_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (px2, px2_addr) = Proc::pgsidecar(
+        Command::new(env!("CARGO_BIN_EXE_pgsidecar")).env("DATA_SOURCE_NAME", cluster.dsn("postgres")),
+        "pgsidecar (second)",
+        &dir.join("pgsidecar2.log"),
+    )
+    .await;
     let (hook_addr, bodies) = webhook().await;
-    let am_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-
     std::fs::write(
         dir.join("alertmanager.yml"),
         format!(
@@ -208,6 +202,18 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         ),
     )
     .unwrap();
+    let mut am = Proc::spawn(
+        Command::new("prometheus-alertmanager").args([
+            &format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            &format!("--storage.path={}", dir.join("am").display()),
+            "--web.listen-address=127.0.0.1:0",
+            "--cluster.listen-address=",
+        ]),
+        "prometheus-alertmanager",
+        &dir.join("alertmanager.log"),
+    );
+    let am_addr = am.address("msg=\"Listening on\"", "address").await;
+
     let rules = rules_with_short_for(&dir);
     std::fs::write(
         dir.join("prometheus.yml"),
@@ -219,40 +225,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         ),
     )
     .unwrap();
-
-    let mut procs = Procs(Vec::new());
-    procs.0.push(spawn(
-        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .args([
-                "--config.file",
-                config.to_str().unwrap(),
-                "--web.listen-address",
-                &px_addr.to_string(),
-            ])
-            .env("DATA_SOURCE_NAME", &dsn)
-            .env("POD_IP", "127.0.0.1")
-            .env("DB_HOST", "127.0.0.1"),
-        "pgsidecar",
-        &dir.join("pgsidecar.log"),
-    ));
-    procs.0.push(spawn(
-        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .args(["--web.listen-address", &px2_addr.to_string()])
-            .env("DATA_SOURCE_NAME", cluster.dsn("postgres")),
-        "pgsidecar (second)",
-        &dir.join("pgsidecar2.log"),
-    ));
-    procs.0.push(spawn(
-        Command::new("prometheus-alertmanager").args([
-            &format!("--config.file={}", dir.join("alertmanager.yml").display()),
-            &format!("--storage.path={}", dir.join("am").display()),
-            &format!("--web.listen-address={am_addr}"),
-            "--cluster.listen-address=",
-        ]),
-        "prometheus-alertmanager",
-        &dir.join("alertmanager.log"),
-    ));
-    procs.0.push(spawn_prometheus(&dir, prom_addr));
+    let (prometheus, prom_addr) = start_prometheus(&dir).await;
     wait_http(px_addr, "/readyz", "pgsidecar").await;
     wait_http(am_addr, "/-/ready", "alertmanager").await;
     wait_http(prom_addr, "/-/ready", "prometheus").await;
@@ -405,6 +378,6 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     })
     .await;
     drop(pool);
-    drop(procs);
+    drop((px, px2, am, prometheus));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,11 +7,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::link::Link;
-use crate::support::pg::{self, Cluster};
+use crate::support::pg::Cluster;
+use crate::support::process::Proc;
 use crate::support::scrape::{Metrics, get, scrape, until, until_pg_up};
 use crate::support::{WAIT, eventually};
 
@@ -26,12 +28,14 @@ const LEADER_ELECTION: &str = "coordination:\n  mode: leader-election\n  check_i
 /// used by `dashboards_move`.
 pub(crate) struct Fleet {
     dir: PathBuf,
-    procs: Vec<Option<(Child, SocketAddr)>>,
+    procs: Vec<Option<(Proc, SocketAddr)>>,
 }
 
 impl Fleet {
     pub(crate) fn new() -> Fleet {
-        let dir = std::env::temp_dir().join(format!("pgsidecar-leader-{}-{}", std::process::id(), pg::free_port()));
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pgsidecar-leader-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Fleet { dir, procs: Vec::new() }
     }
@@ -42,42 +46,34 @@ impl Fleet {
     }
 
     /// Starts a pgsidecar with `coordination` YAML; returns its index.
-    fn spawn(&mut self, cluster: &Cluster, coordination: &str) -> usize {
-        self.spawn_dsn(&cluster.dsn("postgres"), coordination)
+    async fn spawn(&mut self, cluster: &Cluster, coordination: &str) -> usize {
+        self.spawn_dsn(&cluster.dsn("postgres"), coordination).await
     }
 
     /// As `spawn`, with the datasource `dsn`.
-    fn spawn_dsn(&mut self, dsn: &str, coordination: &str) -> usize {
+    async fn spawn_dsn(&mut self, dsn: &str, coordination: &str) -> usize {
         let yaml = format!(
             "collection:\n  interval: 1s\n{coordination}checks:\n  pools:\n    - name: app\n      application_name: it-app\n      size: 5\n"
         );
-        self.spawn_config(&yaml, &[("DATA_SOURCE_NAME", dsn)])
+        self.spawn_config(&yaml, &[("DATA_SOURCE_NAME", dsn)]).await
     }
 
     /// Starts a pgsidecar with this whole config file and environment;
     /// returns its index once it listens.
-    pub(crate) fn spawn_config(&mut self, yaml: &str, env: &[(&str, &str)]) -> usize {
+    pub(crate) async fn spawn_config(&mut self, yaml: &str, env: &[(&str, &str)]) -> usize {
         let n = self.procs.len();
         let config = self.dir.join(format!("config-{n}.yaml"));
         std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::File::create(self.dir.join(format!("log-{n}.txt"))).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", pg::free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .arg("--config.file")
-            .arg(&config)
-            .args(["--web.listen-address", &addr.to_string()])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "pgsidecar {n} did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.procs.push(Some((child, addr)));
+        let (p, addr) = Proc::pgsidecar(
+            Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+                .arg("--config.file")
+                .arg(&config)
+                .envs(env.iter().copied()),
+            &format!("pgsidecar {n}"),
+            &self.dir.join(format!("log-{n}.txt")),
+        )
+        .await;
+        self.procs.push(Some((p, addr)));
         n
     }
 
@@ -91,17 +87,13 @@ impl Fleet {
 
     /// SIGTERM; returns the exit code once the process has ended.
     fn terminate(&mut self, n: usize) -> Option<i32> {
-        let (mut child, _) = self.procs[n].take()?;
-        let pid = child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        child.wait().ok()?.code()
+        let (p, _) = self.procs[n].take()?;
+        p.terminate().code()
     }
 
+    /// SIGKILL (dropping a `Proc` kills it).
     pub(crate) fn kill(&mut self, n: usize) {
-        if let Some((mut child, _)) = self.procs[n].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.procs[n].take();
     }
 
     /// One scrape of every live process: (index, leader gauge, metrics).
@@ -193,7 +185,7 @@ async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
         .unwrap();
     let mut fleet = Fleet::new();
     for _ in 0..3 {
-        fleet.spawn(&cluster, LEADER_ELECTION);
+        fleet.spawn(&cluster, LEADER_ELECTION).await;
     }
 
     // Exactly one leader; only it serves server-wide series; all serve the pools.
@@ -282,7 +274,7 @@ async fn leadership_moves_when_the_lock_session_is_terminated() {
     let admin = cluster.connect("postgres", "it-admin").await;
     let mut fleet = Fleet::new();
     for _ in 0..3 {
-        fleet.spawn(&cluster, LEADER_ELECTION);
+        fleet.spawn(&cluster, LEADER_ELECTION).await;
     }
     let leader = fleet.one_leader(WAIT, "one leader", |_| true).await;
 
@@ -348,8 +340,8 @@ async fn mode_all_runs_everything_and_mode_none_only_the_pods_collectors() {
     let cluster = Cluster::init();
     cluster.start();
     let mut fleet = Fleet::new();
-    let all = fleet.spawn(&cluster, "");
-    let none = fleet.spawn(&cluster, "coordination:\n  mode: none\n");
+    let all = fleet.spawn(&cluster, "").await;
+    let none = fleet.spawn(&cluster, "coordination:\n  mode: none\n").await;
 
     let m = until(fleet.addr(all), WAIT, "mode all runs everything", |m| {
         (m.has("pg_stat_database_xact_commit")
@@ -396,20 +388,20 @@ const SERVER_GIVES_UP: Duration = Duration::from_secs(3);
 async fn a_leader_cut_off_from_the_server_steps_down_before_its_lock_is_freed() {
     let cluster = Cluster::init();
     cluster.start();
-    let link = Link::new(format!("127.0.0.1:{}", cluster.port).parse().unwrap()).await;
+    let link = Link::new(format!("127.0.0.1:{}", cluster.port()).parse().unwrap()).await;
     // A short connect timeout: the sessions of timed-out collections are
     // checked (and, being silent, closed) within it.
     let behind_link = cluster.dsn("postgres").replace(
-        &format!("port={}", cluster.port),
+        &format!("port={}", cluster.port()),
         &format!("port={} connect_timeout=1", link.port),
     );
     let mut fleet = Fleet::new();
-    let cut_off = fleet.spawn_dsn(&behind_link, LEADER_ELECTION);
+    let cut_off = fleet.spawn_dsn(&behind_link, LEADER_ELECTION).await;
     fleet
         .one_leader(WAIT, "the sidecar behind the link leads", |n| n == cut_off)
         .await;
     for _ in 0..2 {
-        fleet.spawn(&cluster, LEADER_ELECTION);
+        fleet.spawn(&cluster, LEADER_ELECTION).await;
     }
     for n in 0..3 {
         until_pg_up(fleet.addr(n), WAIT, 1.0).await;

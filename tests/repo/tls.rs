@@ -128,7 +128,7 @@ async fn each_sslmode_against_a_tls_server() {
     cluster.enable_tls(&certs.join("server.crt"), &certs.join("server.key"));
     cluster.start();
     let (ca, other) = (certs.join("ca.pem"), certs.join("other-ca.pem"));
-    let port = cluster.port;
+    let port = cluster.port();
 
     // verify-full: chain and host name both check out.
     expect_up(&yaml(port, "localhost", "verify-full", Some(&ca))).await;
@@ -158,7 +158,7 @@ async fn each_sslmode_against_a_tls_server() {
 async fn require_against_a_server_without_tls_fails_clearly() {
     let cluster = pg::shared();
     expect_error(
-        &yaml(cluster.port, "127.0.0.1", "require", None),
+        &yaml(cluster.port(), "127.0.0.1", "require", None),
         "server does not support TLS",
     )
     .await;

@@ -51,7 +51,7 @@ pub async fn monitored_app_db(cluster: &Cluster, password: &str) -> (tokio_postg
         .unwrap();
     let dsn = format!(
         "host=127.0.0.1 port={} user=pgsidecar password={password} dbname=mluvme sslmode=disable",
-        cluster.port
+        cluster.port()
     );
     (db, dsn)
 }

@@ -2,14 +2,16 @@
 //! outcome depends on the PostgreSQL server version, and `tests/repo`, whose
 //! does not): throwaway clusters (`pg`), the HTTP client and exposition
 //! matcher (`scrape`), the application's schema (`fixture`), a cuttable TCP
-//! link (`link`), `promtool check rules` (`promtool`), and starting pgsidecar
-//! in-process or as its binary. Each binary includes it with
+//! link (`link`), `promtool check rules` (`promtool`), processes that report
+//! the address they listen on (`process`), pgsidecar in-process, and the one
+//! wait helper. Each binary includes it with
 //! `#[path = "../support/mod.rs"] mod support;` and uses what it needs.
 #![allow(dead_code)]
 
 pub mod fixture;
 pub mod link;
 pub mod pg;
+pub mod process;
 pub mod promtool;
 pub mod scrape;
 
