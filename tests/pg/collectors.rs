@@ -2,7 +2,7 @@
 //! scrape.
 
 use crate::support::scrape::{scrape, until};
-use crate::support::{WAIT, pg, shared_yaml, start, test_yaml};
+use crate::support::{WAIT, eventually, pg, shared_yaml, start, test_yaml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postmaster_reports_up_version_and_start_time() {
@@ -97,11 +97,27 @@ async fn stat_database_counts_committed_transactions() {
     }
     drop(db); // stats are flushed at the latest when the session ends
 
-    let after = until(px.addr, WAIT, "40 more commits in xact_db", |m| {
+    until(px.addr, WAIT, "40 more commits in xact_db", |m| {
         commits(m).filter(|v| *v >= before + N)
     })
     .await;
-    assert!(after >= before + N);
+    // The counter mirrors Postgres: pgsidecar exports the value Postgres
+    // reports (nothing else commits in xact_db, so the two meet).
+    eventually(WAIT, "xact_db's xact_commit as Postgres reports it", async || {
+        let postgres: f64 = admin
+            .query_one(
+                "SELECT xact_commit::float8 FROM pg_stat_database WHERE datname = 'xact_db'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        match commits(&scrape(px.addr).await) {
+            Some(v) if v == postgres => Ok(()),
+            v => Err(format!("pgsidecar {v:?}, Postgres {postgres}")),
+        }
+    })
+    .await;
     let m = scrape(px.addr).await;
     let ins = m
         .get("pg_stat_database_tup_inserted", &[("datname", "xact_db")])
@@ -334,29 +350,47 @@ async fn pool_connections_against_capacity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_slow_queries_and_idle_transactions() {
     let cluster = pg::shared();
-    let px = start(&test_yaml(
+    // pgsidecar's one session, under a name no other test's pgsidecar uses.
+    const OWN: &str = "it-active-queries-pgsidecar";
+    let yaml = test_yaml(
         &cluster.dsn("postgres"),
         "checks:\n  slow_queries:\n    threshold: 100ms\n",
-    ))
-    .await;
-    let m = until(px.addr, WAIT, "threshold gauge", |m| {
-        m.has("pg_stat_activity_oldest_query_seconds").then(|| m.clone())
+    )
+    .replace(
+        "datasource:\n",
+        &format!("datasource:\n  application_name: {OWN}\n  pool_size: 1\n"),
+    );
+    let px = start(&yaml).await;
+    // (The families may be empty here: pgsidecar's one session is left out.)
+    let m = until(px.addr, WAIT, "the active_queries collector ran", |m| {
+        (m.get("pg_scrape_collector_success", &[("collector", "active_queries")]) == Some(1.0)).then(|| m.clone())
     })
     .await;
     assert_eq!(m.get("pgsidecar_slow_query_threshold_seconds", &[]), Some(0.1));
 
+    // A fast query running nearly all the time: 20 ms statements back to back.
     let fast = cluster.connect("postgres", "it-fast").await;
+    let fast = tokio::spawn(async move {
+        loop {
+            fast.batch_execute("SELECT pg_sleep(0.02)").await.unwrap();
+        }
+    });
     let slow = cluster.connect("postgres", "it-slow").await;
     let sleeper = tokio::spawn(async move { slow.batch_execute("SELECT pg_sleep(4)").await });
     let idle = cluster.connect("postgres", "it-idle-tx").await;
     idle.batch_execute("BEGIN; SELECT 1").await.unwrap();
-    for _ in 0..20 {
-        fast.batch_execute("SELECT 1").await.unwrap();
-    }
-    let m = until(px.addr, WAIT, "one slow active query", |m| {
-        (m.get("pg_stat_activity_slow_queries", &[("application_name", "it-slow")]) == Some(1.0)).then(|| m.clone())
+    // A collection that saw both the slow query and a fast one running (an
+    // oldest age above 0, below the threshold).
+    let m = until(px.addr, WAIT, "one slow active query and a fast one running", |m| {
+        let slow = m.get("pg_stat_activity_slow_queries", &[("application_name", "it-slow")]) == Some(1.0);
+        let fast = m.get(
+            "pg_stat_activity_oldest_query_seconds",
+            &[("application_name", "it-fast")],
+        );
+        (slow && fast.is_some_and(|age| age > 0.0 && age < 0.1)).then(|| m.clone())
     })
     .await;
+    fast.abort();
     let age = m
         .get(
             "pg_stat_activity_oldest_query_seconds",
@@ -364,9 +398,11 @@ async fn active_slow_queries_and_idle_transactions() {
         )
         .unwrap();
     assert!(age > 0.1, "age {age}");
-    assert_ne!(
+    assert_eq!(
         m.get("pg_stat_activity_slow_queries", &[("application_name", "it-fast")]),
-        Some(1.0)
+        Some(0.0),
+        "a running query under the threshold is not slow:\n{}",
+        m.text
     );
     assert_eq!(
         m.get(
@@ -375,12 +411,15 @@ async fn active_slow_queries_and_idle_transactions() {
         ),
         Some(1.0)
     );
-    // pgsidecar's own running query is left out; its other pooled sessions are idle.
-    assert!(
-        m.all("pg_stat_activity_slow_queries", &[("application_name", "pgsidecar")])
-            .iter()
-            .all(|s| s.value == 0.0)
-    );
+    // pgsidecar's own running query is left out: its pool's one session is
+    // the one that runs it, so pgsidecar's application has no series at all.
+    for name in ["pg_stat_activity_slow_queries", "pg_stat_activity_oldest_query_seconds"] {
+        assert!(
+            m.all(name, &[("application_name", OWN)]).is_empty(),
+            "{name} counts pgsidecar's own session:\n{}",
+            m.text
+        );
+    }
     sleeper.await.unwrap().unwrap();
     until(px.addr, WAIT, "slow query done", |m| {
         m.all("pg_stat_activity_slow_queries", &[("application_name", "it-slow")])

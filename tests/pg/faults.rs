@@ -53,27 +53,38 @@ async fn down_at_start_then_comes_up() {
 async fn stopped_and_started_mid_run_with_stale_series_dropped() {
     let cluster = Cluster::init();
     cluster.start();
-    let px = start(&test_yaml(&cluster.dsn("postgres"), "")).await;
+    // stat_database keeps the default stale_after (3 intervals);
+    // stat_database_conflicts keeps its series far longer than this test
+    // waits for anything, so they must still be there when the failure shows.
+    let extra = "collectors:\n  stat_database_conflicts:\n    stale_after: 10m\n";
+    let px = start(&test_yaml(&cluster.dsn("postgres"), extra)).await;
     until_pg_up(px.addr, WAIT, 1.0).await;
-    until(px.addr, WAIT, "xact_commit", |m| {
-        m.has("pg_stat_database_xact_commit").then_some(())
+    until(px.addr, WAIT, "xact_commit and confl_lock", |m| {
+        (m.has("pg_stat_database_xact_commit") && m.has("pg_stat_database_conflicts_confl_lock")).then_some(())
     })
     .await;
 
     cluster.stop();
-    let down = Instant::now();
-    let m = until(px.addr, WAIT, "pg_up 0 after stop", |m| {
-        (m.get("pg_up", &[]) == Some(0.0)).then(|| m.clone())
-    })
+    let m = until(
+        px.addr,
+        WAIT,
+        "pg_up 0 and stat_database_conflicts failed after stop",
+        |m| {
+            (m.get("pg_up", &[]) == Some(0.0)
+                && m.get(
+                    "pg_scrape_collector_success",
+                    &[("collector", "stat_database_conflicts")],
+                ) == Some(0.0))
+            .then(|| m.clone())
+        },
+    )
     .await;
-    // The failure shows at once; the last good series stay until stale (3 intervals).
-    if down.elapsed() < Duration::from_secs(2) {
-        assert!(
-            m.has("pg_stat_database_xact_commit"),
-            "series dropped before stale_after:\n{}",
-            m.text
-        );
-    }
+    // The failure shows at once; the last good series stay until stale.
+    assert!(
+        m.has("pg_stat_database_conflicts_confl_lock"),
+        "series dropped before stale_after:\n{}",
+        m.text
+    );
     let last_success = scrape(px.addr)
         .await
         .get(
@@ -81,12 +92,17 @@ async fn stopped_and_started_mid_run_with_stale_series_dropped() {
             &[("collector", "stat_database")],
         )
         .unwrap();
-    until(px.addr, WAIT, "stale series dropped", |m| {
+    let m = until(px.addr, WAIT, "stale series dropped", |m| {
         (!m.has("pg_stat_database_xact_commit")
             && m.get("pg_scrape_collector_success", &[("collector", "stat_database")]) == Some(0.0))
-        .then_some(())
+        .then(|| m.clone())
     })
     .await;
+    assert!(
+        m.has("pg_stat_database_conflicts_confl_lock"),
+        "stat_database_conflicts' series dropped with stat_database's, before its own stale_after:\n{}",
+        m.text
+    );
     // Staleness counts from the last success, which may precede the stop by an interval.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -40,6 +40,24 @@ async fn queryid(db: &tokio_postgres::Client, text: &str) -> String {
     .get(0)
 }
 
+/// The block read and write times of statement `queryid` run by `postgres`
+/// in the current database, in milliseconds, as pg_stat_statements reports
+/// them (`blk_*_time` before PostgreSQL 17, `shared_blk_*_time` since).
+async fn block_times(db: &tokio_postgres::Client, queryid: &str) -> (f64, f64) {
+    let row = db
+        .query_one(
+            "SELECT COALESCE(j->>'shared_blk_read_time', j->>'blk_read_time')::float8, \
+             COALESCE(j->>'shared_blk_write_time', j->>'blk_write_time')::float8 \
+             FROM (SELECT to_jsonb(s) AS j FROM pg_stat_statements s WHERE queryid::text = $1 \
+             AND userid = 'postgres'::regrole \
+             AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS s",
+            &[&queryid],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("block times of {queryid}: {e}"));
+    (row.get(0), row.get(1))
+}
+
 fn statements(yaml: &str) -> String {
     format!("checks:\n  slow_queries:\n{yaml}")
 }
@@ -50,8 +68,17 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
     let dbname = "stmt_slow_db";
     let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
-    const SLOW: &str = "SELECT pg_sleep($1), count(*) FROM users";
+    const SLOW: &str = "SELECT pg_sleep($1), count(*) FROM slow_reads";
     const FAST: &str = "SELECT count(*) FROM users WHERE level = $1";
+    // VACUUM FULL writes a table anew past the shared buffers (with no index
+    // to build from it, nothing reads it back): the first slow statement
+    // reads its blocks from disk, and track_io_timing times that.
+    db.batch_execute(
+        "CREATE TABLE slow_reads WITH (autovacuum_enabled = false) AS SELECT g FROM generate_series(1, 1000) g",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("VACUUM FULL slow_reads").await.unwrap();
     for _ in 0..4 {
         db.query(SLOW, &[&0.15f64]).await.unwrap();
     }
@@ -86,8 +113,23 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
     let slow_total = get("pg_stat_statements_seconds_total", &slow);
     assert!(slow_total >= slow_calls * 0.15, "{slow_total} s for {slow_calls} calls");
     assert_eq!(get("pg_stat_statements_rows_total", &slow), slow_calls);
-    assert!(get("pg_stat_statements_block_read_seconds_total", &slow) >= 0.0);
-    assert!(get("pg_stat_statements_block_write_seconds_total", &slow) >= 0.0);
+    // The block times mirror pg_stat_statements' (nobody runs the slow
+    // statement any more, so they hold still); the read time is not zero.
+    let (read_ms, write_ms) = block_times(&db, &slow).await;
+    assert!(
+        read_ms > 0.0,
+        "the slow statement read no block from disk: {read_ms} ms"
+    );
+    let read = get("pg_stat_statements_block_read_seconds_total", &slow);
+    let write = get("pg_stat_statements_block_write_seconds_total", &slow);
+    assert!(
+        (read - read_ms / 1000.0).abs() < 1e-9,
+        "block read {read} s, Postgres {read_ms} ms"
+    );
+    assert!(
+        (write - write_ms / 1000.0).abs() < 1e-9,
+        "block write {write} s, Postgres {write_ms} ms"
+    );
     let fast_mean = get("pg_stat_statements_mean_seconds", &fast);
     assert!(fast_mean < threshold, "fast mean {fast_mean}");
     assert!(m.text.contains("# TYPE pg_stat_statements_seconds_total counter"));

@@ -316,6 +316,7 @@ async fn dashboards_follow_a_leadership_move() {
             }
         }
     }
+    assert!(checked > 0, "no server-wide query in the dashboards");
     assert!(
         problems.is_empty(),
         "{} problems in {checked} server-wide queries:\n{}",

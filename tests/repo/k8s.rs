@@ -561,7 +561,9 @@ fn the_servicemonitor_scrapes_the_standalone_service() {
         .iter()
         .map(|p| str_at(p, &["name"]))
         .collect();
-    for endpoint in seq(monitor, &["spec", "endpoints"]) {
+    let endpoints = seq(monitor, &["spec", "endpoints"]);
+    assert!(!endpoints.is_empty(), "the ServiceMonitor has no endpoints");
+    for endpoint in endpoints {
         let port = str_at(endpoint, &["port"]);
         assert!(
             ports.contains(&port),
@@ -590,7 +592,9 @@ fn the_podmonitor_scrapes_the_sidecar_pods() {
         !monitor_selects(monitor, pod_labels(one(&standalone, "Deployment"))),
         "the PodMonitor must not select the pod of k8s/standalone: the ServiceMonitor scrapes it"
     );
-    for endpoint in seq(monitor, &["spec", "podMetricsEndpoints"]) {
+    let endpoints = seq(monitor, &["spec", "podMetricsEndpoints"]);
+    assert!(!endpoints.is_empty(), "the PodMonitor has no podMetricsEndpoints");
+    for endpoint in endpoints {
         let port = str_at(endpoint, &["port"]);
         assert_eq!(
             container_port(pgsidecar_container(deployment), port),

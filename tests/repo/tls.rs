@@ -135,18 +135,24 @@ async fn each_sslmode_against_a_tls_server() {
     let admin = cluster.connect("postgres", "it-tls").await;
     // verify-ca: the chain is enough, the name (an IP here) is not checked.
     expect_up(&yaml(port, "127.0.0.1", "verify-ca", Some(&ca))).await;
-    // require without a root certificate: encrypted, not verified.
-    let px = start(&yaml(port, "127.0.0.1", "require", None)).await;
+    // require without a root certificate: encrypted, not verified. Under an
+    // application name of its own, so that the sessions counted are this
+    // pgsidecar's, not those the two before may have left for a moment.
+    let require = yaml(port, "127.0.0.1", "require", None)
+        .replace("datasource:\n", "datasource:\n  application_name: it-tls-require\n");
+    let px = start(&require).await;
     until_pg_up(px.addr, WAIT, 1.0).await;
-    let encrypted: i64 = admin
+    let row = admin
         .query_one(
-            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgsidecar' AND ssl",
+            "SELECT count(*) FILTER (WHERE ssl), count(*) FILTER (WHERE NOT ssl) \
+             FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'it-tls-require'",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
     assert!(encrypted >= 1, "pgsidecar's sessions should use TLS");
+    assert_eq!(plain, 0, "pgsidecar sessions without TLS");
     px.stop().await.unwrap();
 
     // verify-full refuses a certificate for another name, and one from another CA.
