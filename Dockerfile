@@ -3,7 +3,7 @@
 # Check a config at build or deploy time:
 #   docker run --rm -v $PWD/pgsidecar.yaml:/etc/pgsidecar/pgsidecar.yaml:ro IMAGE --config.check --config.file=/etc/pgsidecar/pgsidecar.yaml
 # The runtime needs nothing writable: no home, no working directory, no /tmp.
-# tests/it/image.rs checks that this file's user, port and config path agree
+# tests/repo/image.rs checks that this file's user, port and config path agree
 # with the manifests in k8s/, and that the binary runs that way.
 
 FROM rust:1.95-bookworm AS build

@@ -1,7 +1,7 @@
 -- The Mluv.Me application's schema, as its optimization guide describes it:
 -- users, messages, daily_stats, saved_words, the user_stats_summary
 -- materialized view, eleven idx_ indexes and alembic at revision 003.
--- Used by scripts/demo and by the integration tests (tests/it/fixture.rs).
+-- Used by scripts/demo and by the integration tests (tests/support/fixture.rs).
 -- ('simple' stands in for the guide's czech text search configuration,
 -- which stock PostgreSQL does not have.)
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;

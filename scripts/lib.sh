@@ -47,6 +47,16 @@ pgs_psql_bin() {
   command -v psql || return 1
 }
 
+# How many tests cargo runs at once: the cores, but at least four. The
+# integration tests spend most of their time waiting for 1 s collection
+# intervals, so on a two-core machine four at a time keep the cores busy.
+# A RUST_TEST_THREADS of the caller's wins.
+pgs_test_threads() {
+  local n
+  n=$(nproc 2>/dev/null || echo 1)
+  echo "${RUST_TEST_THREADS:-$(( n > 4 ? n : 4 ))}"
+}
+
 pgs_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -26,7 +26,7 @@
 //! Unix socket the peer cannot be cut off.) When the leader process dies,
 //! its kernel closes the socket, the server ends the session at once, and
 //! another sidecar takes the lock at its next check. A sidecar that cannot
-//! reach Postgres has no session, so it is never leader. (`tests/it/leader.rs`
+//! reach Postgres has no session, so it is never leader. (`tests/repo/leader.rs`
 //! cuts a leader off behind a TCP link that forwards nothing and checks it
 //! steps down before the link, standing in for the server's keepalives, ends
 //! its session.)

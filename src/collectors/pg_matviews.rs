@@ -316,10 +316,7 @@ mod tests {
             ),
             None
         );
-        assert_eq!(
-            get("pg_matview_populated", &["app", "public", "broken"]),
-            Some(1.0)
-        );
+        assert_eq!(get("pg_matview_populated", &["app", "public", "broken"]), Some(1.0));
 
         let f = families("app", false, &[row("logged")], &[], &Freshness::new());
         let get = |n: &str, l: &[&str]| crate::metrics::value(&f, n, l);

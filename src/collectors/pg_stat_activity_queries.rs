@@ -6,7 +6,9 @@
 //! now, including the statement that never finishes.
 //!
 //! Metrics (new in pgsidecar), labels `datname`, `application_name`, for
-//! client backends other than pgsidecar's own:
+//! client backends other than the session running this query. pgsidecar's
+//! other sessions count like any client's: a collector stuck behind a lock
+//! is a slow query too.
 //! - `pg_stat_activity_slow_queries` gauge: active queries running longer
 //!   than `checks.slow_queries.threshold`.
 //! - `pg_stat_activity_oldest_query_seconds` gauge: age of the oldest active

@@ -328,7 +328,10 @@ mod tests {
         assert_eq!(texts.len(), 1);
         let text = String::from_utf8(crate::metrics::encode(f.clone()).to_vec()).unwrap();
         assert!(text.contains("# TYPE pg_stat_statements_query_id counter"), "{text}");
-        assert_eq!(get(&f, "pg_stat_statements_calls_total", &["report", "shop", "-42"]), Some(4.0));
+        assert_eq!(
+            get(&f, "pg_stat_statements_calls_total", &["report", "shop", "-42"]),
+            Some(4.0)
+        );
         assert_eq!(query_label("a\u{1b}b\n\nž\u{0}ř", 4), "ab ž");
         assert_eq!(query_label("žžž", 2), "žž");
     }

@@ -495,8 +495,16 @@ mod tests {
             single_statement("select max(t) from log -- newest"),
             Ok("select max(t) from log -- newest".to_string())
         );
-        assert!(single_statement("SELECT 1; DROP TABLE x").unwrap_err().contains("single statement"));
-        assert!(single_statement("DELETE FROM x").unwrap_err().contains("not \"DELETE\""));
+        assert!(
+            single_statement("SELECT 1; DROP TABLE x")
+                .unwrap_err()
+                .contains("single statement")
+        );
+        assert!(
+            single_statement("DELETE FROM x")
+                .unwrap_err()
+                .contains("not \"DELETE\"")
+        );
         assert_eq!(single_statement(" ; ").unwrap_err(), "must not be empty");
     }
 

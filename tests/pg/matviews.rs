@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use crate::fixture::create_app_db;
-use crate::pg;
-use crate::scrape::{Metrics, eventually};
-use crate::{run_pgsidecar, start, test_yaml};
-
-const WAIT: Duration = Duration::from_secs(15);
+use crate::support::fixture::create_app_db;
+use crate::support::pg;
+use crate::support::scrape::{Metrics, until};
+use crate::support::{WAIT, run_pgsidecar, start, test_yaml};
 
 fn mv(m: &Metrics, name: &str, view: &str) -> Option<f64> {
     m.get(name, &[("matviewname", view)])
@@ -37,7 +35,7 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
 
     let extra = "checks:\n  materialized_views:\n    - name: public.user_stats_summary\n      max_age: 1h\n    - name: public.not_there\n      max_age: 5m\n";
     let px = start(&test_yaml(&dsn, extra)).await;
-    let m = eventually(px.addr, WAIT, "matviews", |m| {
+    let m = until(px.addr, WAIT, "matviews", |m| {
         m.has("pg_matview_populated").then(|| m.clone())
     })
     .await;
@@ -76,7 +74,7 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
     let (refresher, conn) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=refresher password=refresher-pw dbname=matview_db",
-            cluster.port
+            cluster.port()
         ),
         tokio_postgres::NoTls,
     )
@@ -91,7 +89,7 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
         .batch_execute("REFRESH MATERIALIZED VIEW user_stats_summary")
         .await
         .unwrap();
-    let first = eventually(px.addr, WAIT, "plain refresh recorded", |m| {
+    let first = until(px.addr, WAIT, "plain refresh recorded", |m| {
         mv(m, "pg_matview_last_refresh_timestamp_seconds", "user_stats_summary").map(|t| (t, m.clone()))
     })
     .await;
@@ -110,12 +108,15 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
         Some(1.0)
     );
 
+    // Lets time pass on purpose, not to wait for anything: the two refreshes
+    // are then over a second apart, and the second one's time is told from
+    // the first's below.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     refresher
         .batch_execute("REFRESH MATERIALIZED VIEW CONCURRENTLY user_stats_summary")
         .await
         .unwrap();
-    let second = eventually(px.addr, WAIT, "concurrent refresh recorded", |m| {
+    let second = until(px.addr, WAIT, "concurrent refresh recorded", |m| {
         mv(m, "pg_matview_last_refresh_timestamp_seconds", "user_stats_summary")
             .filter(|t| *t > first.0 + 1.0)
             .map(|_| m.clone())
@@ -148,7 +149,7 @@ async fn freshness_query_or_a_clear_untracked_state() {
     let extra = "checks:\n  materialized_views:\n    - name: user_stats_summary\n      max_age: 1h\n      \
                  freshness_query: \"SELECT now() - interval '2 hours'\"\n";
     let px = start(&test_yaml(&cluster.dsn("freshness_db"), extra)).await;
-    let m = eventually(px.addr, WAIT, "freshness", |m| {
+    let m = until(px.addr, WAIT, "freshness", |m| {
         m.has("pg_matview_last_refresh_timestamp_seconds").then(|| m.clone())
     })
     .await;
@@ -173,7 +174,7 @@ async fn freshness_query_or_a_clear_untracked_state() {
 
     // Neither the log nor a query: the view is reported as untracked.
     let px = start(&test_yaml(&cluster.dsn("freshness_db"), "")).await;
-    let m = eventually(px.addr, WAIT, "untracked", |m| {
+    let m = until(px.addr, WAIT, "untracked", |m| {
         m.has("pgsidecar_matview_refresh_tracking").then(|| m.clone())
     })
     .await;

@@ -3,7 +3,7 @@
 //! view, their eleven `idx_` indexes and alembic's `alembic_version` at "003".
 //! Checklist tests create it in a database of their own and then break it.
 
-use crate::pg::Cluster;
+use crate::support::pg::Cluster;
 
 pub const NAMED_INDEXES: [&str; 6] = [
     "idx_messages_user_created",
@@ -44,14 +44,14 @@ pub async fn monitored_app_db(cluster: &Cluster, password: &str) -> (tokio_postg
     ))
     .await
     .unwrap();
-    let (code, out) = crate::run_pgsidecar(&["install"], &cluster.dsn("mluvme"));
+    let (code, out) = crate::support::run_pgsidecar(&["install"], &cluster.dsn("mluvme"));
     assert_eq!(code, 0, "pgsidecar install: {out}");
     db.batch_execute("REFRESH MATERIALIZED VIEW user_stats_summary")
         .await
         .unwrap();
     let dsn = format!(
         "host=127.0.0.1 port={} user=pgsidecar password={password} dbname=mluvme sslmode=disable",
-        cluster.port
+        cluster.port()
     );
     (db, dsn)
 }
@@ -59,8 +59,8 @@ pub async fn monitored_app_db(cluster: &Cluster, password: &str) -> (tokio_postg
 /// `examples/mluvme.yaml` with `extra` YAML and every collector (the
 /// five-minute `database` one too) collecting each second.
 pub fn example_config(extra: &str) -> String {
-    let example =
-        std::fs::read_to_string(crate::root().join("examples/mluvme.yaml")).expect("read examples/mluvme.yaml");
+    let example = std::fs::read_to_string(crate::support::root().join("examples/mluvme.yaml"))
+        .expect("read examples/mluvme.yaml");
     format!(
         "{example}
 {extra}collection:

@@ -3,13 +3,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
-use crate::pg::{self, Cluster};
-use crate::scrape::{eventually, get, until_pg_up};
-use crate::{start, test_yaml};
-
-const WAIT: Duration = Duration::from_secs(15);
+use crate::support::pg::{self, Cluster};
+use crate::support::scrape::{get, until, until_pg_up};
+use crate::support::{WAIT, start, test_yaml};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -98,7 +95,7 @@ fn yaml(port: u16, host: &str, sslmode: &str, rootcert: Option<&Path>) -> String
 
 async fn expect_up(yaml: &str) {
     let px = start(yaml).await;
-    let m = eventually(px.addr, WAIT, "pg_up 1 over TLS", |m| {
+    let m = until(px.addr, WAIT, "pg_up 1 over TLS", |m| {
         (m.get("pg_up", &[]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -108,7 +105,7 @@ async fn expect_up(yaml: &str) {
 
 async fn expect_error(yaml: &str, fragment: &str) {
     let px = start(yaml).await;
-    eventually(px.addr, WAIT, "postmaster failed", |m| {
+    until(px.addr, WAIT, "postmaster failed", |m| {
         m.get("pg_scrape_collector_success", &[("collector", "postmaster")])
             .filter(|v| *v == 0.0)
     })
@@ -131,25 +128,31 @@ async fn each_sslmode_against_a_tls_server() {
     cluster.enable_tls(&certs.join("server.crt"), &certs.join("server.key"));
     cluster.start();
     let (ca, other) = (certs.join("ca.pem"), certs.join("other-ca.pem"));
-    let port = cluster.port;
+    let port = cluster.port();
 
     // verify-full: chain and host name both check out.
     expect_up(&yaml(port, "localhost", "verify-full", Some(&ca))).await;
     let admin = cluster.connect("postgres", "it-tls").await;
     // verify-ca: the chain is enough, the name (an IP here) is not checked.
     expect_up(&yaml(port, "127.0.0.1", "verify-ca", Some(&ca))).await;
-    // require without a root certificate: encrypted, not verified.
-    let px = start(&yaml(port, "127.0.0.1", "require", None)).await;
+    // require without a root certificate: encrypted, not verified. Under an
+    // application name of its own, so that the sessions counted are this
+    // pgsidecar's, not those the two before may have left for a moment.
+    let require = yaml(port, "127.0.0.1", "require", None)
+        .replace("datasource:\n", "datasource:\n  application_name: it-tls-require\n");
+    let px = start(&require).await;
     until_pg_up(px.addr, WAIT, 1.0).await;
-    let encrypted: i64 = admin
+    let row = admin
         .query_one(
-            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'pgsidecar' AND ssl",
+            "SELECT count(*) FILTER (WHERE ssl), count(*) FILTER (WHERE NOT ssl) \
+             FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE application_name = 'it-tls-require'",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
     assert!(encrypted >= 1, "pgsidecar's sessions should use TLS");
+    assert_eq!(plain, 0, "pgsidecar sessions without TLS");
     px.stop().await.unwrap();
 
     // verify-full refuses a certificate for another name, and one from another CA.
@@ -161,7 +164,7 @@ async fn each_sslmode_against_a_tls_server() {
 async fn require_against_a_server_without_tls_fails_clearly() {
     let cluster = pg::shared();
     expect_error(
-        &yaml(cluster.port, "127.0.0.1", "require", None),
+        &yaml(cluster.port(), "127.0.0.1", "require", None),
         "server does not support TLS",
     )
     .await;

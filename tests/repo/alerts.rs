@@ -11,7 +11,7 @@ use serde_yaml::Value;
 
 const RUNBOOK_URL: &str = "https://github.com/pgsidecar/pgsidecar/blob/main/docs/runbook.md#";
 
-use crate::root;
+use crate::support::root;
 
 /// The `*.yml` files directly in `dir`, sorted.
 fn yml_files(dir: &Path) -> Vec<PathBuf> {

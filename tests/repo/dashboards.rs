@@ -62,7 +62,7 @@ pub fn server_wide(expr: &str) -> bool {
     selected(expr).iter().any(|m| !per_pod(m))
 }
 
-use crate::root;
+use crate::support::root;
 
 /// Every `*.json` in `dashboards/`, parsed, with its file name.
 pub fn dashboards() -> Vec<(String, Value)> {
@@ -312,7 +312,7 @@ fn every_query_parses_as_promql() {
         }
     }
     assert!(!rules.is_empty());
-    let result = crate::promtool::check_rules(&json!([{"name": "x", "rules": rules}]), "dashboards");
+    let result = crate::support::promtool::check_rules(&json!([{"name": "x", "rules": rules}]), "dashboards");
     let index: String = origin
         .iter()
         .enumerate()

@@ -30,7 +30,7 @@ const MONITORING: [&str; 2] = ["monitoring/sidecar", "monitoring/standalone"];
 /// What to do when a drift test fails.
 const REGENERATE: &str = "run scripts/gen-k8s and commit k8s/monitoring/base";
 
-use crate::root;
+use crate::support::root;
 
 /// Runs `tool args…` with `stdin`, failing with a clear message when the tool
 /// is not installed.
@@ -561,7 +561,9 @@ fn the_servicemonitor_scrapes_the_standalone_service() {
         .iter()
         .map(|p| str_at(p, &["name"]))
         .collect();
-    for endpoint in seq(monitor, &["spec", "endpoints"]) {
+    let endpoints = seq(monitor, &["spec", "endpoints"]);
+    assert!(!endpoints.is_empty(), "the ServiceMonitor has no endpoints");
+    for endpoint in endpoints {
         let port = str_at(endpoint, &["port"]);
         assert!(
             ports.contains(&port),
@@ -590,7 +592,9 @@ fn the_podmonitor_scrapes_the_sidecar_pods() {
         !monitor_selects(monitor, pod_labels(one(&standalone, "Deployment"))),
         "the PodMonitor must not select the pod of k8s/standalone: the ServiceMonitor scrapes it"
     );
-    for endpoint in seq(monitor, &["spec", "podMetricsEndpoints"]) {
+    let endpoints = seq(monitor, &["spec", "podMetricsEndpoints"]);
+    assert!(!endpoints.is_empty(), "the PodMonitor has no podMetricsEndpoints");
+    for endpoint in endpoints {
         let port = str_at(endpoint, &["port"]);
         assert_eq!(
             container_port(pgsidecar_container(deployment), port),
@@ -627,7 +631,7 @@ fn the_prometheusrule_holds_the_alert_rules() {
 fn promtool_accepts_the_prometheusrule_groups() {
     let docs = render_and_validate("monitoring/base");
     let groups = at(one(&docs, "PrometheusRule"), &["spec", "groups"]);
-    if let Err(report) = crate::promtool::check_rules(groups, "k8s") {
+    if let Err(report) = crate::support::promtool::check_rules(groups, "k8s") {
         panic!("promtool check rules rejects the groups of the PrometheusRule in k8s/monitoring/base\n{report}");
     }
 }

@@ -2,13 +2,10 @@
 //! schema: drop an index, leave an invalid one behind, scan one, cap and
 //! filter them, and see each change in the scrape.
 
-use std::time::Duration;
+use crate::support::fixture::{NAMED_INDEXES, create_app_db};
+use crate::support::scrape::{Metrics, until};
+use crate::support::{WAIT, pg, start, test_yaml};
 
-use crate::fixture::{NAMED_INDEXES, create_app_db};
-use crate::scrape::{Metrics, eventually};
-use crate::{pg, start, test_yaml};
-
-const WAIT: Duration = Duration::from_secs(15);
 const PRESENT: &str = "pgsidecar_expected_index_present";
 const VALID: &str = "pgsidecar_expected_index_valid";
 const PATTERN: &str = "pgsidecar_index_pattern_indexes";
@@ -34,7 +31,7 @@ async fn expected_indexes_and_patterns_follow_a_drop() {
     let name = "idx_expected_db";
     let db = create_app_db(pg::shared(), name).await;
     let px = start(&test_yaml(&pg::shared().dsn(name), &index_checks(&NAMED_INDEXES))).await;
-    let m = eventually(px.addr, WAIT, "11 idx_ indexes", |m| {
+    let m = until(px.addr, WAIT, "11 idx_ indexes", |m| {
         (idx_pattern(m) == Some(11.0)).then(|| m.clone())
     })
     .await;
@@ -56,7 +53,7 @@ async fn expected_indexes_and_patterns_follow_a_drop() {
     );
 
     db.batch_execute("DROP INDEX idx_saved_words_review").await.unwrap();
-    let m = eventually(px.addr, WAIT, "idx_saved_words_review gone", |m| {
+    let m = until(px.addr, WAIT, "idx_saved_words_review gone", |m| {
         let gone = m.get(PRESENT, &[("indexname", "idx_saved_words_review")]) == Some(0.0);
         (gone && idx_pattern(m) == Some(10.0)).then(|| m.clone())
     })
@@ -73,7 +70,7 @@ async fn a_failed_concurrent_unique_build_leaves_an_invalid_index() {
     let name = "idx_invalid_db";
     let db = create_app_db(pg::shared(), name).await;
     let px = start(&test_yaml(&pg::shared().dsn(name), &index_checks(&["idx_dup"]))).await;
-    eventually(px.addr, WAIT, "idx_dup absent", |m| {
+    until(px.addr, WAIT, "idx_dup absent", |m| {
         (m.get(PRESENT, &[("schemaname", ""), ("indexname", "idx_dup")]) == Some(0.0)).then_some(())
     })
     .await;
@@ -91,7 +88,7 @@ async fn a_failed_concurrent_unique_build_leaves_an_invalid_index() {
         "{err:?}"
     );
 
-    let m = eventually(px.addr, WAIT, "idx_dup invalid", |m| {
+    let m = until(px.addr, WAIT, "idx_dup invalid", |m| {
         (m.get("pg_index_invalid", &[("indexname", "idx_dup")]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -114,7 +111,7 @@ async fn a_failed_concurrent_unique_build_leaves_an_invalid_index() {
     db.batch_execute("DELETE FROM saved_words WHERE id = (SELECT max(id) FROM saved_words); REINDEX INDEX idx_dup")
         .await
         .unwrap();
-    eventually(px.addr, WAIT, "idx_dup valid", |m| {
+    until(px.addr, WAIT, "idx_dup valid", |m| {
         let valid = m.get(VALID, &labels) == Some(1.0);
         (valid && !m.has("pg_index_invalid") && idx_pattern(m) == Some(12.0)).then_some(())
     })
@@ -132,7 +129,7 @@ async fn index_scans_are_counted_and_unused_indexes_flagged() {
         .unwrap()
         .get(0);
     let px = start(&test_yaml(&pg::shared().dsn(name), "")).await;
-    let m = eventually(px.addr, WAIT, "idx_users_level unused", |m| {
+    let m = until(px.addr, WAIT, "idx_users_level unused", |m| {
         (m.get(UNUSED, &[("indexrelname", "idx_users_level")]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -169,7 +166,7 @@ async fn index_scans_are_counted_and_unused_indexes_flagged() {
         .unwrap();
     drop(session); // stats are flushed at the latest when the session ends
 
-    let m = eventually(px.addr, WAIT, "20 more scans, idx_users_level used", |m| {
+    let m = until(px.addr, WAIT, "20 more scans, idx_users_level used", |m| {
         let scans = m.get(SCANS, &target).unwrap_or(0.0);
         let used = m.get(UNUSED, &[("indexrelname", "idx_users_level")]).is_none();
         (scans >= before + f64::from(N)
@@ -214,7 +211,7 @@ async fn the_cap_and_the_schema_filter_limit_the_indexes() {
     };
 
     let px = start(&test_yaml(&dsn, "checks:\n  relations:\n    max_series: 3\n")).await;
-    let m = eventually(px.addr, WAIT, "truncated", |m| {
+    let m = until(px.addr, WAIT, "truncated", |m| {
         (truncated(m) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -237,7 +234,7 @@ async fn the_cap_and_the_schema_filter_limit_the_indexes() {
 
     let yaml = test_yaml(&dsn, "checks:\n  relations:\n    include_schemas:\n      - public\n");
     let px = start(&yaml).await;
-    let m = eventually(px.addr, WAIT, "public indexes only", |m| {
+    let m = until(px.addr, WAIT, "public indexes only", |m| {
         (truncated(m) == Some(0.0) && m.has(SIZE)).then(|| m.clone())
     })
     .await;

@@ -3,17 +3,17 @@
 //! manifests, and the binary runs as an unprivileged user with a read-only
 //! working directory and no home.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::pg::{self, free_port};
-use crate::scrape::{get, until_pg_up};
+use crate::support::pg;
+use crate::support::process::Proc;
+use crate::support::scrape::{get, until_pg_up};
+use crate::support::{WAIT, eventually};
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(crate::root().join(rel)).unwrap()
+    std::fs::read_to_string(crate::support::root().join(rel)).unwrap()
 }
 
 /// The value after `key` on the Dockerfile line that starts with it.
@@ -79,7 +79,6 @@ async fn runs_unprivileged_with_nothing_writable() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o444)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
 
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // setpriv execs the binary itself, so the SIGTERM below reaches pgsidecar.
     let mut cmd = if root {
         let mut c = Command::new("setpriv");
@@ -89,27 +88,19 @@ async fn runs_unprivileged_with_nothing_writable() {
     } else {
         Command::new(&bin)
     };
-    let mut child = cmd
-        .args([
-            "--config.file",
-            config.to_str().unwrap(),
-            "--web.listen-address",
-            &addr.to_string(),
-        ])
-        .current_dir(&dir)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("HOME", "/nonexistent")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "pgsidecar did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The log is written through the file this process opened, outside the
+    // read-only directory.
+    let log = std::env::temp_dir().join(format!("pgsidecar-image-{}.log", std::process::id()));
+    let (child, addr) = Proc::pgsidecar(
+        cmd.args(["--config.file", config.to_str().unwrap()])
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/nonexistent"),
+        "pgsidecar",
+        &log,
+    )
+    .await;
     if root {
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -118,24 +109,17 @@ async fn runs_unprivileged_with_nothing_writable() {
             "runs as nobody: {uid}"
         );
     }
-    until_pg_up(addr, Duration::from_secs(15), 1.0).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while get(addr, "/readyz").await.status != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "exit {status}: {stderr}");
-    assert!(!stderr.contains("level=error"), "{stderr}");
+    until_pg_up(addr, WAIT, 1.0).await;
+    eventually(WAIT, "ready", async || match get(addr, "/readyz").await {
+        r if r.status == 200 => Ok(()),
+        r => Err(format!("status {}", r.status)),
+    })
+    .await;
+    let status = child.terminate();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    assert!(status.success(), "exit {status}: {logs}");
+    assert!(!logs.contains("level=error"), "{logs}");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,13 +1,12 @@
 //! `promtool check metrics` on a real scrape: no errors, and lint warnings
-//! only for names kept for postgres_exporter compatibility. Also
-//! `check_rules`, which the alert, dashboard and manifest tests share.
+//! only for names kept for postgres_exporter compatibility. Here, not in
+//! `repo`: the exposition has families that only some server versions have.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use crate::scrape::eventually;
-use crate::{shared_yaml, start};
+use crate::support::scrape::until;
+use crate::support::{WAIT, default_collectors, shared_yaml, start};
 
 /// Families whose names postgres_exporter fixed before us; promtool's lint
 /// flags them: `pg_stat_database_*` counters without `_total`,
@@ -23,34 +22,12 @@ fn compat_name(name: &str) -> bool {
         || name == "pg_stat_activity_count"
 }
 
-/// `promtool check rules` on a rule file made of `groups` (a YAML or JSON
-/// value holding the `groups:` list); promtool's report if it fails.
-pub fn check_rules(groups: &impl serde::Serialize, what: &str) -> Result<(), String> {
-    let text = serde_yaml::to_string(&serde_json::json!({ "groups": groups })).expect("encode the rule file");
-    let path = std::env::temp_dir().join(format!("pgsidecar-{what}-{}.rules.yml", std::process::id()));
-    std::fs::write(&path, text).expect("write the rule file");
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|e| panic!("run promtool (Debian package prometheus; scripts/test installs it): {e}"));
-    let _ = std::fs::remove_file(&path);
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_exposition() {
     let px = start(&shared_yaml()).await;
-    let m = eventually(px.addr, Duration::from_secs(15), "all collectors ran", |m| {
+    let m = until(px.addr, WAIT, "all collectors ran", |m| {
         let ok = m.all("pg_scrape_collector_success", &[]);
-        (ok.len() == crate::default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
+        (ok.len() == default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
     })
     .await;
     px.stop().await.unwrap();

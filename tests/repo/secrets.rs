@@ -2,56 +2,45 @@
 //! or a metric; and the binary shuts down cleanly on SIGTERM.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::pg;
-use crate::scrape::{eventually, get, until_pg_up};
+use crate::support::WAIT;
+use crate::support::pg;
+use crate::support::process::Proc;
+use crate::support::scrape::{get, until, until_pg_up};
 
 const GOOD: &str = "Pw-9f3Kx7-secret";
 const WRONG: &str = "Wrong-7hQ2-pass";
 
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-fn spawn(dsn: &str, extra: &[&str]) -> Proc {
-    let port = pg::free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-        .args(["--web.listen-address", &addr.to_string(), "--log.level", "debug"])
-        .args(extra)
-        .env("DATA_SOURCE_NAME", dsn)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "pgsidecar did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Proc { child, addr }
+/// Starts the pgsidecar binary with `dsn` and debug logs, its log in the
+/// temp directory as `name`.
+async fn spawn(dsn: &str, extra: &[&str], name: &str) -> (Proc, SocketAddr) {
+    let log = std::env::temp_dir().join(format!("pgsidecar-secrets-{}-{name}.log", std::process::id()));
+    Proc::pgsidecar(
+        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .args(["--log.level", "debug"])
+            .args(extra)
+            .env("DATA_SOURCE_NAME", dsn),
+        "pgsidecar",
+        &log,
+    )
+    .await
 }
 
 /// SIGTERM, then the exit status and everything the process printed.
 fn terminate(p: Proc) -> (Option<i32>, String) {
-    let pid = p.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let started = Instant::now();
-    let out = p.child.wait_with_output().unwrap();
+    let log = p.log_path().to_path_buf();
+    let status = p.terminate();
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "shutdown took {:?}",
         started.elapsed()
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    (status.code(), text)
 }
 
 async fn everything_served(addr: SocketAddr) -> String {
@@ -72,15 +61,17 @@ async fn passwords_stay_secret_and_sigterm_exits_zero() {
         ))
         .await
         .unwrap();
-    let port = cluster.port;
+    let port = cluster.port();
 
     // Right password, URI form: works, and the password is nowhere.
-    let p = spawn(
+    let (p, addr) = spawn(
         &format!("postgresql://secret_user:{GOOD}@127.0.0.1:{port}/postgres?sslmode=disable"),
         &[],
-    );
-    until_pg_up(p.addr, Duration::from_secs(15), 1.0).await;
-    let served = everything_served(p.addr).await;
+        "good",
+    )
+    .await;
+    until_pg_up(addr, WAIT, 1.0).await;
+    let served = everything_served(addr).await;
     assert!(
         served.contains("secret_user@127.0.0.1"),
         "landing page names the target"
@@ -94,17 +85,19 @@ async fn passwords_stay_secret_and_sigterm_exits_zero() {
     }
 
     // Wrong password, key=value form, JSON logs: fails visibly, still secret.
-    let p = spawn(
+    let (p, addr) = spawn(
         &format!("host=127.0.0.1 port={port} user=secret_user password={WRONG} dbname=postgres sslmode=disable"),
         &["--log.format", "json"],
-    );
-    eventually(p.addr, Duration::from_secs(15), "auth failure", |m| {
+        "wrong",
+    )
+    .await;
+    until(addr, WAIT, "auth failure", |m| {
         (m.get("pg_up", &[]) == Some(0.0)
             && m.get("pg_scrape_collector_success", &[("collector", "postmaster")]) == Some(0.0))
         .then_some(())
     })
     .await;
-    let served = everything_served(p.addr).await;
+    let served = everything_served(addr).await;
     assert!(served.contains("password authentication failed"), "{served}");
     let (code, logs) = terminate(p);
     assert_eq!(code, Some(0), "{logs}");
@@ -123,7 +116,7 @@ fn config_errors_do_not_show_the_password() {
         format!("host=db password='{GOOD}' sslmode=bogus"),
         format!("postgresql://u:{GOOD}@db/x?sslmode=verify-full"),
     ] {
-        let (code, text) = crate::run_pgsidecar(&["--config.check"], &dsn);
+        let (code, text) = crate::support::run_pgsidecar(&["--config.check"], &dsn);
         assert_eq!(code, 2, "{dsn} should be rejected: {text}");
         assert!(
             text.contains("DATA_SOURCE_NAME") || text.contains("sslrootcert"),

@@ -1,12 +1,8 @@
 //! The HTTP surface: status codes, content types, gzip, readiness, the
 //! landing page, and the health metrics.
 
-use std::time::{Duration, Instant};
-
-use crate::scrape::{Metrics, eventually, get, request, until_pg_up};
-use crate::{pg, shared_yaml, start, test_yaml};
-
-const WAIT: Duration = Duration::from_secs(15);
+use crate::support::scrape::{Metrics, get, request, until, until_pg_up};
+use crate::support::{WAIT, default_collectors, eventually, pg, shared_yaml, start, test_yaml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_methods_and_unknown_paths() {
@@ -14,8 +10,8 @@ async fn endpoints_methods_and_unknown_paths() {
     let r = get(px.addr, "/healthz").await;
     assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
 
-    eventually(px.addr, WAIT, "first runs", |m| {
-        (m.all("pg_scrape_collector_success", &[]).len() == crate::default_collectors()).then_some(())
+    until(px.addr, WAIT, "first runs", |m| {
+        (m.all("pg_scrape_collector_success", &[]).len() == default_collectors()).then_some(())
     })
     .await;
     let r = get(px.addr, "/readyz").await;
@@ -65,9 +61,9 @@ async fn gzip_is_served_when_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_landing_page() {
     let px = start(&shared_yaml()).await;
-    let m = eventually(px.addr, WAIT, "all collectors succeeded", |m| {
+    let m = until(px.addr, WAIT, "all collectors succeeded", |m| {
         let ok = m.all("pg_scrape_collector_success", &[]);
-        (ok.len() == crate::default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
+        (ok.len() == default_collectors() && ok.iter().all(|s| s.value == 1.0)).then(|| m.clone())
     })
     .await;
     let now = std::time::SystemTime::now()
@@ -129,26 +125,26 @@ async fn custom_telemetry_path_and_disabled_collectors() {
         "web:\n  telemetry_path: /stats\ncollectors:\n  settings:\n    enabled: false\n  database:\n    enabled: false\n",
     );
     let px = start(&yaml).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
+    // Every enabled collector has run once: the two disabled never do.
+    let m = eventually(WAIT, "data on /stats", async || {
         let r = get(px.addr, "/stats").await;
         assert_eq!(r.status, 200);
         let m = Metrics::parse(&r.text());
-        // Every enabled collector has run once: the two disabled never do.
         let ran = m.all("pg_scrape_collector_success", &[]).len();
-        if m.get("pg_up", &[]) == Some(1.0) && ran == crate::default_collectors() - 2 {
-            assert!(m.has("pg_stat_activity_count"));
-            assert!(!m.has("pg_settings_max_connections"), "settings is disabled");
-            assert!(!m.has("pg_database_size_bytes"), "database is disabled");
-            assert!(
-                m.all("pg_scrape_collector_success", &[("collector", "settings")])
-                    .is_empty()
-            );
-            break;
+        if m.get("pg_up", &[]) == Some(1.0) && ran == default_collectors() - 2 {
+            Ok(m)
+        } else {
+            Err(m.text)
         }
-        assert!(Instant::now() < deadline, "no data on /stats:\n{}", m.text);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(m.has("pg_stat_activity_count"));
+    assert!(!m.has("pg_settings_max_connections"), "settings is disabled");
+    assert!(!m.has("pg_database_size_bytes"), "database is disabled");
+    assert!(
+        m.all("pg_scrape_collector_success", &[("collector", "settings")])
+            .is_empty()
+    );
     assert_eq!(get(px.addr, "/metrics").await.status, 404);
     px.stop().await.unwrap();
 }

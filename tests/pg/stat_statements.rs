@@ -7,13 +7,11 @@
 //! role leaves the workload in.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use crate::pg::{self, Cluster};
-use crate::scrape::{Metrics, eventually};
-use crate::{start, test_yaml};
+use crate::support::pg::{self, Cluster};
+use crate::support::scrape::{Metrics, until};
+use crate::support::{WAIT, start, test_yaml};
 
-const WAIT: Duration = Duration::from_secs(20);
 const ROLE: &str = "pgsidecar_it";
 
 /// Creates pgsidecar's test role once (tests race for it) and returns its DSN.
@@ -26,7 +24,7 @@ async fn monitor_dsn(cluster: &Cluster, db: &tokio_postgres::Client, dbname: &st
     .unwrap();
     format!(
         "host=127.0.0.1 port={} user={ROLE} password=it-secret dbname={dbname} sslmode=disable",
-        cluster.port
+        cluster.port()
     )
 }
 
@@ -42,6 +40,24 @@ async fn queryid(db: &tokio_postgres::Client, text: &str) -> String {
     .get(0)
 }
 
+/// The block read and write times of statement `queryid` run by `postgres`
+/// in the current database, in milliseconds, as pg_stat_statements reports
+/// them (`blk_*_time` before PostgreSQL 17, `shared_blk_*_time` since).
+async fn block_times(db: &tokio_postgres::Client, queryid: &str) -> (f64, f64) {
+    let row = db
+        .query_one(
+            "SELECT COALESCE(j->>'shared_blk_read_time', j->>'blk_read_time')::float8, \
+             COALESCE(j->>'shared_blk_write_time', j->>'blk_write_time')::float8 \
+             FROM (SELECT to_jsonb(s) AS j FROM pg_stat_statements s WHERE queryid::text = $1 \
+             AND userid = 'postgres'::regrole \
+             AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())) AS s",
+            &[&queryid],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("block times of {queryid}: {e}"));
+    (row.get(0), row.get(1))
+}
+
 fn statements(yaml: &str) -> String {
     format!("checks:\n  slow_queries:\n{yaml}")
 }
@@ -50,10 +66,19 @@ fn statements(yaml: &str) -> String {
 async fn slow_and_fast_statements_without_pgsidecars_own() {
     let cluster = pg::shared();
     let dbname = "stmt_slow_db";
-    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
-    const SLOW: &str = "SELECT pg_sleep($1), count(*) FROM users";
+    const SLOW: &str = "SELECT pg_sleep($1), count(*) FROM slow_reads";
     const FAST: &str = "SELECT count(*) FROM users WHERE level = $1";
+    // VACUUM FULL writes a table anew past the shared buffers (with no index
+    // to build from it, nothing reads it back): the first slow statement
+    // reads its blocks from disk, and track_io_timing times that.
+    db.batch_execute(
+        "CREATE TABLE slow_reads WITH (autovacuum_enabled = false) AS SELECT g FROM generate_series(1, 1000) g",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("VACUUM FULL slow_reads").await.unwrap();
     for _ in 0..4 {
         db.query(SLOW, &[&0.15f64]).await.unwrap();
     }
@@ -70,7 +95,7 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
             &[("datname", dbname), ("queryid", id)],
         )
     };
-    let m = eventually(px.addr, WAIT, "both statements", |m| {
+    let m = until(px.addr, WAIT, "both statements", |m| {
         (calls(m, &slow) >= Some(4.0) && calls(m, &fast) >= Some(50.0)).then(|| m.clone())
     })
     .await;
@@ -88,8 +113,23 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
     let slow_total = get("pg_stat_statements_seconds_total", &slow);
     assert!(slow_total >= slow_calls * 0.15, "{slow_total} s for {slow_calls} calls");
     assert_eq!(get("pg_stat_statements_rows_total", &slow), slow_calls);
-    assert!(get("pg_stat_statements_block_read_seconds_total", &slow) >= 0.0);
-    assert!(get("pg_stat_statements_block_write_seconds_total", &slow) >= 0.0);
+    // The block times mirror pg_stat_statements' (nobody runs the slow
+    // statement any more, so they hold still); the read time is not zero.
+    let (read_ms, write_ms) = block_times(&db, &slow).await;
+    assert!(
+        read_ms > 0.0,
+        "the slow statement read no block from disk: {read_ms} ms"
+    );
+    let read = get("pg_stat_statements_block_read_seconds_total", &slow);
+    let write = get("pg_stat_statements_block_write_seconds_total", &slow);
+    assert!(
+        (read - read_ms / 1000.0).abs() < 1e-9,
+        "block read {read} s, Postgres {read_ms} ms"
+    );
+    assert!(
+        (write - write_ms / 1000.0).abs() < 1e-9,
+        "block write {write} s, Postgres {write_ms} ms"
+    );
     let fast_mean = get("pg_stat_statements_mean_seconds", &fast);
     assert!(fast_mean < threshold, "fast mean {fast_mean}");
     assert!(m.text.contains("# TYPE pg_stat_statements_seconds_total counter"));
@@ -120,7 +160,7 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
     // ...only because of exclude_own_role.
     let yaml = statements("    top: 5000\n    exclude_own_role: false\n");
     let px = start(&test_yaml(&dsn, &yaml)).await;
-    eventually(px.addr, WAIT, "pgsidecar_it's statements", |m| {
+    until(px.addr, WAIT, "pgsidecar_it's statements", |m| {
         (mine(m) > 0).then_some(())
     })
     .await;
@@ -131,11 +171,11 @@ async fn slow_and_fast_statements_without_pgsidecars_own() {
 async fn query_texts_only_on_request_and_cut() {
     let cluster = pg::shared();
     let dbname = "stmt_text_db";
-    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
     let yaml = statements("    include_query_text: true\n    query_text_length: 40\n");
     let px = start(&test_yaml(&dsn, &yaml)).await;
-    let texts = eventually(px.addr, WAIT, "query texts", |m| {
+    let texts = until(px.addr, WAIT, "query texts", |m| {
         let texts: Vec<String> = m
             .all("pg_stat_statements_query_id", &[])
             .iter()
@@ -160,10 +200,10 @@ async fn query_texts_only_on_request_and_cut() {
 async fn only_the_top_n_statements() {
     let cluster = pg::shared();
     let dbname = "stmt_top_db";
-    let db = crate::fixture::create_app_db(cluster, dbname).await;
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     let dsn = monitor_dsn(cluster, &db, dbname).await;
     let px = start(&test_yaml(&dsn, &statements("    top: 3\n"))).await;
-    let m = eventually(px.addr, WAIT, "statements", |m| {
+    let m = until(px.addr, WAIT, "statements", |m| {
         m.has("pg_stat_statements_calls_total").then(|| m.clone())
     })
     .await;
@@ -190,7 +230,7 @@ async fn unavailable_without_the_extension() {
     let yaml = test_yaml(&cluster.dsn(dbname), "collectors:\n  database:\n    interval: 1s\n");
     let px = start(&yaml).await;
     let collectors = pgsidecar::collectors::ALL.len();
-    let m = eventually(px.addr, WAIT, "every collector ran", |m| {
+    let m = until(px.addr, WAIT, "every collector ran", |m| {
         (m.all("pg_scrape_collector_success", &[]).len() == collectors && m.has("pgsidecar_collector_unavailable"))
             .then(|| m.clone())
     })

@@ -2,13 +2,9 @@
 //! schema (see `fixture`): each test makes a condition happen in a database
 //! of its own and sees the metric flip.
 
-use std::time::Duration;
-
-use crate::fixture::create_app_db;
-use crate::scrape::{Metrics, eventually, scrape};
-use crate::{pg, start, test_yaml};
-
-const WAIT: Duration = Duration::from_secs(20);
+use crate::support::fixture::create_app_db;
+use crate::support::scrape::{Metrics, scrape, until};
+use crate::support::{WAIT, pg, start, test_yaml};
 
 fn table<'a>(db: &'a str, relname: &'a str) -> [(&'a str, &'a str); 3] {
     [("datname", db), ("schemaname", "public"), ("relname", relname)]
@@ -33,15 +29,15 @@ async fn seq_scans_sizes_and_live_rows() {
     let px = start(&test_yaml(&pg::shared().dsn(db), "")).await;
     let t = table(db, "messages");
     let seq = |m: &Metrics| m.get("pg_stat_user_tables_seq_scan", &t);
-    let before = eventually(px.addr, WAIT, "messages seq_scan", seq).await;
+    let before = until(px.addr, WAIT, "messages seq_scan", seq).await;
 
     const N: usize = 12;
     seq_scans(db, N).await;
-    eventually(px.addr, WAIT, "12 more seq scans on messages", |m| {
+    until(px.addr, WAIT, "12 more seq scans on messages", |m| {
         seq(m).filter(|v| *v >= before + N as f64)
     })
     .await;
-    let m = eventually(px.addr, WAIT, "about 5000 live rows in messages after ANALYZE", |m| {
+    let m = until(px.addr, WAIT, "about 5000 live rows in messages after ANALYZE", |m| {
         m.get("pg_stat_user_tables_n_live_tup", &t)
             .filter(|v| (4500.0..=5500.0).contains(v))
             .map(|_| m.clone())
@@ -89,7 +85,7 @@ async fn dead_tuples_rise_and_vacuum_clears_them() {
         .unwrap();
     let px = start(&test_yaml(&pg::shared().dsn(db), "")).await;
     let t = table(db, "messages");
-    let m = eventually(px.addr, WAIT, "messages stats", |m| {
+    let m = until(px.addr, WAIT, "messages stats", |m| {
         m.has("pg_stat_user_tables_n_dead_tup").then(|| m.clone())
     })
     .await;
@@ -101,7 +97,7 @@ async fn dead_tuples_rise_and_vacuum_clears_them() {
         .await
         .unwrap();
     drop(work);
-    let m = eventually(px.addr, WAIT, "2500 dead tuples in messages", |m| {
+    let m = until(px.addr, WAIT, "2500 dead tuples in messages", |m| {
         m.get("pg_stat_user_tables_n_dead_tup", &t)
             .filter(|v| *v >= 2400.0)
             .map(|_| m.clone())
@@ -112,7 +108,7 @@ async fn dead_tuples_rise_and_vacuum_clears_them() {
     assert!(m.get("pg_stat_user_tables_n_tup_del", &t).unwrap() >= 2500.0);
 
     admin.batch_execute("VACUUM messages").await.unwrap();
-    let m = eventually(px.addr, WAIT, "a manual vacuum of messages", |m| {
+    let m = until(px.addr, WAIT, "a manual vacuum of messages", |m| {
         m.get("pg_stat_user_tables_vacuum_count", &t)
             .filter(|v| *v >= 1.0)
             .map(|_| m.clone())
@@ -133,9 +129,9 @@ async fn statio_counts_buffer_hits() {
     let px = start(&test_yaml(&pg::shared().dsn(db), "")).await;
     let t = table(db, "messages");
     let hits = |m: &Metrics| m.get("pg_statio_user_tables_heap_blocks_hit", &t);
-    let before = eventually(px.addr, WAIT, "messages heap hits", hits).await;
+    let before = until(px.addr, WAIT, "messages heap hits", hits).await;
     seq_scans(db, 5).await;
-    eventually(px.addr, WAIT, "more heap hits on messages", |m| {
+    until(px.addr, WAIT, "more heap hits on messages", |m| {
         hits(m).filter(|v| *v > before)
     })
     .await;
@@ -165,7 +161,7 @@ async fn migration_revision_follows_the_table() {
         "checks:\n  migrations:\n    query: \"SELECT version_num || 'x' FROM alembic_version\"\n    expected: \"003x\"\n",
     ))
     .await;
-    let m = eventually(custom.addr, WAIT, "the custom query's revision", |m| {
+    let m = until(custom.addr, WAIT, "the custom query's revision", |m| {
         m.has("pgsidecar_migration_at_expected").then(|| m.clone())
     })
     .await;
@@ -179,7 +175,7 @@ async fn migration_revision_follows_the_table() {
     custom.stop().await.unwrap();
 
     let px = start(&test_yaml(&dsn, "checks:\n  migrations:\n    expected: \"003\"\n")).await;
-    let m = eventually(px.addr, WAIT, "at the expected revision", |m| {
+    let m = until(px.addr, WAIT, "at the expected revision", |m| {
         m.get("pgsidecar_migration_at_expected", &l)
             .filter(|v| *v == 1.0)
             .map(|_| m.clone())
@@ -194,7 +190,7 @@ async fn migration_revision_follows_the_table() {
         .batch_execute("UPDATE alembic_version SET version_num = '002'")
         .await
         .unwrap();
-    let m = eventually(px.addr, WAIT, "behind the expected revision", |m| {
+    let m = until(px.addr, WAIT, "behind the expected revision", |m| {
         m.get("pgsidecar_migration_at_expected", &l)
             .filter(|v| *v == 0.0)
             .map(|_| m.clone())
@@ -205,7 +201,7 @@ async fn migration_revision_follows_the_table() {
     assert_eq!(revisions[0].labels["revision"], "002");
 
     admin.batch_execute("DROP TABLE alembic_version").await.unwrap();
-    let m = eventually(px.addr, WAIT, "the migration table gone", |m| {
+    let m = until(px.addr, WAIT, "the migration table gone", |m| {
         m.get("pgsidecar_migration_table_present", &l)
             .filter(|v| *v == 0.0)
             .map(|_| m.clone())
@@ -229,7 +225,7 @@ async fn max_series_caps_the_tables() {
         "checks:\n  relations:\n    max_series: 2\n",
     ))
     .await;
-    let m = eventually(px.addr, WAIT, "both table collectors", |m| {
+    let m = until(px.addr, WAIT, "both table collectors", |m| {
         (m.has("pg_stat_user_tables_seq_scan") && m.has("pg_statio_user_tables_heap_blocks_hit")).then(|| m.clone())
     })
     .await;

@@ -1,6 +1,12 @@
-//! A throwaway PostgreSQL cluster: initdb in a temp dir, a free port on
+//! A throwaway PostgreSQL cluster: initdb in a temp dir, listening on
 //! 127.0.0.1, `pg_stat_statements` preloaded. Works as root (the server runs
 //! as the `postgres` system user through `runuser`) and as a normal user.
+//!
+//! PostgreSQL cannot listen on port 0, so a cluster picks its port (see
+//! `next_port`). If the server then cannot bind it ("could not bind" in its
+//! log), the first start tries the next one, unless the port has already
+//! been handed out (`Cluster::port`): a collision is detected and retried,
+//! never silent.
 //!
 //! Binaries come from `PG_BIN`, else `pg_config --bindir`, else the newest
 //! `/usr/lib/postgresql/*/bin`. Every cluster is stopped and removed when
@@ -10,10 +16,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::blocking;
+
 pub struct Cluster {
-    pub port: u16,
+    /// The port the server listens on, or will try first.
+    port: AtomicU16,
+    /// Whether `port()` has told anyone the port: from then on it stays.
+    handed_out: AtomicBool,
     dir: PathBuf,
     bin: PathBuf,
     run_as_postgres: bool,
@@ -22,11 +34,13 @@ pub struct Cluster {
 /// The cluster shared by the tests of this binary that do not stop or lock it.
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Cluster> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        let c = Cluster::init();
-        c.start();
-        c.create_extension_in_postgres_db();
-        c
+    blocking(|| {
+        SHARED.get_or_init(|| {
+            let c = Cluster::init();
+            c.start();
+            c.create_extension_in_postgres_db();
+            c
+        })
     })
 }
 
@@ -64,22 +78,42 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
+/// The next port for a cluster to try. Ports come from the 10,000 just below
+/// the kernel's ephemeral range (`ip_local_port_range`), where no bind to
+/// port 0 and no outgoing connection lands, so a port stays free while its
+/// cluster is stopped and started again. The clusters of this process take
+/// them in turn, from an offset that differs between processes.
+fn next_port() -> u16 {
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let ephemeral: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let first = ephemeral.saturating_sub(10_000).max(1024);
+    let (first, span) = if ephemeral > first {
+        (first, ephemeral - first)
+    } else {
+        (20_000, 10_000)
+    };
+    let n = TAKEN
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(std::process::id().wrapping_mul(7919));
+    (first + n % span) as u16
 }
 
 impl Cluster {
     /// Creates (initdb) a cluster without starting it.
     pub fn init() -> Cluster {
+        blocking(Cluster::init_blocking)
+    }
+
+    fn init_blocking() -> Cluster {
         let bin = bin_dir();
         let run_as_postgres = is_root();
         let base = std::env::temp_dir().join(format!(
             "pgsidecar-test-{}-{}",
             std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&base).expect("create cluster dir");
         if run_as_postgres {
@@ -93,7 +127,8 @@ impl Cluster {
             );
         }
         let c = Cluster {
-            port: free_port(),
+            port: AtomicU16::new(next_port()),
+            handed_out: AtomicBool::new(false),
             dir: base,
             bin,
             run_as_postgres,
@@ -115,11 +150,10 @@ impl Cluster {
             ],
         );
         let conf = format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
+            "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\n\
              shared_preload_libraries = 'pg_stat_statements'\nfsync = off\nfull_page_writes = off\n\
              synchronous_commit = off\nmax_connections = 60\npassword_encryption = 'scram-sha-256'\n\
              track_io_timing = on\nlogging_collector = off\n",
-            port = c.port,
             dir = c.dir.display()
         );
         append(&Path::new(&data).join("postgresql.conf"), &conf);
@@ -150,6 +184,13 @@ impl Cluster {
             &data.join("postgresql.conf"),
             "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
         );
+    }
+
+    /// The server's port on 127.0.0.1. Once asked for, it stays the cluster's
+    /// port: a start never moves it to another.
+    pub fn port(&self) -> u16 {
+        self.handed_out.store(true, Ordering::SeqCst);
+        self.port.load(Ordering::SeqCst)
     }
 
     /// The cluster's directory (for test fixtures).
@@ -185,31 +226,60 @@ impl Cluster {
         );
     }
 
+    /// Starts the server and waits until it accepts connections.
     pub fn start(&self) {
-        let log = self.dir.join("server.log").display().to_string();
-        // After a SIGKILL the old backends may hold shared memory for a moment.
-        for attempt in 0..20 {
+        blocking(|| self.start_blocking())
+    }
+
+    fn start_blocking(&self) {
+        let log = self.dir.join("server.log");
+        for attempt in 1..=20 {
+            let logged = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            let port = self.port.load(Ordering::SeqCst);
             let out = self
-                .command("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-t", "60", "start"])
+                .command(
+                    "pg_ctl",
+                    &[
+                        "-D",
+                        &self.data(),
+                        "-l",
+                        &log.display().to_string(),
+                        "-o",
+                        &format!("-p {port}"),
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ],
+                )
                 .output()
                 .expect("run pg_ctl");
             if out.status.success() {
                 return;
             }
-            if attempt == 19 {
-                let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+            let server_log = std::fs::read(&log).unwrap_or_default();
+            let this_start = String::from_utf8_lossy(server_log.get(logged..).unwrap_or_default());
+            let taken = this_start.contains("could not bind") || this_start.contains("Address already in use");
+            if attempt == 20 {
                 panic!(
-                    "pg_ctl start failed: {}\n{}",
+                    "pg_ctl start failed on port {port}{}: {}\n{this_start}",
+                    if taken { " (taken by another program)" } else { "" },
                     String::from_utf8_lossy(&out.stderr),
-                    server_log
                 );
             }
+            if taken && !self.handed_out.load(Ordering::SeqCst) {
+                // Nobody knows this port yet: take the next one.
+                self.port.store(next_port(), Ordering::SeqCst);
+                continue;
+            }
+            // After a SIGKILL the old backends may hold shared memory for a
+            // moment; a port the tests already use may be free again soon.
             std::thread::sleep(Duration::from_millis(250));
         }
     }
 
     pub fn stop(&self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+        blocking(|| self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]));
     }
 
     /// SIGKILL to the postmaster, as an OOM killer would.
@@ -247,7 +317,7 @@ impl Cluster {
     pub fn dsn(&self, dbname: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname={dbname} sslmode=disable",
-            self.port
+            self.port()
         )
     }
 
@@ -255,7 +325,7 @@ impl Cluster {
         let dsn = format!("{} application_name={application_name}", self.dsn(dbname));
         let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
             .await
-            .unwrap_or_else(|e| panic!("connect to test cluster on port {}: {e}", self.port));
+            .unwrap_or_else(|e| panic!("connect to test cluster on port {}: {e}", self.port()));
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -263,14 +333,15 @@ impl Cluster {
     }
 
     /// Waits until the server no longer accepts connections (after a kill).
-    pub fn wait_down(&self) {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                return;
+    pub async fn wait_down(&self) {
+        let port = self.port();
+        super::eventually(super::WAIT, &format!("server on port {port} down"), async || {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(_) => Err("it still accepts connections".into()),
+                Err(_) => Ok(()),
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("server on port {} still accepts connections", self.port);
+        })
+        .await
     }
 
     /// Stops the server and removes the directory when this process exits,
@@ -299,14 +370,16 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        blocking(|| {
+            let _ = self
+                .command("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+                .output();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        })
     }
 }
 
-static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn append(path: &Path, text: &str) {
     use std::io::Write;

@@ -18,19 +18,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::dashboards::{PER_POD, dashboards, exprs, per_pod, server_wide, substitute};
-use crate::e2e::{Procs, percent_encode, spawn_prometheus, wait_http};
-use crate::fixture::{example_config, monitored_app_db};
+use crate::e2e::{percent_encode, start_prometheus, wait_http};
 use crate::leader::Fleet;
-use crate::pg::{Cluster, free_port};
-use crate::scrape::{eventually, get};
-
-/// Generous for a machine shared with other builds.
-const WITHIN: Duration = Duration::from_secs(30);
+use crate::support::fixture::{example_config, monitored_app_db};
+use crate::support::pg::Cluster;
+use crate::support::scrape::{get, until};
+use crate::support::{WAIT, eventually};
 
 /// Metrics that have no series here: autovacuum is off, and no collector
 /// misses a prerequisite. Every other server-wide query must have data
@@ -116,8 +114,8 @@ fn without_topk(expr: &str) -> Option<&str> {
 /// so its series are there too), and `up` of `down` (if any) is 0.
 async fn until_scraped(prom: SocketAddr, addr: SocketAddr, down: Option<SocketAddr>, collectors: usize) {
     let ok = format!("pg_scrape_collector_success{{instance=\"{addr}\"}} == 1");
-    let deadline = Instant::now() + WITHIN;
-    loop {
+    let what = format!("Prometheus scraped all {collectors} collectors of {addr} succeeding");
+    eventually(WAIT, &what, async || {
         let up = instant(prom, &format!("up{{instance=\"{addr}\"}} == 1")).await.len() == 1;
         let gone = match down {
             Some(d) => instant(prom, &format!("up{{instance=\"{d}\"}} == 0")).await.len() == 1,
@@ -125,21 +123,33 @@ async fn until_scraped(prom: SocketAddr, addr: SocketAddr, down: Option<SocketAd
         };
         let succeeded = instant(prom, &ok).await;
         if up && gone && succeeded.len() == collectors {
-            return;
+            Ok(())
+        } else {
+            Err(format!("up {up}, old target down {gone}: {succeeded:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus has not scraped all {collectors} collectors of {addr} succeeding \
-             (up {up}, old target down {gone}): {succeeded:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until Prometheus has scraped `addr` `n` times since `since` (Unix
+/// time): rates need two samples, and the period a few steps on either side
+/// of the move.
+async fn until_scraped_times(prom: SocketAddr, addr: SocketAddr, since: f64, n: usize) {
+    eventually(WAIT, &format!("{n} scrapes of {addr}"), async || {
+        let window = (((now() - since) * 1000.0).ceil() as u64).max(1);
+        let q = format!("count_over_time(up{{instance=\"{addr}\"}}[{window}ms]) >= {n}");
+        match instant(prom, &q).await.len() {
+            1 => Ok(()),
+            _ => Err(format!("fewer in the last {window} ms")),
+        }
+    })
+    .await
 }
 
 /// What a sidecar exports while it does not lead is [`PER_POD`], plus the
 /// health of its `pools` collector and the job-wide slow-query threshold;
 /// and each entry of [`PER_POD`] is among it.
-fn check_per_pod_list(follower: &crate::scrape::Metrics) {
+fn check_per_pod_list(follower: &crate::support::scrape::Metrics) {
     let mut problems = Vec::new();
     for s in &follower.samples {
         let pools_health = (s.name.starts_with("pg_scrape_collector_") || s.name.starts_with("pgsidecar_collector_"))
@@ -200,10 +210,12 @@ async fn dashboards_follow_a_leadership_move() {
         ("DB_HOST", "127.0.0.1"),
     ];
     let mut fleet = Fleet::new();
-    let pods = [fleet.spawn_config(&yaml, &env), fleet.spawn_config(&yaml, &env)];
+    let pods = [
+        fleet.spawn_config(&yaml, &env).await,
+        fleet.spawn_config(&yaml, &env).await,
+    ];
     let addrs = pods.map(|n| fleet.addr(n));
 
-    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = fleet.dir().join("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -218,29 +230,30 @@ async fn dashboards_follow_a_leadership_move() {
     )
     .unwrap();
     // Declared after the fleet: dropped (killed) before the fleet removes its directory.
-    let _prometheus = Procs(vec![spawn_prometheus(&dir, prom_addr)]);
+    let (_prometheus, prom_addr) = start_prometheus(&dir).await;
     wait_http(prom_addr, "/-/ready", "prometheus").await;
 
-    let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;
+    let leader = fleet.one_leader(WAIT, "one leader", |_| true).await;
     let follower = pods[1 - leader];
-    let collectors = crate::default_collectors();
+    let collectors = crate::support::default_collectors();
     until_scraped(prom_addr, fleet.addr(leader), None, collectors).await;
     let start = now();
-    let follower_metrics = eventually(fleet.addr(follower), WITHIN, "the follower's pools", |m| {
+    let follower_metrics = until(fleet.addr(follower), WAIT, "the follower's pools", |m| {
         m.has("pgsidecar_pool_capacity").then(|| m.clone())
     })
     .await;
     check_per_pod_list(&follower_metrics);
     // Rates need two samples of the leader's counters; a few steps before the move.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    until_scraped_times(prom_addr, fleet.addr(leader), start, 5).await;
 
     // The move.
     let old = fleet.addr(leader);
     fleet.kill(leader);
     let moved = now();
-    fleet.one_leader(WITHIN, "the follower leads", |n| n == follower).await;
+    fleet.one_leader(WAIT, "the follower leads", |n| n == follower).await;
     until_scraped(prom_addr, fleet.addr(follower), Some(old), collectors).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // A few steps after the move, too.
+    until_scraped_times(prom_addr, fleet.addr(follower), now(), 5).await;
     let end = now();
 
     // Both sidecars led during the period.
@@ -303,6 +316,7 @@ async fn dashboards_follow_a_leadership_move() {
             }
         }
     }
+    assert!(checked > 0, "no server-wide query in the dashboards");
     assert!(
         problems.is_empty(),
         "{} problems in {checked} server-wide queries:\n{}",

@@ -12,60 +12,45 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fixture::{example_config, monitored_app_db};
-use crate::pg::{Cluster, free_port};
-use crate::scrape::get;
-
-/// Kills every process it holds when dropped, also when a test fails.
-pub(crate) struct Procs(pub(crate) Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-pub(crate) fn spawn(cmd: &mut Command, what: &str, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    cmd.stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {what} (scripts/test installs it): {e}"))
-}
+use crate::support::fixture::{example_config, monitored_app_db};
+use crate::support::pg::Cluster;
+use crate::support::process::Proc;
+use crate::support::scrape::get;
+use crate::support::{WAIT, eventually};
 
 pub(crate) async fn wait_http(addr: SocketAddr, path: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() && get(addr, path).await.status == 200 {
-            return;
+    eventually(WAIT, &format!("{what} ready on {addr}{path}"), async || {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return Err("nothing listens".into());
         }
-        assert!(Instant::now() < deadline, "{what} not ready on {addr}{path}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        match get(addr, path).await {
+            r if r.status == 200 => Ok(()),
+            r => Err(format!("status {}: {}", r.status, r.text())),
+        }
+    })
+    .await
 }
 
-/// Starts Prometheus on `addr` with `dir/prometheus.yml`, its data in
-/// `dir/prom` and its log in `dir/prometheus.log`.
-pub(crate) fn spawn_prometheus(dir: &Path, addr: SocketAddr) -> Child {
-    spawn(
+/// Starts Prometheus on 127.0.0.1:0 with `dir/prometheus.yml`, its data in
+/// `dir/prom` and its log in `dir/prometheus.log`; returns it and its
+/// address.
+pub(crate) async fn start_prometheus(dir: &Path) -> (Proc, SocketAddr) {
+    let mut p = Proc::spawn(
         Command::new("prometheus").args([
             &format!("--config.file={}", dir.join("prometheus.yml").display()),
             &format!("--storage.tsdb.path={}", dir.join("prom").display()),
-            &format!("--web.listen-address={addr}"),
+            "--web.listen-address=127.0.0.1:0",
         ]),
         "prometheus",
         &dir.join("prometheus.log"),
-    )
+    );
+    let addr = p.address("msg=\"Listening on\"", "address").await;
+    (p, addr)
 }
 
 /// Serves POSTs on an ephemeral port and keeps their bodies.
@@ -117,7 +102,7 @@ async fn webhook() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 
 /// The shipped rules with every `for:` shortened to 1s.
 fn rules_with_short_for(dir: &Path) -> PathBuf {
-    let src = crate::root().join("alerts/pgsidecar.rules.yml");
+    let src = crate::support::root().join("alerts/pgsidecar.rules.yml");
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
     let mut shortened = 0;
     for group in doc["groups"].as_sequence_mut().unwrap() {
@@ -189,15 +174,26 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     // pgsidecar: the example config, collecting every second.
     let config = dir.join("pgsidecar.yaml");
     std::fs::write(&config, example_config("")).unwrap();
-    let px_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (px, px_addr) = Proc::pgsidecar(
+        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .args(["--config.file", config.to_str().unwrap()])
+            .env("DATA_SOURCE_NAME", &dsn)
+            .env("POD_IP", "127.0.0.1")
+            .env("DB_HOST", "127.0.0.1"),
+        "pgsidecar",
+        &dir.join("pgsidecar.log"),
+    )
+    .await;
     // A second pgsidecar with the default configuration, on a database without
     // pg_stat_statements: its unavailable collector is what the self
     // dashboard's "Unavailable collectors" panel lists.
-    let px2_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (px2, px2_addr) = Proc::pgsidecar(
+        Command::new(env!("CARGO_BIN_EXE_pgsidecar")).env("DATA_SOURCE_NAME", cluster.dsn("postgres")),
+        "pgsidecar (second)",
+        &dir.join("pgsidecar2.log"),
+    )
+    .await;
     let (hook_addr, bodies) = webhook().await;
-    let am_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let prom_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-
     std::fs::write(
         dir.join("alertmanager.yml"),
         format!(
@@ -206,6 +202,18 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         ),
     )
     .unwrap();
+    let mut am = Proc::spawn(
+        Command::new("prometheus-alertmanager").args([
+            &format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            &format!("--storage.path={}", dir.join("am").display()),
+            "--web.listen-address=127.0.0.1:0",
+            "--cluster.listen-address=",
+        ]),
+        "prometheus-alertmanager",
+        &dir.join("alertmanager.log"),
+    );
+    let am_addr = am.address("msg=\"Listening on\"", "address").await;
+
     let rules = rules_with_short_for(&dir);
     std::fs::write(
         dir.join("prometheus.yml"),
@@ -217,51 +225,20 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         ),
     )
     .unwrap();
-
-    let mut procs = Procs(Vec::new());
-    procs.0.push(spawn(
-        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .args([
-                "--config.file",
-                config.to_str().unwrap(),
-                "--web.listen-address",
-                &px_addr.to_string(),
-            ])
-            .env("DATA_SOURCE_NAME", &dsn)
-            .env("POD_IP", "127.0.0.1")
-            .env("DB_HOST", "127.0.0.1"),
-        "pgsidecar",
-        &dir.join("pgsidecar.log"),
-    ));
-    procs.0.push(spawn(
-        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .args(["--web.listen-address", &px2_addr.to_string()])
-            .env("DATA_SOURCE_NAME", cluster.dsn("postgres")),
-        "pgsidecar (second)",
-        &dir.join("pgsidecar2.log"),
-    ));
-    procs.0.push(spawn(
-        Command::new("prometheus-alertmanager").args([
-            &format!("--config.file={}", dir.join("alertmanager.yml").display()),
-            &format!("--storage.path={}", dir.join("am").display()),
-            &format!("--web.listen-address={am_addr}"),
-            "--cluster.listen-address=",
-        ]),
-        "prometheus-alertmanager",
-        &dir.join("alertmanager.log"),
-    ));
-    procs.0.push(spawn_prometheus(&dir, prom_addr));
+    let (prometheus, prom_addr) = start_prometheus(&dir).await;
     wait_http(px_addr, "/readyz", "pgsidecar").await;
     wait_http(am_addr, "/-/ready", "alertmanager").await;
     wait_http(prom_addr, "/-/ready", "prometheus").await;
     // Prometheus hands targets to its scrapers a few seconds after start:
     // start the workload only once pgsidecar has been scraped, so counters
     // are seen rising.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while query(prom_addr, "up{job=\"pgsidecar\"} == 1").await != Ok(2) {
-        assert!(Instant::now() < deadline, "prometheus never scraped pgsidecar");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(WAIT, "prometheus scraped both pgsidecars", async || {
+        match query(prom_addr, "up{job=\"pgsidecar\"} == 1").await {
+            Ok(2) => Ok(()),
+            other => Err(format!("{other:?} targets up")),
+        }
+    })
+    .await;
 
     // The conditions, for real.
     // 1. Slow statements: 120 calls of 150 ms from four sessions.
@@ -329,8 +306,9 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             vec![("severity", "critical"), ("datname", "mluvme")],
         ),
     ];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    // Longer than WAIT: each alert needs a rate over several scrapes, a `for:`
+    // and Alertmanager's grouping.
+    eventually(WAIT * 4, "alerts delivered to the webhook", async || {
         let got = received(&bodies);
         let missing: Vec<&str> = expected
             .iter()
@@ -344,28 +322,26 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             .map(|(name, _)| *name)
             .collect();
         if missing.is_empty() {
-            break;
+            return Ok(());
         }
-        if Instant::now() > deadline {
-            let names: Vec<_> = got.iter().filter_map(|a| a.get("alertname")).collect();
-            let mut state = String::new();
-            for e in [
-                "pg_stat_statements_calls_total",
-                "rate(pg_stat_statements_calls_total[5m]) > 0.1",
-                "rate(pg_stat_statements_seconds_total[5m]) / rate(pg_stat_statements_calls_total[5m])",
-                "pgsidecar_slow_query_threshold_seconds",
-                "pgsidecar_migration_at_expected",
-                "ALERTS",
-            ] {
-                state.push_str(&format!("{e}: {:?}\n", query(prom_addr, e).await));
-            }
-            panic!(
-                "alerts not delivered to the webhook: {missing:?}\nreceived: {names:?}\n{state}pgsidecar log:\n{}",
-                std::fs::read_to_string(dir.join("pgsidecar.log")).unwrap_or_default()
-            );
+        let names: Vec<_> = got.iter().filter_map(|a| a.get("alertname")).collect();
+        let mut state = String::new();
+        for e in [
+            "pg_stat_statements_calls_total",
+            "rate(pg_stat_statements_calls_total[5m]) > 0.1",
+            "rate(pg_stat_statements_seconds_total[5m]) / rate(pg_stat_statements_calls_total[5m])",
+            "pgsidecar_slow_query_threshold_seconds",
+            "pgsidecar_migration_at_expected",
+            "ALERTS",
+        ] {
+            state.push_str(&format!("{e}: {:?}\n", query(prom_addr, e).await));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Err(format!(
+            "missing {missing:?}\nreceived: {names:?}\n{state}pgsidecar log:\n{}",
+            std::fs::read_to_string(dir.join("pgsidecar.log")).unwrap_or_default()
+        ))
+    })
+    .await;
     // Healthy parts stay quiet; a missing extension is information, not a failure.
     let got = received(&bodies);
     for quiet in [
@@ -382,8 +358,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
 
     // Every dashboard query returns data from Prometheus (autovacuum may take
     // a few seconds more).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(WAIT * 2, "data for every dashboard query", async || {
         let mut empty = Vec::new();
         for (file, dashboard) in crate::dashboards::dashboards() {
             for (panel, expr) in crate::dashboards::exprs(&dashboard) {
@@ -396,16 +371,13 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             }
         }
         if empty.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("queries without data:\n{}", empty.join("\n")))
         }
-        assert!(
-            Instant::now() < deadline,
-            "dashboard queries without data:\n{}",
-            empty.join("\n")
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    })
+    .await;
     drop(pool);
-    drop(procs);
+    drop((px, px2, am, prometheus));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -47,9 +47,9 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
     req.push_str("Content-Length: 0\r\n\r\n");
     stream.write_all(req.as_bytes()).await.expect("send request");
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+    tokio::time::timeout(super::WAIT, stream.read_to_end(&mut raw))
         .await
-        .expect("response within 10s")
+        .unwrap_or_else(|_| panic!("no response from {addr}{path} within {:?}", super::WAIT))
         .expect("read response");
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
@@ -197,30 +197,24 @@ pub async fn scrape(addr: SocketAddr) -> Metrics {
     Metrics::parse(&r.text())
 }
 
-/// Scrapes until `check` returns `Some`, or panics after `within` with the
-/// last scrape and `what`.
-pub async fn eventually<T>(
+/// Scrapes until `check` returns `Some`, and returns that; panics after
+/// `within` with `what` and the last scrape (see `support::eventually`).
+pub async fn until<T>(
     addr: SocketAddr,
     within: Duration,
     what: &str,
     mut check: impl FnMut(&Metrics) -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + within;
-    loop {
+    super::eventually(within, what, async || {
         let m = scrape(addr).await;
-        if let Some(v) = check(&m) {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("{what}: not seen within {within:?}; last scrape:\n{}", m.text);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        check(&m).ok_or_else(|| format!("the scrape\n{}", m.text))
+    })
+    .await
 }
 
 /// Scrapes until `pg_up` has `value`, or panics after `within`.
 pub async fn until_pg_up(addr: SocketAddr, within: Duration, value: f64) {
-    eventually(addr, within, &format!("pg_up {value}"), |m| {
+    until(addr, within, &format!("pg_up {value}"), |m| {
         m.get("pg_up", &[]).filter(|v| *v == value).map(|_| ())
     })
     .await

@@ -7,15 +7,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::link::Link;
-use crate::pg::{self, Cluster};
-use crate::scrape::{Metrics, eventually, get, scrape, until_pg_up};
+use crate::support::link::Link;
+use crate::support::pg::Cluster;
+use crate::support::process::Proc;
+use crate::support::scrape::{Metrics, get, scrape, until, until_pg_up};
+use crate::support::{WAIT, eventually};
 
-/// Two intervals (1 s) plus the time a slow machine may need.
-const WITHIN: Duration = Duration::from_secs(8);
+/// How soon another sidecar leads once the leader is killed: two check
+/// intervals (500 ms) plus the time a slow machine may need. A bound the test
+/// asserts, not how long it waits (that is `WAIT`).
+const TAKEOVER: Duration = Duration::from_secs(8);
 
 const LEADER_ELECTION: &str = "coordination:\n  mode: leader-election\n  check_interval: 500ms\n";
 
@@ -23,12 +28,14 @@ const LEADER_ELECTION: &str = "coordination:\n  mode: leader-election\n  check_i
 /// used by `dashboards_move`.
 pub(crate) struct Fleet {
     dir: PathBuf,
-    procs: Vec<Option<(Child, SocketAddr)>>,
+    procs: Vec<Option<(Proc, SocketAddr)>>,
 }
 
 impl Fleet {
     pub(crate) fn new() -> Fleet {
-        let dir = std::env::temp_dir().join(format!("pgsidecar-leader-{}-{}", std::process::id(), pg::free_port()));
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pgsidecar-leader-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Fleet { dir, procs: Vec::new() }
     }
@@ -39,42 +46,34 @@ impl Fleet {
     }
 
     /// Starts a pgsidecar with `coordination` YAML; returns its index.
-    fn spawn(&mut self, cluster: &Cluster, coordination: &str) -> usize {
-        self.spawn_dsn(&cluster.dsn("postgres"), coordination)
+    async fn spawn(&mut self, cluster: &Cluster, coordination: &str) -> usize {
+        self.spawn_dsn(&cluster.dsn("postgres"), coordination).await
     }
 
     /// As `spawn`, with the datasource `dsn`.
-    fn spawn_dsn(&mut self, dsn: &str, coordination: &str) -> usize {
+    async fn spawn_dsn(&mut self, dsn: &str, coordination: &str) -> usize {
         let yaml = format!(
             "collection:\n  interval: 1s\n{coordination}checks:\n  pools:\n    - name: app\n      application_name: it-app\n      size: 5\n"
         );
-        self.spawn_config(&yaml, &[("DATA_SOURCE_NAME", dsn)])
+        self.spawn_config(&yaml, &[("DATA_SOURCE_NAME", dsn)]).await
     }
 
     /// Starts a pgsidecar with this whole config file and environment;
     /// returns its index once it listens.
-    pub(crate) fn spawn_config(&mut self, yaml: &str, env: &[(&str, &str)]) -> usize {
+    pub(crate) async fn spawn_config(&mut self, yaml: &str, env: &[(&str, &str)]) -> usize {
         let n = self.procs.len();
         let config = self.dir.join(format!("config-{n}.yaml"));
         std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::File::create(self.dir.join(format!("log-{n}.txt"))).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", pg::free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .arg("--config.file")
-            .arg(&config)
-            .args(["--web.listen-address", &addr.to_string()])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "pgsidecar {n} did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.procs.push(Some((child, addr)));
+        let (p, addr) = Proc::pgsidecar(
+            Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+                .arg("--config.file")
+                .arg(&config)
+                .envs(env.iter().copied()),
+            &format!("pgsidecar {n}"),
+            &self.dir.join(format!("log-{n}.txt")),
+        )
+        .await;
+        self.procs.push(Some((p, addr)));
         n
     }
 
@@ -88,17 +87,13 @@ impl Fleet {
 
     /// SIGTERM; returns the exit code once the process has ended.
     fn terminate(&mut self, n: usize) -> Option<i32> {
-        let (mut child, _) = self.procs[n].take()?;
-        let pid = child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        child.wait().ok()?.code()
+        let (p, _) = self.procs[n].take()?;
+        p.terminate().code()
     }
 
+    /// SIGKILL (dropping a `Proc` kills it).
     pub(crate) fn kill(&mut self, n: usize) {
-        if let Some((mut child, _)) = self.procs[n].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.procs[n].take();
     }
 
     /// One scrape of every live process: (index, leader gauge, metrics).
@@ -117,25 +112,19 @@ impl Fleet {
     /// Samples every 100 ms until exactly one process is leader and `more`
     /// holds; panics if two are ever leader at once, or after `within`.
     pub(crate) async fn one_leader(&self, within: Duration, what: &str, more: impl Fn(usize) -> bool) -> usize {
-        let deadline = Instant::now() + within;
-        loop {
+        eventually(within, what, async || {
             let sample = self.sample().await;
             let leaders: Vec<usize> = sample.iter().filter(|s| s.1 == 1.0).map(|s| s.0).collect();
             if leaders.len() > 1 {
                 // Not proof of an overlap: sample again, within the deadline.
                 self.overlap(&sample).await;
             }
-            if let [one] = leaders[..]
-                && more(one)
-            {
-                return one;
+            match leaders[..] {
+                [one] if more(one) => Ok(one),
+                _ => Err(format!("leaders {leaders:?}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {within:?}: leaders {leaders:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -196,18 +185,18 @@ async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
         .unwrap();
     let mut fleet = Fleet::new();
     for _ in 0..3 {
-        fleet.spawn(&cluster, LEADER_ELECTION);
+        fleet.spawn(&cluster, LEADER_ELECTION).await;
     }
 
     // Exactly one leader; only it serves server-wide series; all serve the pools.
-    let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;
-    eventually(fleet.addr(leader), WITHIN, "the leader's stat_database", |m| {
+    let leader = fleet.one_leader(WAIT, "one leader", |_| true).await;
+    until(fleet.addr(leader), WAIT, "the leader's stat_database", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
     .await;
     // Every sidecar has finished its first per-pod run (they start at different moments).
     for n in 0..3 {
-        eventually(fleet.addr(n), WITHIN, "the pools collector's first run", |m| {
+        until(fleet.addr(n), WAIT, "the pools collector's first run", |m| {
             m.has("pgsidecar_pool_capacity").then_some(())
         })
         .await;
@@ -237,6 +226,7 @@ async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
     // The server-wide queries run once per interval, not once per sidecar.
     admin.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
     let started = Instant::now();
+    // Lets time pass on purpose: the period in which the calls are counted.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let calls = stat_database_calls(&admin).await;
     let secs = started.elapsed().as_secs_f64();
@@ -249,15 +239,19 @@ async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
     // SIGKILL the leader: another takes over in time, never two at once.
     fleet.kill(leader);
     let killed = Instant::now();
-    let next = fleet.one_leader(WITHIN, "a new leader", |n| n != leader).await;
-    assert!(killed.elapsed() < WITHIN);
-    eventually(fleet.addr(next), WITHIN, "the new leader's stat_database", |m| {
+    let next = fleet.one_leader(WAIT, "a new leader", |n| n != leader).await;
+    assert!(
+        killed.elapsed() < TAKEOVER,
+        "a new leader {:?} after the kill",
+        killed.elapsed()
+    );
+    until(fleet.addr(next), WAIT, "the new leader's stat_database", |m| {
         m.has("pg_stat_database_xact_commit").then_some(())
     })
     .await;
-    // Stable afterwards: still exactly that one.
+    // Stable afterwards: still exactly that one, sampled over a second.
     for _ in 0..10 {
-        assert_eq!(fleet.one_leader(WITHIN, "still one leader", |_| true).await, next);
+        assert_eq!(fleet.one_leader(WAIT, "still one leader", |_| true).await, next);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     fleet.assert_no_panics();
@@ -270,7 +264,7 @@ async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
         fleet.log(next)
     );
     let last = 3 - leader - next;
-    fleet.one_leader(WITHIN, "the last one leads", |n| n == last).await;
+    fleet.one_leader(WAIT, "the last one leads", |n| n == last).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,9 +274,9 @@ async fn leadership_moves_when_the_lock_session_is_terminated() {
     let admin = cluster.connect("postgres", "it-admin").await;
     let mut fleet = Fleet::new();
     for _ in 0..3 {
-        fleet.spawn(&cluster, LEADER_ELECTION);
+        fleet.spawn(&cluster, LEADER_ELECTION).await;
     }
-    let leader = fleet.one_leader(WITHIN, "one leader", |_| true).await;
+    let leader = fleet.one_leader(WAIT, "one leader", |_| true).await;
 
     let terminated: bool = admin
         .query_one(
@@ -293,23 +287,22 @@ async fn leadership_moves_when_the_lock_session_is_terminated() {
         .unwrap()
         .get(0);
     assert!(terminated);
-    let lost = Instant::now();
     // Sample throughout: never two leaders; the old one steps down and logs it.
-    loop {
-        fleet
-            .one_leader(WITHIN, "a leader after the termination", |_| true)
-            .await;
-        if fleet.log(leader).contains("msg=\"lost leadership\"") {
-            break;
+    eventually(WAIT, "the old leader logs its step-down", async || {
+        fleet.one_leader(WAIT, "a leader after the termination", |_| true).await;
+        let log = fleet.log(leader);
+        if log.contains("msg=\"lost leadership\"") {
+            Ok(())
+        } else {
+            Err(log)
         }
-        assert!(lost.elapsed() < WITHIN, "no step-down logged:\n{}", fleet.log(leader));
-    }
+    })
+    .await;
     // Exactly one leader holds exactly one lock afterwards (possibly the old
     // one again, if it won fairly).
-    let deadline = Instant::now() + WITHIN;
-    loop {
+    let now = eventually(WAIT, "one leader holding one advisory lock", async || {
         let now = fleet
-            .one_leader(WITHIN, "one leader after the termination", |_| true)
+            .one_leader(WAIT, "one leader after the termination", |_| true)
             .await;
         let locks: i64 = admin
             .query_one(
@@ -320,15 +313,16 @@ async fn leadership_moves_when_the_lock_session_is_terminated() {
             .unwrap()
             .get(0);
         if locks == 1 {
-            eventually(fleet.addr(now), WITHIN, "the leader's stat_database", |m| {
-                m.has("pg_stat_database_xact_commit").then_some(())
-            })
-            .await;
-            break;
+            Ok(now)
+        } else {
+            Err(format!("{locks} advisory locks held"))
         }
-        assert!(Instant::now() < deadline, "{locks} advisory locks held");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    until(fleet.addr(now), WAIT, "the leader's stat_database", |m| {
+        m.has("pg_stat_database_xact_commit").then_some(())
+    })
+    .await;
     // The old leader reconnected and still contends: alone, it leads again.
     for n in 0..3 {
         if n != leader {
@@ -336,7 +330,7 @@ async fn leadership_moves_when_the_lock_session_is_terminated() {
         }
     }
     fleet
-        .one_leader(WITHIN, "the old leader, alone, leads again", |n| n == leader)
+        .one_leader(WAIT, "the old leader, alone, leads again", |n| n == leader)
         .await;
     fleet.assert_no_panics();
 }
@@ -346,19 +340,19 @@ async fn mode_all_runs_everything_and_mode_none_only_the_pods_collectors() {
     let cluster = Cluster::init();
     cluster.start();
     let mut fleet = Fleet::new();
-    let all = fleet.spawn(&cluster, "");
-    let none = fleet.spawn(&cluster, "coordination:\n  mode: none\n");
+    let all = fleet.spawn(&cluster, "").await;
+    let none = fleet.spawn(&cluster, "coordination:\n  mode: none\n").await;
 
-    let m = eventually(fleet.addr(all), WITHIN, "mode all runs everything", |m| {
+    let m = until(fleet.addr(all), WAIT, "mode all runs everything", |m| {
         (m.has("pg_stat_database_xact_commit")
-            && m.all("pg_scrape_collector_success", &[]).len() == crate::default_collectors())
+            && m.all("pg_scrape_collector_success", &[]).len() == crate::support::default_collectors())
         .then(|| m.clone())
     })
     .await;
     assert_eq!(m.get("pgsidecar_leader", &[]), Some(1.0));
     assert_eq!(m.get("pgsidecar_coordination_mode", &[("mode", "all")]), Some(1.0));
 
-    let m = eventually(fleet.addr(none), WITHIN, "mode none runs the pools", |m| {
+    let m = until(fleet.addr(none), WAIT, "mode none runs the pools", |m| {
         (m.get("pg_scrape_collector_success", &[("collector", "pools")]) == Some(1.0)).then(|| m.clone())
     })
     .await;
@@ -394,23 +388,23 @@ const SERVER_GIVES_UP: Duration = Duration::from_secs(3);
 async fn a_leader_cut_off_from_the_server_steps_down_before_its_lock_is_freed() {
     let cluster = Cluster::init();
     cluster.start();
-    let link = Link::new(format!("127.0.0.1:{}", cluster.port).parse().unwrap()).await;
+    let link = Link::new(format!("127.0.0.1:{}", cluster.port()).parse().unwrap()).await;
     // A short connect timeout: the sessions of timed-out collections are
     // checked (and, being silent, closed) within it.
     let behind_link = cluster.dsn("postgres").replace(
-        &format!("port={}", cluster.port),
+        &format!("port={}", cluster.port()),
         &format!("port={} connect_timeout=1", link.port),
     );
     let mut fleet = Fleet::new();
-    let cut_off = fleet.spawn_dsn(&behind_link, LEADER_ELECTION);
+    let cut_off = fleet.spawn_dsn(&behind_link, LEADER_ELECTION).await;
     fleet
-        .one_leader(WITHIN, "the sidecar behind the link leads", |n| n == cut_off)
+        .one_leader(WAIT, "the sidecar behind the link leads", |n| n == cut_off)
         .await;
     for _ in 0..2 {
-        fleet.spawn(&cluster, LEADER_ELECTION);
+        fleet.spawn(&cluster, LEADER_ELECTION).await;
     }
     for n in 0..3 {
-        until_pg_up(fleet.addr(n), WITHIN, 1.0).await;
+        until_pg_up(fleet.addr(n), WAIT, 1.0).await;
     }
 
     // The network drops: the leader hears nothing, and neither does the
@@ -418,6 +412,7 @@ async fn a_leader_cut_off_from_the_server_steps_down_before_its_lock_is_freed() 
     link.cut();
     let cut_at = Instant::now();
     let mut stepped_down = None;
+    // Samples throughout the period on purpose, not to wait for anything.
     while cut_at.elapsed() < SERVER_GIVES_UP {
         for (n, leader, _) in fleet.sample().await {
             assert!(
@@ -444,24 +439,23 @@ async fn a_leader_cut_off_from_the_server_steps_down_before_its_lock_is_freed() 
 
     // The server ends the session and frees the lock: a follower takes over.
     link.sever();
-    let next = fleet
-        .one_leader(WITHIN, "a follower takes over", |n| n != cut_off)
-        .await;
+    let next = fleet.one_leader(WAIT, "a follower takes over", |n| n != cut_off).await;
     // Behind the cut, the old leader cannot reach Postgres and never leads.
-    until_pg_up(fleet.addr(cut_off), WITHIN, 0.0).await;
+    until_pg_up(fleet.addr(cut_off), WAIT, 0.0).await;
     let watch = Instant::now();
+    // Samples throughout two seconds on purpose.
     while watch.elapsed() < Duration::from_secs(2) {
         fleet
-            .one_leader(WITHIN, "the follower keeps leading", |n| n == next)
+            .one_leader(WAIT, "the follower keeps leading", |n| n == next)
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The network returns: the old leader reconnects as a follower.
     link.restore();
-    until_pg_up(fleet.addr(cut_off), WITHIN, 1.0).await;
+    until_pg_up(fleet.addr(cut_off), WAIT, 1.0).await;
     fleet
-        .one_leader(WITHIN, "the new leader keeps leading", |n| n == next)
+        .one_leader(WAIT, "the new leader keeps leading", |n| n == next)
         .await;
     fleet.assert_no_panics();
     eprintln!("the cut-off leader stepped down {stepped_down:?} after the cut");
