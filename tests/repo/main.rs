@@ -19,6 +19,7 @@ mod e2e;
 mod http;
 mod image;
 mod k8s;
+mod layout;
 mod leader;
 mod secrets;
 mod tls;
