@@ -15,6 +15,7 @@ mod alerts;
 mod config_errors;
 mod dashboards;
 mod dashboards_move;
+mod demo;
 mod e2e;
 mod http;
 mod image;
