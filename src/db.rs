@@ -330,6 +330,14 @@ impl Db {
         self.pool.status()
     }
 
+    /// Forgets past login failures (a configuration reload): the next
+    /// attempt is made at once.
+    pub fn reset_backoff(&self) {
+        let mut b = self.lock_backoff();
+        b.next_attempt = None;
+        b.delay = FIRST_BACKOFF;
+    }
+
     pub fn close(&self) {
         self.pool.close();
     }

@@ -35,6 +35,7 @@ pub const PER_POD: &[&str] = &[
     "pgsidecar_leader_changes_total",
     "pgsidecar_coordination_mode",
     "pgsidecar_build_info",
+    "pgsidecar_config_*",
     "pgsidecar_db_pool_*",
     "pgsidecar_pool_*",
     "process_*",

@@ -23,5 +23,6 @@ mod k8s;
 mod layout;
 mod leader;
 mod logins;
+mod reload;
 mod secrets;
 mod tls;
