@@ -215,6 +215,21 @@ fn password_files_are_read() {
             "DATA_SOURCE_PASS_FILE: cannot read /nonexistent/pass: No such file or directory (os error 2)".to_string()
         ]
     );
+    // Regression: datasource.password_file sent the whole file as the
+    // password, and an empty file was accepted.
+    std::fs::write(&file, "first-line\r\nsecond line, a comment\n").unwrap();
+    let yaml = format!("datasource:\n  password_file: {}\n", file.display());
+    let c = pgsidecar::config_from_yaml(&yaml, "test.yaml", &Flags::default(), &BTreeMap::new()).unwrap();
+    assert_eq!(c.datasource.password().as_deref(), Some("first-line"));
+    std::fs::write(&file, "\nhidden\n").unwrap();
+    let got = problems(&yaml, &Flags::default(), &[]);
+    assert_eq!(
+        got,
+        vec![format!(
+            "test.yaml:2:3: datasource.password_file: {}: the first line, which must hold the password, is empty",
+            file.display()
+        )]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
