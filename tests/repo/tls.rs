@@ -8,7 +8,7 @@ use crate::support::pg::{self, Cluster};
 use crate::support::scrape::{get, until, until_pg_up};
 use crate::support::{WAIT, start, test_yaml};
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
