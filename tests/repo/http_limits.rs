@@ -69,6 +69,30 @@ fn served_connections(port: u16) -> usize {
         .count()
 }
 
+/// How many connections to local `port` wait for the listener to accept
+/// them: its accept queue (the `rx_queue` of a listening socket in
+/// `/proc/net/tcp`) and the handshakes not yet done (`SYN_RECV`).
+fn waiting_connections(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    let mut waiting = 0;
+    for l in table.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 5 || f[1] != local {
+            continue;
+        }
+        match f[3] {
+            "0A" => {
+                let rx = f[4].split(':').nth(1).unwrap_or("0");
+                waiting += usize::from_str_radix(rx, 16).unwrap_or(0);
+            }
+            "03" => waiting += 1,
+            _ => {}
+        }
+    }
+    waiting
+}
+
 /// The soft and hard open-file limits of `pid`.
 fn open_file_limits(pid: u32) -> Vec<String> {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -119,12 +143,37 @@ async fn stalled_readers_are_cut_and_memory_stays_bounded() {
         "web:\n  write_timeout: 3s\n  max_concurrent_scrapes: 2\n",
     );
     let (px, addr) = start(&dir, &[], &yaml).await;
-    let body = until(addr, WAIT, "a body with every table", |m| {
-        (m.all("pg_stat_user_tables_seq_scan", &[]).len() == 1000).then_some(m.text.len())
+    let body = until(addr, WAIT, "a body with every table and index", |m| {
+        let every = [
+            "pg_stat_user_tables_seq_scan",
+            "pg_statio_user_tables_heap_blocks_read",
+            "pg_stat_user_indexes_size_bytes",
+        ]
+        .iter()
+        .all(|f| m.all(f, &[]).len() == 1000);
+        every.then_some(m.text.len())
     })
     .await;
     assert!(body > 2_000_000, "the body is only {body} bytes");
-    let before = rss(px.id());
+    // The baseline: the most RSS over three collection rounds without
+    // stalled readers (each round publishes new bodies).
+    let mut before = 0;
+    let round = |m: &Metrics| {
+        m.get(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            &[("collector", "postmaster")],
+        )
+    };
+    let start = round(&Metrics::parse(&get(addr, "/metrics").await.text())).unwrap();
+    eventually(WAIT, "three collection rounds", async || {
+        before = before.max(rss(px.id()));
+        let m = Metrics::parse(&get(addr, "/metrics").await.text());
+        match round(&m) {
+            Some(t) if t >= start + 3.0 => Ok(()),
+            t => Err(format!("last success {t:?}, first {start}")),
+        }
+    })
+    .await;
 
     // 40 stalled readers, 150 ms apart: each is sent a different version of
     // the body (one is published on every collection, many a second).
@@ -171,7 +220,7 @@ async fn stalled_readers_are_cut_and_memory_stays_bounded() {
     .await;
     bound(peak);
     eprintln!(
-        "{READERS} stalled readers of a {:.1} MB body: RSS {:.1} MB before, {:.1} MB at most while they stalled",
+        "{READERS} stalled readers of a {:.1} MB body: RSS at most {:.1} MB before, {:.1} MB while they stalled",
         body as f64 / 1e6,
         before as f64 / 1e6,
         peak as f64 / 1e6
@@ -204,13 +253,40 @@ async fn more_idle_sockets_than_file_descriptors_leave_metrics_and_the_pool_work
     until_pg_up(addr, WAIT, 1.0).await;
     assert_eq!(open_file_limits(px.id()), ["1024", "1024"]);
 
+    // In batches of 100, each taken off the listen queue (or the descriptors
+    // exhausted, as before the fix) before the next: a flood all at once
+    // would overflow the queue, and the kernel would then drop handshakes
+    // that only the client sees complete.
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", px.id())).unwrap().count();
     let mut idle = Vec::new();
-    for _ in 0..1100 {
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
-            idle.push(s);
+    for _ in 0..11 {
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            connects.spawn(tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)));
         }
+        while let Some(done) = connects.join_next().await {
+            if let Ok(Ok(Ok(s))) = done {
+                idle.push(s);
+            }
+        }
+        eventually(
+            WAIT,
+            "the connections taken or the descriptors exhausted",
+            async || match (waiting_connections(addr.port()), fds()) {
+                (0, _) => Ok(()),
+                (_, n) if n >= 1000 => Ok(()),
+                (waiting, n) => Err(format!("{waiting} connections wait, {n} descriptors open")),
+            },
+        )
+        .await;
     }
-    assert!(idle.len() > 1024, "only {} sockets connected", idle.len());
+    assert_eq!(idle.len(), 1100, "sockets connected");
+    // Descriptors remain for the pool: pgsidecar holds at most the cap and its own.
+    let held = fds();
+    assert!(
+        held <= 1024 - 100,
+        "pgsidecar holds {held} of its 1024 file descriptors"
+    );
     // For a few collection rounds, while the sockets are open: /metrics
     // answers at once, pg_up stays 1 and the collectors keep succeeding.
     let scrape = async || {
