@@ -129,36 +129,45 @@ pub struct RateLimit {
 
 /// Reads, checks and loads the web configuration file at `path`.
 pub fn load(path: &Path) -> Result<WebSecurity, Vec<Problem>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => from_text(&text, path),
+        Err(e) => Err(vec![Problem {
+            source: path.display().to_string(),
+            line: None,
+            column: None,
+            key: String::new(),
+            message: format!("cannot read the web configuration file: {e}"),
+        }]),
+    }
+}
+
+/// Checks and loads `text` as the web configuration file at `path` (whose
+/// directory relative paths start from).
+fn from_text(text: &str, path: &Path) -> Result<WebSecurity, Vec<Problem>> {
     let source = path.display().to_string();
-    let problem = |message: String| Problem {
-        source: source.clone(),
-        line: None,
-        column: None,
-        key: String::new(),
-        message,
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![problem(format!("cannot read the web configuration file: {e}"))])?;
-    let root = match serde_yaml::from_str::<Value>(&text) {
+    let root = match serde_yaml::from_str::<Value>(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(v) => v,
         Err(e) => {
             let loc = e.location();
+            let message = redact(&format!("invalid YAML: {}", strip_location(&e.to_string())));
             return Err(vec![Problem {
+                source,
                 line: loc.as_ref().map(|l| l.line()),
                 column: loc.as_ref().map(|l| l.column()),
-                ..problem(redact(&format!("invalid YAML: {}", strip_location(&e.to_string()))))
+                key: String::new(),
+                message: scrub(&message, &pem_lines(text)),
             }]);
         }
     };
     let no_env = BTreeMap::<String, String>::new();
     let mut w = Walker {
         source: &source,
-        text: &text,
+        text,
         env: &no_env,
         collectors: &[],
         problems: Vec::new(),
-        secrets: Vec::new(),
+        secrets: pem_lines(text),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut security = w.web_file(&root, dir);
@@ -168,11 +177,62 @@ pub fn load(path: &Path) -> Result<WebSecurity, Vec<Problem>> {
     }
     let mut problems = w.problems;
     for p in &mut problems {
-        for secret in w.secrets.iter().filter(|s| s.len() >= 8) {
-            p.message = p.message.replace(secret.as_str(), "******");
-        }
+        p.message = scrub(&p.message, &w.secrets);
+        p.key = scrub(&p.key, &w.secrets);
     }
     Err(problems)
+}
+
+/// The lines of every PEM block in the raw text, wherever the YAML put
+/// them: a mangled file can move a private key's lines into any value.
+fn pem_lines(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let l = line.trim().trim_start_matches(['-', ' ']).trim_matches('"');
+        if line.contains("-----BEGIN") {
+            inside = true;
+        } else if line.contains("-----END") {
+            inside = false;
+        } else if inside && !l.is_empty() {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
+/// `message` without the secrets given and without anything shaped like a
+/// bcrypt hash (`$2y$10$` and what follows).
+fn scrub(message: &str, secrets: &[String]) -> String {
+    let mut out = message.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        out = out.replace(secret.as_str(), "******");
+    }
+    let mut scrubbed = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("$2") {
+        let tail = &rest[at..];
+        let b = tail.as_bytes();
+        let hash_like = b.len() >= 7
+            && matches!(b[2], b'a' | b'b' | b'x' | b'y')
+            && b[3] == b'$'
+            && b[4].is_ascii_digit()
+            && b[5].is_ascii_digit()
+            && b[6] == b'$';
+        if hash_like {
+            scrubbed.push_str(&rest[..at]);
+            scrubbed.push_str("******");
+            let len = tail[7..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '/'))
+                .map_or(tail.len(), |n| n + 7);
+            rest = &tail[len..];
+        } else {
+            scrubbed.push_str(&rest[..at + 2]);
+            rest = &tail[2..];
+        }
+    }
+    scrubbed.push_str(rest);
+    scrubbed
 }
 
 /// Where PEM data comes from: a file, or the file's own text (`cert:`).
@@ -737,7 +797,7 @@ impl Walker<'_> {
                 Ok(_) => self.problem(&p, "the bcrypt cost must be between 4 and 31"),
                 Err(_) => self.problem(
                     &p,
-                    "is not a bcrypt hash ($2y$10$ and 53 more characters); make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'",
+                    "is not a bcrypt hash (60 characters starting $2y$, $2b$ or $2a$ and the cost); make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'",
                 ),
             }
         }
@@ -1059,6 +1119,104 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("TUlJRXZR"), "{err}");
+    }
+
+    /// Mutated web configuration files (characters YAML treats specially,
+    /// cut and repeated pieces) never panic, and no problem shows a hash or a
+    /// line of an inline private key.
+    #[test]
+    fn no_mangled_file_panics_or_shows_a_secret() {
+        const KEY_LINE: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDsecretKeyMaterial";
+        let example = include_str!("../../examples/web-config.yml");
+        let hash = example
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("prometheus: "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        let seeds = [
+            example.to_string(),
+            format!(
+                "tls_server_config:\n  cert: c\n  key: |\n    -----BEGIN PRIVATE KEY-----\n    {KEY_LINE}\n    -----END PRIVATE KEY-----\nbasic_auth_users:\n  a: {hash}\n"
+            ),
+            format!("basic_auth_users: {{alice: \"{hash}\", bob: {HASH}}}\nrate_limit: {{interval: 1s, burst: 3}}\n"),
+            // A hash or a key line where neither belongs.
+            format!("basic_auth_users: {hash}\nrate_limit: {HASH}\n"),
+            format!(
+                "http_server_config:\n  headers:\n    X-Frame-Options: {hash}\ntls_server_config:\n  min_version: {KEY_LINE}\n"
+            ),
+        ];
+        const SPECIAL: &[&str] = &[
+            "\n",
+            "\n  ",
+            ":",
+            " ",
+            "- ",
+            "[",
+            "]",
+            "{",
+            "}",
+            "\"",
+            "'",
+            "#",
+            "&a",
+            "*a",
+            "!!",
+            "|",
+            ">",
+            "-1",
+            "0",
+            "99999999999999999999",
+            "~",
+            "null",
+            "$",
+            "\u{0}",
+        ];
+        let mut x: u64 = 0x0005_eed0_f3eb;
+        let mut next = |n: usize| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1) as u64) as usize
+        };
+        let mut rejected = 0;
+        for run in 0..3000 {
+            let mut chars: Vec<char> = seeds[next(seeds.len())].chars().collect();
+            for _ in 0..1 + next(3) {
+                let at = next(chars.len() + 1);
+                match next(3) {
+                    0 => {
+                        let piece = SPECIAL[next(SPECIAL.len())];
+                        chars.splice(at..at, piece.chars());
+                    }
+                    1 => {
+                        let end = (at + 1 + next(12)).min(chars.len());
+                        chars.drain(at.min(end)..end);
+                    }
+                    _ => {
+                        let at = at.min(chars.len().saturating_sub(1));
+                        let end = (at + 1 + next(24)).min(chars.len());
+                        let piece: Vec<char> = chars[at..end].to_vec();
+                        chars.splice(at..at, piece);
+                    }
+                }
+            }
+            let input: String = chars.into_iter().collect();
+            let outcome = std::panic::catch_unwind(|| from_text(&input, Path::new("/nonexistent/web.yml")));
+            let Ok(outcome) = outcome else {
+                panic!("run {run}: loading panicked on:\n{input:?}");
+            };
+            if let Err(problems) = outcome {
+                rejected += 1;
+                for p in problems {
+                    let shown = format!("{p}");
+                    for secret in [hash.as_str(), HASH, KEY_LINE, &KEY_LINE[10..40]] {
+                        assert!(!shown.contains(secret), "run {run}: {shown}\ninput:\n{input:?}");
+                    }
+                }
+            }
+        }
+        assert!(rejected > 300, "too few invalid inputs to mean anything: {rejected}");
     }
 
     #[test]

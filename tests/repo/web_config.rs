@@ -425,6 +425,47 @@ async fn a_changed_file_applies_without_restart_and_a_bad_one_keeps_the_old() {
 /// How often pgsidecar checks the web configuration file for changes.
 const RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Without TLS too: every endpoint needs the credentials (as in the
+/// toolkit), and the rate limit answers 429 once its bucket is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_covers_every_endpoint_and_the_rate_limit_answers_429() {
+    use base64::Engine;
+    let dir = workdir("plain");
+    std::fs::write(
+        dir.join("web.yml"),
+        format!(
+            "basic_auth_users:\n  prometheus: {}\nrate_limit:\n  interval: 1m\n  burst: 6\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n",
+            bcrypt(PASSWORD)
+        ),
+    )
+    .unwrap();
+    let (px, addr) = start(&dir, &[]).await;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("prometheus:{PASSWORD}"))
+    );
+    for path in ["/metrics", "/", "/healthz", "/readyz"] {
+        let r = crate::support::scrape::get(addr, path).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert_eq!(r.header("www-authenticate"), Some("Basic"), "{path}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+    }
+    for _ in 0..2 {
+        let r = crate::support::scrape::request(addr, "GET", "/healthz", &[("Authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Six tokens spent: the next request is refused before its credentials are checked.
+    let r = crate::support::scrape::request(addr, "GET", "/healthz", &[("Authorization", &auth)]).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        px.log().contains("tls=false http2=false basic_auth=true"),
+        "{}",
+        px.log()
+    );
+    drop(px);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_never_logged() {
     let dir = workdir("nolog");
