@@ -25,8 +25,9 @@ fn workdir(name: &str) -> PathBuf {
 }
 
 /// `ca.pem`/`ca.key` and `other-ca.*`, a server certificate for 127.0.0.1
-/// and localhost signed by the first, a client certificate signed by the
-/// first (`client.*`) and one signed by the other (`stranger.*`).
+/// and localhost signed by the first, two client certificates signed by the
+/// first (`client.*` for DNS:prometheus.example, `scraper.*` for
+/// DNS:scraper.example and a URI) and one signed by the other (`stranger.*`).
 fn make_certs(dir: &Path) {
     for ca in ["ca", "other-ca"] {
         openssl(
@@ -49,7 +50,18 @@ fn make_certs(dir: &Path) {
         );
     }
     leaf(dir, "server", "ca", "subjectAltName = IP:127.0.0.1, DNS:localhost\n");
-    leaf(dir, "client", "ca", "extendedKeyUsage = clientAuth\n");
+    leaf(
+        dir,
+        "client",
+        "ca",
+        "extendedKeyUsage = clientAuth\nsubjectAltName = DNS:prometheus.example\n",
+    );
+    leaf(
+        dir,
+        "scraper",
+        "ca",
+        "extendedKeyUsage = clientAuth\nsubjectAltName = DNS:scraper.example, URI:spiffe://example/scraper\n",
+    );
     leaf(dir, "stranger", "other-ca", "extendedKeyUsage = clientAuth\n");
 }
 
@@ -278,6 +290,57 @@ async fn client_certificates_are_required_and_verified() {
     // The other endpoints too.
     assert_eq!(curl(&dir, addr, "/healthz", &[]).status, 0);
     assert_eq!(curl(&dir, addr, "/healthz", &good).status, 200);
+
+    // client_allowed_sans, applied by a reload: only the scraper's name passes.
+    let scraper = ["--cert", "scraper.crt", "--key", "scraper.key"];
+    let tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
+    std::fs::write(
+        dir.join("web.yml"),
+        format!("{tls}  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  client_allowed_sans: [spiffe://example/scraper]\n"),
+    )
+    .unwrap();
+    eventually(WAIT, "the client without the allowed SAN refused", async || {
+        let r = curl(&dir, addr, "/healthz", &good);
+        if r.status == 0 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.error))
+        }
+    })
+    .await;
+    assert_eq!(curl(&dir, addr, "/healthz", &scraper).status, 200);
+    assert_eq!(
+        curl(
+            &dir,
+            addr,
+            "/healthz",
+            &["--cert", "stranger.crt", "--key", "stranger.key"]
+        )
+        .status,
+        0
+    );
+
+    // RequireAnyClientCert: any certificate, checked against no CA, but one is needed.
+    std::fs::write(
+        dir.join("web.yml"),
+        format!("{tls}  client_auth_type: RequireAnyClientCert\n"),
+    )
+    .unwrap();
+    eventually(WAIT, "a certificate from another CA accepted", async || {
+        let r = curl(
+            &dir,
+            addr,
+            "/healthz",
+            &["--cert", "stranger.crt", "--key", "stranger.key"],
+        );
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.error))
+        }
+    })
+    .await;
+    assert_eq!(curl(&dir, addr, "/healthz", &[]).status, 0);
     drop(px);
     std::fs::remove_dir_all(&dir).unwrap();
 }
