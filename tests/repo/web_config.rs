@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::certs::{self, leaf};
 use crate::support::process::Proc;
 use crate::support::{WAIT, eventually, pg, test_yaml};
-use crate::tls::openssl;
 
 const PASSWORD: &str = "Scrape-4u7Q-pass";
 const WRONG: &str = "Guess-9zX2-wrong";
@@ -29,26 +29,8 @@ fn workdir(name: &str) -> PathBuf {
 /// first (`client.*` for DNS:prometheus.example, `scraper.*` for
 /// DNS:scraper.example and a URI) and one signed by the other (`stranger.*`).
 fn make_certs(dir: &Path) {
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=pgsidecar web test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ],
-        );
-    }
+    certs::ca(dir, "ca");
+    certs::ca(dir, "other-ca");
     leaf(dir, "server", "ca", "subjectAltName = IP:127.0.0.1, DNS:localhost\n");
     leaf(
         dir,
@@ -63,52 +45,6 @@ fn make_certs(dir: &Path) {
         "extendedKeyUsage = clientAuth\nsubjectAltName = DNS:scraper.example, URI:spiffe://example/scraper\n",
     );
     leaf(dir, "stranger", "other-ca", "extendedKeyUsage = clientAuth\n");
-}
-
-/// `name.crt` and `name.key`, signed by `ca`, with the extensions `ext`.
-fn leaf(dir: &Path, name: &str, ca: &str, ext: &str) {
-    let (key, csr, crt, cnf) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.crt"),
-        format!("{name}.cnf"),
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN=pgsidecar web test {name}"),
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ],
-    );
-    std::fs::write(dir.join(&cnf), ext).unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &cnf,
-            "-out",
-            &crt,
-        ],
-    );
 }
 
 fn bcrypt(password: &str) -> String {
@@ -171,6 +107,19 @@ fn curl(dir: &Path, addr: SocketAddr, path: &str, args: &[&str]) -> Curl {
         error: String::from_utf8_lossy(&out.stderr).into_owned(),
         headers: std::fs::read_to_string(dir.join("headers.txt")).unwrap_or_default(),
     }
+}
+
+/// `pgsidecar EXTRA --web.config.file WEB` with a DSN of a port where
+/// nothing listens: the exit code and what it printed on stderr.
+fn config_check(web: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .args(extra)
+        .arg("--web.config.file")
+        .arg(web)
+        .env("DATA_SOURCE_NAME", "host=127.0.0.1 port=1 user=u dbname=d")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn pg_up(body: &str) -> Option<f64> {
@@ -417,15 +366,11 @@ async fn a_changed_file_applies_without_restart_and_a_bad_one_keeps_the_old() {
             .to_string()
     };
     let before = curl(&dir, addr, "/healthz", &["-u", "alice:second-Pw2", "-v"]);
-    assert!(
-        subject(&before).contains("pgsidecar web test server"),
-        "{}",
-        before.error
-    );
+    assert!(subject(&before).contains("pgsidecar test server"), "{}", before.error);
     publish(&dir, "v2");
     eventually(WAIT, "the rotated certificate served", async || {
         let r = curl(&dir, addr, "/healthz", &["-u", "alice:second-Pw2", "-v"]);
-        if subject(&r).contains("pgsidecar web test rotated") {
+        if subject(&r).contains("pgsidecar test rotated") {
             Ok(())
         } else {
             Err(r.error)
@@ -582,13 +527,8 @@ fn the_example_file_loads() {
         dir.join("web.yml"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-        .args(["--config.check", "--web.config.file"])
-        .arg(dir.join("web.yml"))
-        .env("DATA_SOURCE_NAME", "host=127.0.0.1 port=1 user=u dbname=d")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, stderr) = config_check(&dir.join("web.yml"), &["--config.check"]);
+    assert_eq!(code, Some(0), "{stderr}");
     let hash = std::fs::read_to_string(dir.join("web.yml")).unwrap();
     let hash = hash
         .lines()
@@ -615,16 +555,10 @@ fn a_bad_file_at_start_is_a_config_error_before_listening() {
         "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n  min_version: TLS11\nbasic_auth_users:\n  alice: \"$2y$10$not-a-real-hash\"\n",
     )
     .unwrap();
-    for check in [true, false] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-            .args(check.then_some("--config.check"))
-            .args(["--web.listen-address", &addr, "--web.config.file"])
-            .arg(&web)
-            .env("DATA_SOURCE_NAME", "host=127.0.0.1 port=1 user=u dbname=d")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // With --config.check, and when starting for real.
+    for extra in [&["--config.check"][..], &["--web.listen-address", &addr]] {
+        let (code, stderr) = config_check(&web, extra);
+        assert_eq!(code, Some(2), "{stderr}");
         assert!(!stderr.contains("listen on"), "it tried to listen first:\n{stderr}");
         let w = web.display();
         for want in [
@@ -641,14 +575,8 @@ fn a_bad_file_at_start_is_a_config_error_before_listening() {
         "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-        .args(["--config.check", "--web.config.file"])
-        .arg(&web)
-        .env("DATA_SOURCE_NAME", "host=127.0.0.1 port=1 user=u dbname=d")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = config_check(&web, &["--config.check"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("tls_server_config.key_file: the private key does not fit the certificate in cert_file"),
         "{stderr}"
@@ -659,13 +587,8 @@ fn a_bad_file_at_start_is_a_config_error_before_listening() {
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
-        .args(["--config.check", "--web.config.file"])
-        .arg(&web)
-        .env("DATA_SOURCE_NAME", "host=127.0.0.1 port=1 user=u dbname=d")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, stderr) = config_check(&web, &["--config.check"]);
+    assert_eq!(code, Some(0), "{stderr}");
     drop(held);
     std::fs::remove_dir_all(&dir).unwrap();
 }
