@@ -26,9 +26,11 @@ mod dsn;
 mod env;
 #[cfg(test)]
 mod fuzz;
+mod web;
 pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
 pub use dsn::redact;
 pub use env::{Env, ProcessEnv};
+pub use web::{RateLimit, WebSecurity, load as load_web_file};
 
 /// Default listen port: one above postgres_exporter's 9187, so both can run
 /// side by side during a migration.
@@ -195,13 +197,24 @@ impl FromStr for SslMode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Web {
     pub listen_address: SocketAddr,
     pub telemetry_path: String,
     pub shutdown_grace: Duration,
     /// `POST /-/reload` reloads the configuration (`--web.enable-lifecycle`).
     pub enable_lifecycle: bool,
+    /// `--web.config.file` (exporter-toolkit format), re-read when it changes.
+    pub config_file: Option<PathBuf>,
+    /// What that file holds, loaded; the default is plain HTTP without auth.
+    pub security: std::sync::Arc<WebSecurity>,
+    /// Most connections open at once (`--web.max-connections`).
+    pub max_connections: usize,
+    /// A response not written within this after its request was read ends
+    /// its connection.
+    pub write_timeout: Duration,
+    /// Most `/metrics` responses being written at once.
+    pub max_concurrent_scrapes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +256,8 @@ pub struct Flags {
     pub config_file: Option<PathBuf>,
     pub listen_address: Option<String>,
     pub telemetry_path: Option<String>,
+    pub web_config_file: Option<String>,
+    pub max_connections: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     /// `--web.enable-lifecycle`: serve `POST /-/reload`.
@@ -409,7 +424,15 @@ const DATASOURCE_KEYS: &[&str] = &[
     "lock_timeout",
     "idle_in_transaction_session_timeout",
 ];
-const WEB_KEYS: &[&str] = &["listen_address", "telemetry_path", "shutdown_grace"];
+const WEB_KEYS: &[&str] = &[
+    "listen_address",
+    "telemetry_path",
+    "shutdown_grace",
+    "config_file",
+    "max_connections",
+    "write_timeout",
+    "max_concurrent_scrapes",
+];
 const LOG_KEYS: &[&str] = &["level", "format"];
 const COLLECTION_KEYS: &[&str] = &["interval", "timeout", "stale_after"];
 const COLLECTOR_KEYS: &[&str] = &["enabled", "interval", "timeout", "stale_after"];
@@ -716,11 +739,47 @@ impl Walker<'_> {
         let shutdown_grace = self
             .duration(&f, "shutdown_grace", &path)
             .unwrap_or(Duration::from_secs(10));
+        let config_file = self.overridable(
+            flags.web_config_file.as_ref(),
+            "--web.config.file",
+            &f,
+            "config_file",
+            &path,
+            |p| Ok((!p.is_empty()).then(|| PathBuf::from(p))),
+            None,
+        );
+        let security = match config_file.as_ref().and_then(|p| p.as_ref()) {
+            Some(file) => web::load(file).map_err(|p| self.problems.extend(p)).ok(),
+            None => Some(WebSecurity::default()),
+        };
+        let max_connections = match &flags.max_connections {
+            Some(n) => parse_count(n, 1, 1_000_000)
+                .map_err(|e| self.other_problem("--web.max-connections", "", e))
+                .ok(),
+            None => Some(
+                self.integer(&f, "max_connections", &path, 1, 1_000_000)
+                    .map_or(DEFAULT_MAX_CONNECTIONS, |n| n as usize),
+            ),
+        };
+        let write_timeout = self
+            .duration(&f, "write_timeout", &path)
+            .unwrap_or(Duration::from_secs(30));
+        if write_timeout.is_zero() {
+            self.problem(&join(&path, "write_timeout"), "must be greater than zero");
+        }
+        let max_concurrent_scrapes = self
+            .integer(&f, "max_concurrent_scrapes", &path, 1, 1000)
+            .map_or(4, |n| n as usize);
         Some(Web {
             listen_address: listen?,
             telemetry_path: telemetry_path?,
             shutdown_grace,
             enable_lifecycle: flags.enable_lifecycle,
+            config_file: config_file?,
+            security: std::sync::Arc::new(security?),
+            max_connections: max_connections?,
+            write_timeout,
+            max_concurrent_scrapes,
         })
     }
 
@@ -1021,6 +1080,21 @@ fn parse_listen(a: &str) -> Result<SocketAddr, String> {
             shown(a)
         )
     })
+}
+
+/// Connections open at once when `--web.max-connections` is not given: a
+/// sidecar is scraped by a few Prometheus servers, and every connection
+/// costs buffers and a file descriptor.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
+fn parse_count(n: &str, min: usize, max: usize) -> Result<usize, String> {
+    match n.trim().parse::<usize>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "invalid number {}: expected a whole number from {min} to {max}",
+            shown(n)
+        )),
+    }
 }
 
 fn check_telemetry_path(p: &str) -> Result<String, String> {
@@ -1343,6 +1417,40 @@ mod tests {
             err.contains("collection.interval: duration \"18446744073709551615s\" is too long: at most 720h"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn web_limits_and_the_web_config_file() {
+        let c = load("").unwrap();
+        assert_eq!(c.web.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.web.write_timeout, Duration::from_secs(30));
+        assert_eq!(c.web.max_concurrent_scrapes, 4);
+        assert!(c.web.config_file.is_none() && c.web.security.tls.is_none() && c.web.security.users.is_empty());
+        let c = load("web:\n  max_connections: 16\n  write_timeout: 2s\n  max_concurrent_scrapes: 1\n").unwrap();
+        assert_eq!(
+            (c.web.max_connections, c.web.write_timeout, c.web.max_concurrent_scrapes),
+            (16, Duration::from_secs(2), 1)
+        );
+        let err = load("web:\n  max_connections: 0\n  write_timeout: 0s\n  config_file: /nonexistent/web.yml\n")
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "c.yaml:2:3: web.max_connections: must be between 1 and 1000000, got 0",
+            "c.yaml:3:3: web.write_timeout: must be greater than zero",
+            "/nonexistent/web.yml: cannot read the web configuration file",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in {err}");
+        }
+        let flags = Flags {
+            max_connections: Some("many".into()),
+            web_config_file: Some("/nonexistent/flag.yml".into()),
+            ..Flags::default()
+        };
+        let err = Config::from_yaml("", "c.yaml", &flags, &BTreeMap::<String, String>::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--web.max-connections: invalid number \"many\""), "{err}");
+        assert!(err.contains("/nonexistent/flag.yml: cannot read"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,13 @@ struct Cli {
     /// Path under which to expose metrics [default: /metrics].
     #[arg(long = "web.telemetry-path", value_name = "PATH")]
     telemetry_path: Option<String>,
+    /// Web configuration file (Prometheus exporter-toolkit format): TLS,
+    /// basic auth and response headers; re-read when it changes.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    web_config_file: Option<String>,
+    /// Most HTTP connections open at once [default: 128].
+    #[arg(long = "web.max-connections", value_name = "N")]
+    max_connections: Option<String>,
     /// Log level: debug, info, warn, error [default: info].
     #[arg(long = "log.level", value_name = "LEVEL")]
     log_level: Option<String>,
@@ -62,6 +69,8 @@ fn main() -> ExitCode {
         config_file: cli.config_file,
         listen_address: cli.listen_address,
         telemetry_path: cli.telemetry_path,
+        web_config_file: cli.web_config_file,
+        max_connections: cli.max_connections,
         log_level: cli.log_level,
         log_format: cli.log_format,
         enable_lifecycle: cli.enable_lifecycle,
@@ -94,6 +103,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     pgsidecar::logging::init(&config.log);
+    // Sockets, the pool's sessions and files share one limit; raise it as far
+    // as allowed (often from 1024 to the hard limit), before anything opens.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

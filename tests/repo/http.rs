@@ -53,8 +53,27 @@ async fn gzip_is_served_when_accepted() {
     );
     let m = Metrics::parse(&text);
     assert_eq!(m.get("pg_up", &[]), Some(1.0));
-    let r = request(px.addr, "GET", "/metrics", &[("Accept-Encoding", "gzip;q=0")]).await;
-    assert_eq!(r.header("content-encoding"), None);
+    // Regression: a weight of 0, or one that is not a qvalue, still got gzip.
+    for refused in [
+        "gzip;q=0",
+        "gzip;Q=0",
+        "gzip;q=-1",
+        "gzip;q=nan",
+        "*, gzip;q=0",
+        "gzip;q=0, *",
+    ] {
+        let r = request(px.addr, "GET", "/metrics", &[("Accept-Encoding", refused)]).await;
+        assert_eq!(r.header("content-encoding"), None, "Accept-Encoding: {refused}");
+        assert!(Metrics::parse(&r.text()).has("pg_up"));
+    }
+    for accepted in ["*", "x-gzip", "identity;q=0.5, gzip;q=0.1"] {
+        let r = request(px.addr, "GET", "/metrics", &[("Accept-Encoding", accepted)]).await;
+        assert_eq!(
+            r.header("content-encoding"),
+            Some("gzip"),
+            "Accept-Encoding: {accepted}"
+        );
+    }
     px.stop().await.unwrap();
 }
 

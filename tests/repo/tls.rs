@@ -2,84 +2,18 @@
 //! certificate made by `openssl` for this test.
 
 use std::path::Path;
-use std::process::Command;
 
+use crate::support::certs;
 use crate::support::pg::{self, Cluster};
 use crate::support::scrape::{get, until, until_pg_up};
 use crate::support::{WAIT, start, test_yaml};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("run openssl (Debian package openssl): {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA, a server certificate for DNS name `localhost` signed by it, and an
 /// unrelated second CA.
 fn make_certs(dir: &Path) {
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=pgsidecar test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ],
-        );
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName = DNS:localhost\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.crt",
-        ],
-    );
+    certs::ca(dir, "ca");
+    certs::ca(dir, "other-ca");
+    certs::leaf(dir, "server", "ca", "subjectAltName = DNS:localhost\n");
 }
 
 fn yaml(port: u16, host: &str, sslmode: &str, rootcert: Option<&Path>) -> String {

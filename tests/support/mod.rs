@@ -1,13 +1,14 @@
 //! The harness both integration-test binaries share (`tests/pg`, whose
 //! outcome depends on the PostgreSQL server version, and `tests/repo`, whose
-//! does not): throwaway clusters (`pg`), the HTTP client and exposition
-//! matcher (`scrape`), the application's schema (`fixture`), a cuttable TCP
-//! link (`link`), `promtool check rules` (`promtool`), processes that report
+//! does not): throwaway clusters (`pg`), certificates made by openssl
+//! (`certs`), the HTTP client and exposition matcher (`scrape`), the
+//! application's schema (`fixture`), a cuttable TCP link (`link`), `promtool check rules` (`promtool`), processes that report
 //! the address they listen on (`process`), pgsidecar in-process, and the one
 //! wait helper. Each binary includes it with
 //! `#[path = "../support/mod.rs"] mod support;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod fixture;
 pub mod link;
 pub mod pg;
