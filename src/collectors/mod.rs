@@ -441,6 +441,37 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_postgres_exporters() {
+        let on = |name: &str| ALL.iter().find(|d| d.name == name).map(|d| d.enabled_by_default);
+        for name in [
+            "locks",
+            "replication",
+            "stat_replication",
+            "replication_slots",
+            "stat_bgwriter",
+            "stat_archiver",
+            "wal",
+            "stat_progress_vacuum",
+            "roles",
+            // Upstream's is opt-in; on here, and a note before PostgreSQL 17.
+            "stat_checkpointer",
+        ] {
+            assert_eq!(on(name), Some(true), "{name}");
+        }
+        for name in [
+            "stat_wal_receiver",
+            "database_wraparound",
+            "long_running_transactions",
+            "process_idle",
+            "stat_activity_autovacuum",
+            "buffercache_summary",
+            "statio_user_indexes",
+        ] {
+            assert_eq!(on(name), Some(false), "{name}");
+        }
+    }
+
+    #[test]
     fn names_are_unique_and_one_collector_decides_pg_up() {
         let mut names: Vec<_> = ALL.iter().map(|d| d.name).collect();
         names.sort();

@@ -81,6 +81,5 @@ mod tests {
             value(&f, "pg_database_wraparound_datfrozenxid_ratio", &["app"]),
             Some(0.5)
         );
-        assert!(!DEFINITION.enabled_by_default);
     }
 }

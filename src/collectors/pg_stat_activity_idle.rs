@@ -107,6 +107,5 @@ mod tests {
         assert_eq!(f[0].get(&["idle", "web", "+Inf"]), Some(3.0));
         assert_eq!(f[1].get(&["idle", "web"]), Some(403.5));
         assert_eq!(f[2].get(&["idle", "web"]), Some(3.0));
-        assert!(!DEFINITION.enabled_by_default);
     }
 }

@@ -49,6 +49,5 @@ mod tests {
             sql.starts_with("SELECT (count(*))::float8 AS transactions, (COALESCE(max("),
             "{sql}"
         );
-        assert!(!DEFINITION.enabled_by_default);
     }
 }

@@ -110,6 +110,5 @@ mod tests {
             sql.contains("extract(epoch FROM latest_end_time)::float8 AS latest_end_time"),
             "{sql}"
         );
-        assert!(!DEFINITION.enabled_by_default);
     }
 }
