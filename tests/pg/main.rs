@@ -16,5 +16,6 @@ mod faults;
 mod indexes;
 mod matviews;
 mod promtool;
+mod replication;
 mod stat_statements;
 mod tables;
