@@ -13,6 +13,7 @@ mod support;
 
 mod collectors;
 mod faults;
+mod health;
 mod indexes;
 mod matviews;
 mod promtool;
