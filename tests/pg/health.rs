@@ -346,19 +346,22 @@ async fn idle_and_long_running_sessions() {
 async fn a_running_autovacuum_worker_is_seen() {
     let cluster = Cluster::primary();
     let c = cluster.connect("postgres", "it-autovacuum").await;
-    c.batch_execute(
+    for sql in [
         "CREATE TABLE av (id int, pad text) WITH (autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1, \
-         autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0, autovacuum_analyze_threshold = 1000000000); \
-         INSERT INTO av SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g; DELETE FROM av WHERE id % 2 = 0",
-    )
-    .await
-    .unwrap();
+         autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0, autovacuum_analyze_threshold = 1000000000)",
+        "INSERT INTO av SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g",
+        "DELETE FROM av WHERE id % 2 = 0",
+    ] {
+        c.batch_execute(sql).await.unwrap();
+    }
+    // The deletions reach the statistics when the session ends.
+    drop(c);
     let px = start(&test_yaml(
         &cluster.dsn("postgres"),
         "collectors:\n  stat_activity_autovacuum:\n    enabled: true\n",
     ))
     .await;
-    let m = until(px.addr, WAIT, "the autovacuum worker on av", |m| {
+    let m = until(px.addr, WAIT * 2, "the autovacuum worker on av", |m| {
         m.get("pg_stat_activity_autovacuum_timestamp_seconds", &[("relname", "av")])
             .map(|_| m.clone())
     })

@@ -12,6 +12,7 @@
 mod support;
 
 mod collectors;
+mod compat;
 mod faults;
 mod health;
 mod indexes;

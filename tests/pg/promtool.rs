@@ -13,13 +13,16 @@ use crate::support::{WAIT, default_collectors, shared_yaml, start};
 /// `pg_stat_user_tables_*` and `pg_statio_user_tables_*` counters without
 /// `_total` (some, such as `pg_stat_user_tables_vacuum_count`, end in
 /// `_count`), `pg_stat_activity_count` and settings such as
-/// `pg_settings_tcp_keepalives_count` ending in `_count`.
+/// `pg_settings_tcp_keepalives_count` ending in `_count`; and every column a
+/// collector marks as postgres_exporter's (`pg_locks_count`,
+/// `pg_stat_archiver_archived_count`, ...).
 fn compat_name(name: &str) -> bool {
     (name.starts_with("pg_stat_database_") && !name.ends_with("_total"))
         || name.starts_with("pg_settings_")
         || (name.starts_with("pg_stat_user_tables_") && !name.ends_with("_total"))
         || (name.starts_with("pg_statio_user_tables_") && !name.ends_with("_total"))
         || name == "pg_stat_activity_count"
+        || pgsidecar::collectors::upstream_names().any(|u| u == name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

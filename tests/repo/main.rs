@@ -16,6 +16,7 @@ mod config_errors;
 mod dashboards;
 mod dashboards_move;
 mod e2e;
+mod flags;
 mod http;
 mod image;
 mod k8s;
