@@ -75,17 +75,17 @@ async fn a_forced_checkpoint_is_counted_where_the_server_counts_it() {
     c.batch_execute("CREATE TABLE IF NOT EXISTS checkpoint_t (v int); INSERT INTO checkpoint_t VALUES (1); CHECKPOINT")
         .await
         .unwrap();
+    let ran = |m: &Metrics, c: &str| m.get("pg_scrape_collector_success", &[("collector", c)]) == Some(1.0);
     let m = until(px.addr, WAIT, "the checkpoint counted", |m| {
-        m.get(counter, &[]).filter(|n| *n > before).map(|_| m.clone())
+        m.get(counter, &[])
+            .filter(|n| *n > before && ran(m, "stat_bgwriter") && ran(m, "stat_checkpointer"))
+            .map(|_| m.clone())
     })
     .await;
     assert!(!m.has(gone), "{gone} on server {version}:\n{}", m.text);
     assert!(m.has("pg_stat_bgwriter_buffers_alloc_total"));
-    // stat_checkpointer runs on every version: before 17 it reads nothing, and says so.
-    assert_eq!(
-        m.get("pg_scrape_collector_success", &[("collector", "stat_checkpointer")]),
-        Some(1.0)
-    );
+    // stat_checkpointer runs on every version (it succeeded, above): before
+    // 17 it reads nothing, and says so.
     assert!(
         m.all("pgsidecar_collector_unavailable", &[("collector", "stat_checkpointer")])
             .is_empty()
@@ -236,8 +236,11 @@ async fn wal_files_roles_and_wal_statistics() {
     .await
     .unwrap();
     let px = start(&shared_yaml()).await;
-    let m = until(px.addr, WAIT, "wal and roles", |m| {
-        (m.has("pg_wal_segments") && m.has("pg_roles_connection_limit")).then(|| m.clone())
+    let m = until(px.addr, WAIT, "wal, stat_wal and roles", |m| {
+        (m.has("pg_wal_segments")
+            && m.has("pg_roles_connection_limit")
+            && m.get("pg_scrape_collector_success", &[("collector", "stat_wal")]) == Some(1.0))
+        .then(|| m.clone())
     })
     .await;
     assert_eq!(
