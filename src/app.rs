@@ -1,26 +1,38 @@
 //! Wiring: builds the pool, the published state and the tasks from a
 //! [`Config`], starts the scheduler, the leader election and the HTTP
-//! server, and shuts them down in order. Each task gets only what it needs:
-//! the scheduler the pool, the state and the checks; the leader election
-//! the pool (for its own session) and the leadership flag; the HTTP server a
-//! [`View`] without any path to the database.
+//! server, applies configuration reloads, and shuts them down in order.
+//! Each task gets only what it needs: the scheduler the pool, the state and
+//! the checks; the leader election the pool (for its own session) and the
+//! leadership flag; the HTTP server a [`View`] without any path to the
+//! database.
+//!
+//! A reload (SIGHUP or `POST /-/reload`) loads the configuration anew from
+//! the same sources, password files included. An invalid one changes
+//! nothing: every problem is logged and
+//! `pgsidecar_config_last_reload_successful` drops to 0. A valid one applies
+//! at once: a new pool if the datasource changed (credentials rotated), the
+//! new checks and thresholds, and the collectors as `Scheduler::apply`
+//! describes. A new listen address, log settings or coordination mode need
+//! a restart, and say so.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::collectors;
-use crate::config::{Config, CoordinationMode};
+use crate::collectors::{self, Definition};
+use crate::config::{CollectorConfig, Config, ConfigError, CoordinationMode};
 use crate::db::{Db, DbError};
 use crate::health::Health;
 use crate::http::View;
 use crate::leader::Leadership;
-use crate::scheduler::Pooled;
-use crate::state::State;
+use crate::scheduler::{Pooled, Scheduler};
+use crate::state::{ReloadRequest, State};
+use crate::swap::Swap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -40,75 +52,261 @@ pub async fn bind(config: &Config) -> Result<TcpListener, RunError> {
         .map_err(|source| RunError::Bind { addr, source })
 }
 
-/// Runs pgsidecar until `shutdown` completes: stops collecting, drains HTTP
-/// within the grace period, closes the pool.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let enabled: Vec<_> = collectors::ALL
+/// How a reload loads the configuration anew (the binary's flags and the
+/// process environment), and where requests for one come from besides
+/// `POST /-/reload` (SIGHUP, in the binary).
+pub struct Reloads {
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+    pub requests: mpsc::Receiver<ReloadRequest>,
+    /// Handed to the HTTP server for `POST /-/reload`.
+    pub sender: mpsc::Sender<ReloadRequest>,
+}
+
+impl Reloads {
+    /// Reloads loaded by `load`, and the sender that asks for one.
+    pub fn new(
+        load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+    ) -> (Reloads, mpsc::Sender<ReloadRequest>) {
+        let (sender, requests) = mpsc::channel(4);
+        (
+            Reloads {
+                load,
+                requests,
+                sender: sender.clone(),
+            },
+            sender,
+        )
+    }
+}
+
+/// The collectors a configuration enables, in registration order.
+fn enabled(config: &Config) -> Vec<(&'static Definition, CollectorConfig)> {
+    collectors::ALL
         .iter()
         .filter_map(|def| {
             let c = config.collector(def.name)?.clone();
             c.enabled.then_some((def, c))
         })
-        .collect();
-    let shortest = enabled
+        .collect()
+}
+
+/// Half the shortest interval: the longest wait between logins after a
+/// connection failure (see `db`).
+fn max_backoff(collectors: &[(&'static Definition, CollectorConfig)]) -> std::time::Duration {
+    collectors
         .iter()
         .map(|(_, c)| c.interval)
         .min()
-        .unwrap_or(std::time::Duration::from_secs(15));
-    let db = Arc::new(Db::new(&config.datasource, shortest / 2)?);
+        .unwrap_or(std::time::Duration::from_secs(15))
+        / 2
+}
+
+/// The leader election's task and its switch.
+struct Election {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Election {
+    fn start(db: &Arc<Swap<Db>>, config: &Config, leadership: &Arc<Leadership>) -> Option<Election> {
+        (leadership.mode() == CoordinationMode::LeaderElection).then(|| {
+            let (stop, stopped) = watch::channel(false);
+            let run = crate::leader::run(db.clone(), config.coordination.clone(), leadership.clone(), stopped);
+            Election {
+                stop,
+                task: tokio::spawn(run.instrument(tracing::info_span!("leader"))),
+            }
+        })
+    }
+
+    /// Closing the lock session releases the lock for another sidecar.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "leader election ended abnormally");
+        }
+    }
+}
+
+/// What runs, and what a reload changes.
+struct Wired {
+    config: Config,
+    db: Arc<Swap<Db>>,
+    runner: Arc<Pooled>,
+    scheduler: Scheduler<Pooled>,
+    election: Option<Election>,
+    leadership: Arc<Leadership>,
+    state: Arc<State>,
+    view: Arc<View>,
+}
+
+impl Wired {
+    /// Applies a valid new configuration.
+    async fn apply(&mut self, new: Config) -> Result<(), RunError> {
+        let old = &self.config;
+        if new.web.listen_address != old.web.listen_address {
+            tracing::warn!(
+                listen = %old.web.listen_address,
+                wanted = %new.web.listen_address,
+                "web.listen_address changes need a restart; still listening on the old address"
+            );
+        }
+        if new.log != old.log {
+            tracing::warn!("log.level and log.format changes need a restart");
+        }
+        if new.coordination.mode != old.coordination.mode {
+            tracing::warn!(
+                mode = old.coordination.mode.as_str(),
+                wanted = new.coordination.mode.as_str(),
+                "coordination.mode changes need a restart; the old mode stays"
+            );
+        }
+        let collectors = enabled(&new);
+        if new.datasource != old.datasource {
+            let db = Arc::new(Db::new(&new.datasource, max_backoff(&collectors))?);
+            self.view.target.set(Arc::new(db.target().to_string()));
+            // The old pool closes when its last run lets it go.
+            self.db.set(db).close();
+            tracing::info!(target = %self.view.target.get(), "new datasource: a new pool");
+        } else {
+            self.db.get().reset_backoff();
+        }
+        self.runner.checks.set(new.checks.clone());
+        self.view.web.set(Arc::new(crate::config::Web {
+            listen_address: old.web.listen_address,
+            ..new.web.clone()
+        }));
+        self.state.health.reconfigure(&collectors, &new.checks);
+        self.scheduler.apply(collectors).await;
+        let coordination_changed = new.coordination != old.coordination;
+        if coordination_changed && new.coordination.mode == old.coordination.mode {
+            if let Some(e) = self.election.take() {
+                e.stop().await;
+            }
+            self.election = Election::start(&self.db, &new, &self.leadership);
+        }
+        let mode = old.coordination.mode;
+        self.config = Config {
+            coordination: crate::config::Coordination {
+                mode,
+                ..new.coordination.clone()
+            },
+            ..new
+        };
+        Ok(())
+    }
+}
+
+/// Runs pgsidecar until `shutdown` completes: stops collecting, drains HTTP
+/// within the grace period, closes the pool. With `reloads`, applies each
+/// reload asked for in between.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    reloads: Option<Reloads>,
+) -> Result<(), RunError> {
+    let collectors = enabled(&config);
+    let db = Arc::new(Swap::new(Arc::new(Db::new(
+        &config.datasource,
+        max_backoff(&collectors),
+    )?)));
     let leadership = Arc::new(Leadership::new(config.coordination.mode));
-    let state = Arc::new(State::new(Health::new(&enabled, &config.checks), leadership.clone()));
-    state.refresh_health(db.pool_status());
+    let state = Arc::new(State::new(Health::new(&collectors, &config.checks), leadership.clone()));
+    state.refresh_health(db.get().pool_status());
 
     let local = listener.local_addr().ok();
     tracing::info!(
         listen = %local.map(|a| a.to_string()).unwrap_or_default(),
-        target = %db.target(),
-        collectors = %enabled.iter().map(|(d, _)| d.name).collect::<Vec<_>>().join(","),
+        target = %db.get().target(),
+        collectors = %collectors.iter().map(|(d, _)| d.name).collect::<Vec<_>>().join(","),
         coordination = leadership.mode().as_str(),
         version = env!("CARGO_PKG_VERSION"),
         "pgsidecar started"
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let runner = Arc::new(Pooled {
         db: db.clone(),
-        checks: config.checks.clone(),
+        checks: Swap::new(config.checks.clone()),
     });
-    let scheduler = tokio::spawn(crate::scheduler::run(runner, state.clone(), enabled, stop_rx.clone()));
-    let leader = (leadership.mode() == CoordinationMode::LeaderElection).then(|| {
-        let task = crate::leader::run(db.clone(), config.coordination.clone(), leadership, stop_rx.clone());
-        tokio::spawn(task.instrument(tracing::info_span!("leader")))
-    });
+    let scheduler = Scheduler::start(runner.clone(), state.clone(), collectors);
+    let election = Election::start(&db, &config, &leadership);
+    let (mut reloads, sender) = match reloads {
+        Some(r) => {
+            let sender = r.sender.clone();
+            (Some(r), sender)
+        }
+        // Without a loader, POST /-/reload is answered at once.
+        None => {
+            let (sender, mut requests) = mpsc::channel::<ReloadRequest>(1);
+            tokio::spawn(async move {
+                while let Some(reply) = requests.recv().await {
+                    let _ = reply.send(Err("this pgsidecar cannot reload (it was started in-process)".into()));
+                }
+            });
+            (None, sender)
+        }
+    };
     let view = Arc::new(View {
-        state,
-        web: config.web.clone(),
-        target: db.target().to_string(),
+        state: state.clone(),
+        web: Swap::new(Arc::new(config.web.clone())),
+        target: Swap::new(Arc::new(db.get().target().to_string())),
+        reload: sender,
     });
-    let mut http_stop = stop_rx;
+    let (http_stop, mut http_stopped) = watch::channel(false);
     let http = tokio::spawn(
-        crate::http::serve(listener, view, async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
+        crate::http::serve(listener, view.clone(), async move {
+            let _ = http_stopped.wait_for(|stop| *stop).await;
         })
         .instrument(tracing::info_span!("http")),
     );
+    let mut wired = Wired {
+        config,
+        db,
+        runner,
+        scheduler,
+        election,
+        leadership,
+        state,
+        view,
+    };
 
-    shutdown.await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    if let Err(e) = scheduler.await {
-        tracing::error!(error = %e, "scheduler ended abnormally");
+    tokio::pin!(shutdown);
+    loop {
+        let request = match reloads.as_mut() {
+            Some(r) => tokio::select! {
+                _ = &mut shutdown => break,
+                request = r.requests.recv() => request,
+            },
+            None => {
+                (&mut shutdown).await;
+                break;
+            }
+        };
+        let Some(reply) = request else { continue };
+        let Some(r) = reloads.as_ref() else { continue };
+        let outcome = match (r.load)() {
+            Ok(new) => wired.apply(new).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match &outcome {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(problems) => tracing::error!(error = %problems, "configuration not reloaded; the old one stays"),
+        }
+        wired.state.health.record_reload(outcome.is_ok());
+        wired.state.refresh_health(wired.db.get().pool_status());
+        let _ = reply.send(outcome);
     }
+    tracing::info!("shutting down");
+    wired.scheduler.stop().await;
+    let _ = http_stop.send(true);
     if let Err(e) = http.await {
         tracing::error!(error = %e, "http server ended abnormally");
     }
-    // Closing the lock session releases the lock for another sidecar.
-    if let Some(task) = leader
-        && let Err(e) = task.await
-    {
-        tracing::error!(error = %e, "leader election ended abnormally");
+    if let Some(e) = wired.election.take() {
+        e.stop().await;
     }
-    db.close();
+    wired.db.get().close();
     tracing::info!("stopped");
     Ok(())
 }
@@ -131,9 +329,14 @@ impl Running {
             .local_addr()
             .map_err(|source| RunError::Bind { addr, source })?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run(config, listener, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(run(
+            config,
+            listener,
+            async move {
+                let _ = rx.await;
+            },
+            None,
+        ));
         Ok(Running {
             addr,
             stop: Some(tx),

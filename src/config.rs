@@ -55,7 +55,7 @@ pub struct Config {
 pub const DEFAULT_LOCK_KEY: i64 = 0x7067_7363;
 
 /// `coordination:`: how sidecars of one application share the server-wide work.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Coordination {
     pub mode: CoordinationMode,
     /// The key of the session-level advisory lock (`pg_try_advisory_lock(bigint)`).
@@ -112,7 +112,7 @@ impl FromStr for CoordinationMode {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Datasource {
     /// Host, port, user, password, database and connect timeout. The
     /// session options and TLS are applied by `db`, from the fields below.
@@ -195,11 +195,13 @@ impl FromStr for SslMode {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Web {
     pub listen_address: SocketAddr,
     pub telemetry_path: String,
     pub shutdown_grace: Duration,
+    /// `POST /-/reload` reloads the configuration (`--web.enable-lifecycle`).
+    pub enable_lifecycle: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,7 +210,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Log {
     pub level: tracing::Level,
     pub format: LogFormat,
@@ -264,6 +266,8 @@ pub struct Flags {
     pub disable_settings_metrics: bool,
     /// `--disable-default-metrics`: refused, with what to do instead.
     pub disable_default_metrics: bool,
+    /// `--web.enable-lifecycle`: serve `POST /-/reload`.
+    pub enable_lifecycle: bool,
 }
 
 /// One `--collector.<name>` (on) or `--no-collector.<name>` (off) flag.
@@ -895,6 +899,7 @@ impl Walker<'_> {
             listen_address: listen?,
             telemetry_path: telemetry_path?,
             shutdown_grace,
+            enable_lifecycle: flags.enable_lifecycle,
         })
     }
 

@@ -6,11 +6,19 @@
 //! Every session pgsidecar opens sends, in its startup packet (no extra round
 //! trip), `application_name`, `statement_timeout`, `lock_timeout`,
 //! `idle_in_transaction_session_timeout` and
-//! `default_transaction_read_only = on`. After a failed connection attempt the
-//! pool is not asked again before a backoff delay (doubling from 250 ms, capped
-//! at half the shortest collector interval), so a dead server costs one
-//! attempt per delay, and a returning one is seen within one interval.
+//! `default_transaction_read_only = on`.
+//!
+//! Logins share one backoff for the whole process, the pool's and the
+//! leader's lock session's alike: after a failed attempt no session is
+//! opened before the delay has passed (doubling from 250 ms; capped at half
+//! the shortest collector interval after a connection failure, so a
+//! returning server is seen within one interval, and at
+//! [`AUTH_BACKOFF_CAP`] after an authentication failure, so a wrong password
+//! cannot lock an LDAP or PAM account), and until a login succeeds again only
+//! one attempt is made at a time: others wait for it. A success resets the
+//! delay.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,12 +57,20 @@ pub enum DbError {
     Tls(String),
 }
 
-/// When the pool may next try to connect, after failed attempts: the delay
-/// doubles from [`FIRST_BACKOFF`] up to `max`, and a success resets it.
+/// The longest wait between logins after authentication failures (a wrong
+/// password, an unknown role, a pg_hba rejection).
+pub const AUTH_BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// When the process may next log in, after failed attempts: the delay
+/// doubles from [`FIRST_BACKOFF`] up to `max` (or [`AUTH_BACKOFF_CAP`] after
+/// an authentication failure), once per step however many attempts failed in
+/// it, and a success resets it.
 struct Backoff {
     next_attempt: Option<Instant>,
     delay: Duration,
     max: Duration,
+    /// The last login succeeded (or none was tried yet and none failed).
+    healthy: bool,
     last_error: String,
 }
 
@@ -64,6 +80,7 @@ impl Backoff {
             next_attempt: None,
             delay: FIRST_BACKOFF,
             max: max.max(FIRST_BACKOFF),
+            healthy: false,
             last_error: String::new(),
         }
     }
@@ -75,16 +92,46 @@ impl Backoff {
         (until > now).then(|| until - now)
     }
 
-    fn failed(&mut self, error: String) {
-        self.next_attempt = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(self.max);
+    /// A failed login; `auth`: it was refused for its credentials.
+    fn failed(&mut self, error: String, auth: bool) {
+        self.healthy = false;
         self.last_error = error;
+        // Attempts that were already under way when another failed do not
+        // make this step longer.
+        if self.wait().is_some() {
+            return;
+        }
+        self.next_attempt = Some(Instant::now() + self.delay);
+        let cap = if auth { AUTH_BACKOFF_CAP } else { self.max };
+        self.delay = (self.delay * 2).min(cap);
     }
 
     fn succeeded(&mut self) {
+        self.healthy = true;
         self.next_attempt = None;
         self.delay = FIRST_BACKOFF;
     }
+}
+
+/// Why a login failed, as the backoff needs it.
+struct Failure {
+    message: String,
+    /// Refused for its credentials: backs off up to [`AUTH_BACKOFF_CAP`].
+    auth: bool,
+    /// A failed attempt (not, say, a wait for a free pooled connection).
+    counts: bool,
+}
+
+/// Whether the server refused the credentials.
+fn is_auth(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.as_db_error().is_some_and(|db| {
+        [
+            SqlState::INVALID_PASSWORD,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        ]
+        .contains(db.code())
+    })
 }
 
 /// The pool plus what is needed to reconnect politely, cancel queries and
@@ -96,6 +143,8 @@ pub struct Db {
     target: String,
     password: Option<String>,
     backoff: Mutex<Backoff>,
+    /// Held by the one login attempt allowed while logins fail.
+    login: tokio::sync::Mutex<()>,
     connect_timeout: Duration,
     server_version: Arc<AtomicU32>,
 }
@@ -144,6 +193,7 @@ impl Db {
             target: ds.target(),
             password: ds.password(),
             backoff: Mutex::new(Backoff::new(max_backoff)),
+            login: tokio::sync::Mutex::new(()),
             connect_timeout: ds.connect_timeout,
             server_version,
         })
@@ -170,28 +220,61 @@ impl Db {
         if let Some(idle) = keepalives_idle {
             pg.keepalives(true).keepalives_idle(idle);
         }
-        connect_dedicated(&self.ds, &pg).await
+        let attempt = async {
+            connect_dedicated_session(&self.ds, &pg).await.map_err(|e| match e {
+                Dial::Refused(e) => Failure {
+                    auth: is_auth(&e),
+                    message: self.scrub(&describe(&e)),
+                    counts: true,
+                },
+                Dial::Other(message) => Failure {
+                    message: self.scrub(&message),
+                    auth: false,
+                    counts: true,
+                },
+            })
+        };
+        self.login_with(attempt).await.map_err(|e| e.to_string())
     }
 
     /// A pooled connection, or an error at once while backing off.
     pub async fn client(&self) -> Result<Client, DbError> {
+        let attempt = async {
+            self.pool.get().await.map_err(|e| Failure {
+                message: self.scrub(&describe_pool(&e)),
+                auth: match &e {
+                    PoolError::Backend(e) | PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => {
+                        is_auth(e)
+                    }
+                    _ => false,
+                },
+                // Waiting for a free connection is not a failed attempt.
+                counts: !matches!(e, PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)),
+            })
+        };
+        self.login_with(attempt).await
+    }
+
+    /// Runs `attempt` under the shared backoff: refused at once while it
+    /// waits, one at a time while logins fail, recorded either way.
+    async fn login_with<T>(&self, attempt: impl Future<Output = Result<T, Failure>>) -> Result<T, DbError> {
+        let healthy = self.lock_backoff().healthy;
+        let _turn = if healthy { None } else { Some(self.login.lock().await) };
         if let Some(e) = self.backing_off() {
             return Err(e);
         }
-        match self.pool.get().await {
-            Ok(c) => {
+        match attempt.await {
+            Ok(v) => {
                 self.lock_backoff().succeeded();
-                Ok(c)
+                Ok(v)
             }
-            Err(e) => {
-                let message = self.scrub(&describe_pool(&e));
-                // Waiting for a free connection is not a failed attempt.
-                if !matches!(e, PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) {
-                    self.lock_backoff().failed(message.clone());
+            Err(f) => {
+                if f.counts {
+                    self.lock_backoff().failed(f.message.clone(), f.auth);
                 }
                 Err(DbError::Connect {
                     target: self.target.clone(),
-                    message,
+                    message: f.message,
                 })
             }
         }
@@ -247,6 +330,14 @@ impl Db {
         self.pool.status()
     }
 
+    /// Forgets past login failures (a configuration reload): the next
+    /// attempt is made at once.
+    pub fn reset_backoff(&self) {
+        let mut b = self.lock_backoff();
+        b.next_attempt = None;
+        b.delay = FIRST_BACKOFF;
+    }
+
     pub fn close(&self) {
         self.pool.close();
     }
@@ -297,21 +388,35 @@ pub fn admin_config(ds: &Datasource) -> tokio_postgres::Config {
     pg
 }
 
-/// A session of its own, outside the pool (the leader lock, `pgsidecar
-/// install`): connects with `pg` within the connect timeout and drives the
-/// connection on a task. The error says the target and why, without the
-/// password. The one place that opens a session outside the pool.
-#[allow(clippy::disallowed_methods)]
+/// A session of its own, outside the pool (`pgsidecar install`): connects
+/// with `pg` within the connect timeout and drives the connection on a task.
+/// The error says the target and why, without the password.
 pub async fn connect_dedicated(ds: &Datasource, pg: &tokio_postgres::Config) -> Result<Dedicated, String> {
     let target = ds.target();
-    let tls = tls_connector(ds).map_err(|e| format!("connect to {target}: {e}"))?;
+    connect_dedicated_session(ds, pg).await.map_err(|e| {
+        let why = match e {
+            Dial::Refused(e) => describe(&e),
+            Dial::Other(message) => message,
+        };
+        scrub(ds.password().as_deref(), &format!("connect to {target}: {why}"))
+    })
+}
+
+/// Why a dedicated session could not be opened.
+enum Dial {
+    /// The server (or the network) said no.
+    Refused(tokio_postgres::Error),
+    Other(String),
+}
+
+/// The one place that opens a session outside the pool.
+#[allow(clippy::disallowed_methods)]
+async fn connect_dedicated_session(ds: &Datasource, pg: &tokio_postgres::Config) -> Result<Dedicated, Dial> {
+    let tls = tls_connector(ds).map_err(|e| Dial::Other(e.to_string()))?;
     match tokio::time::timeout(ds.connect_timeout + Duration::from_secs(1), pg.connect(tls)).await {
         Ok(Ok((client, conn))) => Ok((client, tokio::spawn(conn))),
-        Ok(Err(e)) => Err(scrub(
-            ds.password().as_deref(),
-            &format!("connect to {target}: {}", describe(&e)),
-        )),
-        Err(_) => Err(format!("connect to {target}: timed out")),
+        Ok(Err(e)) => Err(Dial::Refused(e)),
+        Err(_) => Err(Dial::Other("timed out".to_string())),
     }
 }
 
@@ -457,29 +562,49 @@ mod tests {
     async fn the_backoff_doubles_to_its_cap_and_a_success_resets_it() {
         let mut b = Backoff::new(Duration::from_secs(1));
         assert_eq!(b.wait(), None);
-        b.failed("refused".into());
+        b.failed("refused".into(), false);
         assert_eq!(b.wait(), Some(Duration::from_millis(250)));
         tokio::time::advance(Duration::from_millis(100)).await;
         assert_eq!(b.wait(), Some(Duration::from_millis(150)));
         tokio::time::advance(Duration::from_millis(150)).await;
         assert_eq!(b.wait(), None);
         for expected in [500, 1000, 1000] {
-            b.failed("refused".into());
+            b.failed("refused".into(), false);
             assert_eq!(b.wait(), Some(Duration::from_millis(expected)));
             tokio::time::advance(Duration::from_millis(expected)).await;
             assert_eq!(b.wait(), None);
         }
         assert_eq!(b.last_error, "refused");
         b.succeeded();
-        b.failed("refused".into());
+        b.failed("refused".into(), false);
+        assert_eq!(b.wait(), Some(Duration::from_millis(250)));
+        // Others failing within the same step do not lengthen it.
+        b.failed("refused".into(), false);
+        b.failed("refused".into(), false);
         assert_eq!(b.wait(), Some(Duration::from_millis(250)));
     }
 
-    #[test]
-    fn the_cap_is_never_below_the_first_delay() {
+    #[tokio::test(start_paused = true)]
+    async fn authentication_failures_back_off_up_to_five_minutes() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        let mut waits = Vec::new();
+        for _ in 0..14 {
+            b.failed("password authentication failed".into(), true);
+            let w = b.wait().unwrap();
+            waits.push(w.as_secs_f64());
+            tokio::time::advance(w).await;
+        }
+        assert_eq!(waits[..4], [0.25, 0.5, 1.0, 2.0]);
+        assert_eq!(waits.last(), Some(&300.0));
+        assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_is_never_below_the_first_delay() {
         let mut b = Backoff::new(Duration::from_millis(10));
-        b.failed("x".into());
-        b.failed("x".into());
+        b.failed("x".into(), false);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        b.failed("x".into(), false);
         assert_eq!(b.delay, FIRST_BACKOFF);
     }
 }

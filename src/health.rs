@@ -36,6 +36,9 @@
 //!   collectors (see `leader.rs`); `pgsidecar_leader_changes_total` counter.
 //! - `pgsidecar_coordination_mode{mode}` gauge, 1: `all`, `leader-election`
 //!   or `none`.
+//! - `pgsidecar_config_last_reload_successful` gauge (0/1) and
+//!   `pgsidecar_config_last_reload_success_timestamp_seconds` gauge, as
+//!   Prometheus names them for itself: the start counts as a successful load.
 //!
 //! A server-scoped collector is inactive while this sidecar is not leader:
 //! its per-collector series are left out, readiness does not wait for it,
@@ -107,35 +110,66 @@ impl CollectorStatus {
 pub struct Health {
     collectors: Mutex<Vec<CollectorStatus>>,
     /// Configured thresholds, exported as gauges for alert rules to compare against.
-    slow_query_threshold: Duration,
+    slow_query_threshold: Mutex<Duration>,
+    /// Whether the last configuration reload worked, and when one last did.
+    reload: Mutex<(bool, SystemTime)>,
     process: prometheus::process_collector::ProcessCollector,
+}
+
+fn status(def: &'static Definition, c: &CollectorConfig) -> CollectorStatus {
+    CollectorStatus {
+        name: c.name,
+        scope: def.scope,
+        decides_up: def.decides_up,
+        interval: c.interval,
+        timeout: c.timeout,
+        stale_after: c.stale_after,
+        runs: 0,
+        failures: 0,
+        last_run: None,
+        last_duration: None,
+        last_success: None,
+        last: None,
+        report: Report::default(),
+    }
 }
 
 impl Health {
     pub fn new(enabled: &[(&'static Definition, CollectorConfig)], checks: &crate::config::Checks) -> Self {
         Health {
-            slow_query_threshold: checks.slow_query_threshold,
-            collectors: Mutex::new(
-                enabled
-                    .iter()
-                    .map(|(def, c)| CollectorStatus {
-                        name: c.name,
-                        scope: def.scope,
-                        decides_up: def.decides_up,
-                        interval: c.interval,
-                        timeout: c.timeout,
-                        stale_after: c.stale_after,
-                        runs: 0,
-                        failures: 0,
-                        last_run: None,
-                        last_duration: None,
-                        last_success: None,
-                        last: None,
-                        report: Report::default(),
-                    })
-                    .collect(),
-            ),
+            slow_query_threshold: Mutex::new(checks.slow_query_threshold),
+            collectors: Mutex::new(enabled.iter().map(|(def, c)| status(def, c)).collect()),
+            reload: Mutex::new((true, SystemTime::now())),
             process: prometheus::process_collector::ProcessCollector::for_self(),
+        }
+    }
+
+    /// After a reload: the enabled collectors and the thresholds anew. A
+    /// collector that stays keeps its counts and last outcome.
+    pub fn reconfigure(&self, enabled: &[(&'static Definition, CollectorConfig)], checks: &crate::config::Checks) {
+        *self.slow_query_threshold.lock().unwrap_or_else(|p| p.into_inner()) = checks.slow_query_threshold;
+        let mut all = self.lock();
+        let next = enabled
+            .iter()
+            .map(|(def, c)| match all.iter().find(|s| s.name == c.name) {
+                Some(old) => CollectorStatus {
+                    interval: c.interval,
+                    timeout: c.timeout,
+                    stale_after: c.stale_after,
+                    ..old.clone()
+                },
+                None => status(def, c),
+            })
+            .collect();
+        *all = next;
+    }
+
+    /// Records a reload attempt.
+    pub fn record_reload(&self, ok: bool) {
+        let mut r = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        r.0 = ok;
+        if ok {
+            r.1 = SystemTime::now();
         }
     }
 
@@ -360,8 +394,24 @@ impl Health {
             "Configured slow-query threshold (checks.slow_queries.threshold)",
             &[],
         );
-        threshold.set(&[], self.slow_query_threshold.as_secs_f64());
+        let slow = *self.slow_query_threshold.lock().unwrap_or_else(|p| p.into_inner());
+        threshold.set(&[], slow.as_secs_f64());
         fams.push(threshold);
+
+        let (reload_ok, reloaded) = *self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ok = Family::gauge(
+            "pgsidecar_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or not (0)",
+            &[],
+        );
+        ok.set(&[], if reload_ok { 1.0 } else { 0.0 });
+        let mut at = Family::gauge(
+            "pgsidecar_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (the start, or a reload)",
+            &[],
+        );
+        at.set(&[], unix(reloaded));
+        fams.extend([ok, at]);
 
         let mut build = Family::gauge(
             "pgsidecar_build_info",

@@ -1,5 +1,6 @@
 //! The HTTP server (hyper 1, no framework): `/metrics` (or the configured
-//! telemetry path), `/healthz`, `/readyz` and the landing page `/`.
+//! telemetry path), `/healthz`, `/readyz`, the landing page `/`, and with
+//! `--web.enable-lifecycle` `POST /-/reload`.
 //!
 //! Invariant: no handler here talks to Postgres, and none can: the server is
 //! given a [`View`], which holds the published state, the web settings and a
@@ -22,16 +23,20 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::config::{Web, show};
-use crate::state::State;
+use crate::state::{ReloadRequest, State};
+use crate::swap::Swap;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Everything the HTTP server may see.
 pub struct View {
     pub state: Arc<State>,
-    pub web: Web,
+    /// A reload may change the telemetry path and the grace period.
+    pub web: Swap<Web>,
     /// `user@host:port/dbname`, never the password.
-    pub target: String,
+    pub target: Swap<String>,
+    /// Where `POST /-/reload` asks for a reload.
+    pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
 
 /// Serves until `shutdown` completes, then lets in-flight responses finish
@@ -58,7 +63,12 @@ pub async fn serve(listener: TcpListener, view: Arc<View>, shutdown: impl Future
                 let view = view.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let view = view.clone();
-                    async move { Ok::<_, Infallible>(handle(&req, &view)) }
+                    async move {
+                        if req.uri().path() == "/-/reload" {
+                            return Ok::<_, Infallible>(reload(&req, &view).await);
+                        }
+                        Ok::<_, Infallible>(handle(&req, &view))
+                    }
                 });
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
@@ -71,7 +81,7 @@ pub async fn serve(listener: TcpListener, view: Arc<View>, shutdown: impl Future
         }
     }
     drop(listener);
-    let grace = view.web.shutdown_grace;
+    let grace = view.web.get().shutdown_grace;
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {
@@ -80,9 +90,40 @@ pub async fn serve(listener: TcpListener, view: Arc<View>, shutdown: impl Future
     }
 }
 
+/// `POST /-/reload`, when `--web.enable-lifecycle` allows it: 200 once the
+/// new configuration applies, 500 with the problems if it is invalid (the
+/// old one stays), as Prometheus answers its own.
+async fn reload(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
+    if !view.web.get().enable_lifecycle {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "lifecycle endpoints are off: start pgsidecar with --web.enable-lifecycle\n".into(),
+        );
+    }
+    if req.method() != Method::POST && req.method() != Method::PUT {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed: POST\n".into());
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
+        return r;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if view.reload.send(tx).await.is_err() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+    }
+    match rx.await {
+        Ok(Ok(())) => plain(StatusCode::OK, "configuration reloaded\n".into()),
+        Ok(Err(problems)) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the configuration was not reloaded, the old one stays: {problems}\n"),
+        ),
+        Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+    }
+}
+
 fn handle(req: &Request<Incoming>, view: &View) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    let known = path == view.web.telemetry_path || matches!(path, "/" | "/healthz" | "/readyz");
+    let web = view.web.get();
+    let known = path == web.telemetry_path || matches!(path, "/" | "/healthz" | "/readyz");
     if !known {
         return plain(StatusCode::NOT_FOUND, "not found\n".into());
     }
@@ -161,7 +202,7 @@ fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 
 fn landing(view: &View) -> String {
     let state = &view.state;
-    let path = escape(&view.web.telemetry_path);
+    let path = escape(&view.web.get().telemetry_path);
     let leader = state.leadership.is_leader();
     let mut rows = String::new();
     for s in state.health.statuses() {
@@ -191,7 +232,7 @@ fn landing(view: &View) -> String {
 <p><a href=\"{path}\">{path}</a> &middot; <a href=\"/healthz\">/healthz</a> &middot; <a href=\"/readyz\">/readyz</a></p>\n\
 <table><tr><th>collector</th><th>state</th><th>interval</th><th>last run</th><th>duration</th><th>last success</th><th>failures</th><th>last error</th><th>notes</th></tr>\n{rows}</table>\n</body></html>\n",
         version = env!("CARGO_PKG_VERSION"),
-        target = escape(&view.target),
+        target = escape(&view.target.get()),
         up = if state.health.pg_up(leader) { "yes" } else { "no" },
         mode = state.leadership.mode().as_str(),
         leader = if leader { "yes" } else { "no" },

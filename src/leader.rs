@@ -48,6 +48,7 @@ use tokio::time::{MissedTickBehavior, timeout};
 use crate::config::{Coordination, CoordinationMode, show};
 use crate::db::{Db, describe};
 use crate::logging::ErrorLog;
+use crate::swap::Swap;
 
 /// Whether this sidecar is leader, as the scheduler and health read it.
 pub struct Leadership {
@@ -105,7 +106,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Contends for the lock, and holds it, until `shutdown` turns true; then
 /// closes the session, which releases the lock. Every change of leadership
 /// is seen by the scheduler and the health families through `leadership`.
-pub async fn run(db: Arc<Db>, cfg: Coordination, leadership: Arc<Leadership>, mut shutdown: watch::Receiver<bool>) {
+/// Each new session is opened through the pool current at that moment (a
+/// reload may replace it); a session that is up stays as it is.
+pub async fn run(
+    db: Arc<Swap<Db>>,
+    cfg: Coordination,
+    leadership: Arc<Leadership>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut delay = FIRST_BACKOFF;
     let mut errors = ErrorLog::default();
     loop {
@@ -113,6 +121,7 @@ pub async fn run(db: Arc<Db>, cfg: Coordination, leadership: Arc<Leadership>, mu
             return;
         }
         let mut connected = false;
+        let db = db.get();
         let result = session(&db, &cfg, &leadership, &mut shutdown, &mut connected).await;
         let message = match result {
             Ok(()) => return,

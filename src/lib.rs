@@ -19,8 +19,9 @@ mod metrics;
 mod scheduler;
 mod snapshot;
 mod state;
+mod swap;
 
-pub use app::{RunError, Running, bind, run};
+pub use app::{Reloads, RunError, Running, bind, run};
 pub use config::Config;
 
 /// Loads and validates the configuration from all sources (see

@@ -1,5 +1,9 @@
 //! The `pgsidecar` binary: parses flags, loads the configuration, installs
 //! logging and signal handling, and runs the exporter.
+//!
+//! Signals: SIGTERM and SIGINT shut down cleanly; SIGHUP reloads the
+//! configuration (see `app`); SIGUSR1 and SIGUSR2 are logged and otherwise
+//! ignored, so a logrotate hook or a stray `kill -USR1` cannot end it.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,6 +60,9 @@ struct Cli {
     /// Query text length (checks.slow_queries.query_text_length).
     #[arg(long = "collector.stat_statements.query_length", value_name = "N")]
     stat_statements_query_length: Option<String>,
+    /// Serve POST /-/reload, which reloads the configuration as SIGHUP does.
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
         collection_timeout: cli.collection_timeout,
         disable_settings_metrics: cli.disable_settings_metrics,
         disable_default_metrics: cli.disable_default_metrics,
+        enable_lifecycle: cli.enable_lifecycle,
     };
     let (sql, action) = match cli.command {
         Some(Command::Install { print_sql: true }) => return print(pgsidecar::install::INSTALL_SQL),
@@ -145,6 +153,11 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let (reloads, reload) = pgsidecar::Reloads::new(Box::new(move || pgsidecar::load_config(&flags, &ProcessEnv)));
+        if let Err(e) = listen_for_signals(reload) {
+            tracing::error!(error = %e, "cannot install the signal handlers");
+            return ExitCode::FAILURE;
+        }
         let listener = match pgsidecar::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
@@ -152,7 +165,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match pgsidecar::run(config, listener, shutdown_signal()).await {
+        match pgsidecar::run(config, listener, shutdown_signal(), Some(reloads)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
@@ -186,6 +199,34 @@ fn admin(config: &Config, sql: &str, action: &'static str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGHUP asks for a reload and logs nothing itself (the reload logs its
+/// outcome); SIGUSR1 and SIGUSR2 are logged and ignored.
+fn listen_for_signals(
+    reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let (tx, _outcome) = tokio::sync::oneshot::channel();
+                    if reload.send(tx).await.is_err() {
+                        return;
+                    }
+                }
+                Some(()) = usr1.recv() => tracing::info!("SIGUSR1 ignored"),
+                Some(()) = usr2.recv() => tracing::info!("SIGUSR2 ignored"),
+                else => return,
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -18,6 +18,14 @@
 //! ([`Pooled`]) takes a connection from the pool and runs the collector's
 //! queries within its timeout. The unit tests drive the timing with a
 //! scripted runner under `tokio::time::pause()`.
+//!
+//! A configuration reload changes what runs without a restart
+//! ([`Scheduler::apply`]): a collector whose configuration did not change
+//! keeps its task and its series; one whose interval, timeout or
+//! `stale_after` changed gets a new task, which replaces the old series at
+//! its first run; a disabled one stops and its series are dropped. The pool
+//! and the checks are [`Swap`]s that each run reads at its start, so a new
+//! datasource or new thresholds apply from the next run.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +36,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, timeout_at};
 use tracing::Instrument;
 
+use std::collections::BTreeMap;
+
+use tokio::task::JoinHandle;
+
 use crate::collectors::{CollectError, Ctx, Definition, Report, Scope};
 use crate::config::{Checks, CollectorConfig};
 use crate::db::Db;
@@ -35,6 +47,7 @@ use crate::health::Outcome;
 use crate::logging::ErrorLog;
 use crate::metrics::encode;
 use crate::state::{PoolStatus, State};
+use crate::swap::Swap;
 
 /// How often the health families (process, pool) are refreshed when no
 /// collector finishes in between.
@@ -64,56 +77,125 @@ pub trait Runner: Send + Sync + 'static {
 
 /// The real runner: a pooled connection and the collector's queries, both
 /// within the collector's timeout; a query that overruns it is cancelled.
+/// The pool and the checks are read at the start of each run.
 pub struct Pooled {
-    pub db: Arc<Db>,
-    pub checks: Arc<Checks>,
+    pub db: Arc<Swap<Db>>,
+    pub checks: Swap<Checks>,
 }
 
 impl Runner for Pooled {
     async fn run(&self, def: &'static Definition, cfg: &CollectorConfig) -> Result<Collected, CollectError> {
+        let (db, checks) = (self.db.get(), self.checks.get());
         let deadline = Instant::now() + cfg.timeout;
-        let client = timeout_at(deadline, self.db.client())
+        let client = timeout_at(deadline, db.client())
             .await
             .map_err(|_| CollectError::Timeout(cfg.timeout))??;
-        let ctx = Ctx::new(self.db.server_version(), self.checks.clone());
+        let ctx = Ctx::new(db.server_version(), checks);
         match timeout_at(deadline, def.collect(&client, &ctx)).await {
             Ok(r) => r.map(|families| Collected {
                 body: encode(families),
                 report: ctx.report(),
             }),
             Err(_) => {
-                self.db.cancel(client);
+                db.cancel(client);
                 Err(CollectError::Timeout(cfg.timeout))
             }
         }
     }
 
     fn pool(&self) -> PoolStatus {
-        self.db.pool_status()
+        self.db.get().pool_status()
     }
 
     fn scrub(&self, message: &str) -> String {
-        self.db.scrub(message)
+        self.db.get().scrub(message)
     }
 }
 
-/// Runs until `shutdown` turns true; returns when every task has stopped.
-pub async fn run<R: Runner>(
-    runner: Arc<R>,
-    state: Arc<State>,
-    collectors: Vec<(&'static Definition, CollectorConfig)>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (def, cfg) in collectors {
-        let span = tracing::info_span!("collector", collector = def.name);
-        tasks.spawn(collector_loop(def, cfg, runner.clone(), state.clone(), shutdown.clone()).instrument(span));
-    }
-    tasks.spawn(health_loop(runner, state, shutdown).instrument(tracing::info_span!("health")));
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r {
+/// A running task and the switch that stops it.
+struct Task {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl Task {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.handle.await {
             tracing::error!(error = %e, "scheduler task ended abnormally");
         }
+    }
+}
+
+/// The collector tasks and the health task.
+pub struct Scheduler<R: Runner> {
+    runner: Arc<R>,
+    state: Arc<State>,
+    collectors: BTreeMap<&'static str, (CollectorConfig, Task)>,
+    health: Task,
+}
+
+impl<R: Runner> Scheduler<R> {
+    /// Starts a task for each collector, and the health task.
+    pub fn start(runner: Arc<R>, state: Arc<State>, collectors: Vec<(&'static Definition, CollectorConfig)>) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let handle =
+            tokio::spawn(health_loop(runner.clone(), state.clone(), stopped).instrument(tracing::info_span!("health")));
+        let mut s = Scheduler {
+            runner,
+            state,
+            collectors: BTreeMap::new(),
+            health: Task { stop, handle },
+        };
+        for (def, cfg) in collectors {
+            s.spawn(def, cfg);
+        }
+        s
+    }
+
+    fn spawn(&mut self, def: &'static Definition, cfg: CollectorConfig) {
+        let (stop, stopped) = watch::channel(false);
+        let span = tracing::info_span!("collector", collector = def.name);
+        let task = collector_loop(def, cfg.clone(), self.runner.clone(), self.state.clone(), stopped);
+        let handle = tokio::spawn(task.instrument(span));
+        self.collectors.insert(def.name, (cfg, Task { stop, handle }));
+    }
+
+    /// Makes exactly `collectors` run, each with its configuration: an
+    /// unchanged one keeps its task, a changed one is restarted (its series
+    /// stay until the new task's first run replaces them), a removed one is
+    /// stopped and its series dropped.
+    pub async fn apply(&mut self, collectors: Vec<(&'static Definition, CollectorConfig)>) {
+        let wanted: BTreeMap<&'static str, _> = collectors.into_iter().map(|(d, c)| (d.name, (d, c))).collect();
+        let names: Vec<&'static str> = self.collectors.keys().copied().collect();
+        for name in names {
+            let unchanged = wanted.get(name).is_some_and(|(_, c)| self.collectors[name].0 == *c);
+            if unchanged {
+                continue;
+            }
+            if let Some((_, task)) = self.collectors.remove(name) {
+                task.stop().await;
+            }
+            if !wanted.contains_key(name) {
+                self.state.publish(name, None, self.runner.pool());
+                tracing::info!(collector = name, "collector stopped by a reload");
+            }
+        }
+        for (name, (def, cfg)) in wanted {
+            if !self.collectors.contains_key(name) {
+                tracing::info!(collector = name, interval = %crate::config::show(cfg.interval), "collector (re)started by a reload");
+                self.spawn(def, cfg);
+            }
+        }
+        self.state.refresh_health(self.runner.pool());
+    }
+
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        for (_, (_, task)) in self.collectors {
+            task.stop().await;
+        }
+        self.health.stop().await;
     }
 }
 
@@ -301,15 +383,14 @@ mod tests {
         name: &'static str,
         mode: CoordinationMode,
         script: Vec<Option<Result<&'static str, &'static str>>>,
-    ) -> (Arc<State>, watch::Sender<bool>) {
+    ) -> (Arc<State>, Scheduler<Script>) {
         let c = cfg(name);
         let collectors = vec![(def(name), c)];
         let health = Health::new(&collectors, &Checks::default());
         let state = Arc::new(State::new(health, Arc::new(Leadership::new(mode))));
-        let (stop, stopped) = watch::channel(false);
         let runner = Arc::new(Script(Mutex::new(script.into())));
-        tokio::spawn(run(runner, state.clone(), collectors, stopped));
-        (state, stop)
+        let scheduler = Scheduler::start(runner, state.clone(), collectors);
+        (state, scheduler)
     }
 
     fn body(state: &State) -> String {
@@ -350,7 +431,7 @@ mod tests {
             text.contains("pgsidecar_collector_failures_total{collector=\"settings\"} 4"),
             "{text}"
         );
-        stop.send(true).unwrap();
+        stop.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -377,6 +458,69 @@ mod tests {
         let text = body(&state);
         assert!(!text.contains("a 2\n"), "{text}");
         assert!(text.contains("pgsidecar_leader 0\n"), "{text}");
-        stop.send(true).unwrap();
+        stop.stop().await;
+    }
+
+    /// Records when each collector runs, and answers with its run count.
+    #[derive(Default)]
+    struct Clock(Mutex<BTreeMap<&'static str, Vec<Duration>>>, Option<Instant>);
+
+    impl Runner for Clock {
+        async fn run(&self, def: &'static Definition, _: &CollectorConfig) -> Result<Collected, CollectError> {
+            let at = self.1.unwrap().elapsed();
+            let mut runs = self.0.lock().unwrap();
+            let times = runs.entry(def.name).or_default();
+            times.push(at);
+            Ok(Collected {
+                body: Bytes::from(format!("x_{} {}\n", def.name, times.len())),
+                report: Report::default(),
+            })
+        }
+
+        fn pool(&self) -> PoolStatus {
+            Script(Mutex::new(VecDeque::new())).pool()
+        }
+
+        fn scrub(&self, message: &str) -> String {
+            message.to_string()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_restarts_only_what_changed_and_stops_what_went() {
+        let t0 = Instant::now();
+        let every = |name, secs| CollectorConfig {
+            interval: Duration::from_secs(secs),
+            ..cfg(name)
+        };
+        let collectors = vec![
+            (def("settings"), every("settings", 1)),
+            (def("stat_database"), every("stat_database", 1)),
+            (def("database"), every("database", 1)),
+        ];
+        let health = Health::new(&collectors, &Checks::default());
+        let state = Arc::new(State::new(health, Arc::new(Leadership::new(CoordinationMode::All))));
+        let clock = Arc::new(Clock(Mutex::default(), Some(t0)));
+        let mut scheduler = Scheduler::start(clock.clone(), state.clone(), collectors);
+        until(t0, Duration::from_millis(1500)).await;
+        assert!(body(&state).contains("x_database 2\n"));
+        // settings unchanged, stat_database every 2 s, database gone.
+        scheduler
+            .apply(vec![
+                (def("settings"), every("settings", 1)),
+                (def("stat_database"), every("stat_database", 2)),
+            ])
+            .await;
+        let text = body(&state);
+        assert!(!text.contains("x_database"), "{text}");
+        until(t0, Duration::from_millis(4000) + Duration::from_millis(100)).await;
+        let runs = clock.0.lock().unwrap().clone();
+        let secs = |name: &str| runs[name].iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>();
+        assert_eq!(secs("settings"), [0.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(secs("stat_database"), [0.0, 1.0, 1.5, 3.5]);
+        assert_eq!(secs("database"), [0.0, 1.0]);
+        // The restarted collector's series were replaced, never dropped.
+        assert!(body(&state).contains("x_stat_database 4\n"));
+        scheduler.stop().await;
     }
 }

@@ -18,6 +18,10 @@ use crate::snapshot::{HEALTH, Snapshot};
 /// pgsidecar's own connection pool, as the health families show it.
 pub type PoolStatus = deadpool_postgres::Status;
 
+/// A request to reload the configuration (SIGHUP, `POST /-/reload`), and
+/// where its outcome goes: `Err` lists what is wrong with the new file.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 pub struct State {
     pub snapshot: Snapshot,
     pub health: Health,

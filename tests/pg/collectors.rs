@@ -430,3 +430,55 @@ async fn active_slow_queries_and_idle_transactions() {
     .await;
     px.stop().await.unwrap();
 }
+
+/// Regression: a pool matched only by `client_addr` (a sidecar's
+/// `${POD_IP}`) counted pgsidecar's own sessions, which come from the same
+/// address: its pool and, with leader election, its lock session. A cluster
+/// of its own, so that no other test's sessions come from 127.0.0.1 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_matched_by_address_leaves_out_pgsidecars_own_sessions() {
+    let cluster = pg::Cluster::init();
+    cluster.start();
+    let extra = "coordination:\n  mode: leader-election\n  check_interval: 500ms\n\
+                 checks:\n  pools:\n    - name: pod\n      client_addr: 127.0.0.1\n      size: 10\n";
+    let px = start(&test_yaml(&cluster.dsn("postgres"), extra)).await;
+    let total = |m: &crate::support::scrape::Metrics| -> Option<f64> {
+        let s = m.all("pgsidecar_pool_connections", &[("pool", "pod")]);
+        (!s.is_empty()).then(|| s.iter().map(|s| s.value).sum())
+    };
+    // Leader, so the lock session is open, and the pool has several sessions.
+    let m = until(px.addr, WAIT, "leader with a full pool", |m| {
+        (m.get("pgsidecar_leader", &[]) == Some(1.0) && m.get("pgsidecar_db_pool_size", &[]) >= Some(2.0))
+            .then(|| m.clone())
+    })
+    .await;
+    let watcher = cluster.connect("postgres", "it-watcher").await;
+    let ours: i64 = watcher
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgsidecar'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        ours >= 3,
+        "pgsidecar should hold its pool and its lock session: {ours}\n{}",
+        m.text
+    );
+    // The watcher is the only other session from 127.0.0.1.
+    until(px.addr, WAIT, "only the watcher counted", |m| {
+        total(m).filter(|n| *n == 1.0)
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(cluster.connect("postgres", "it-app").await);
+    }
+    until(px.addr, WAIT, "the watcher and four clients", |m| {
+        total(m).filter(|n| *n == 5.0)
+    })
+    .await;
+    drop(clients);
+    px.stop().await.unwrap();
+}

@@ -192,6 +192,58 @@ async fn freshness_query_or_a_clear_untracked_state() {
     px.stop().await.unwrap();
 }
 
+/// Regression: one failing freshness query (a dropped table, here) failed
+/// the whole matviews collector, so every view's series went stale. It now
+/// fails only its view, which says so; the other views are reported, and a
+/// trailing `-- comment` in a query no longer breaks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_freshness_query_fails_only_its_view() {
+    let cluster = pg::shared();
+    let db = create_app_db(cluster, "freshness_fail_db").await;
+    db.batch_execute(
+        "CREATE TABLE refresh_times (t timestamptz); INSERT INTO refresh_times VALUES (now() - interval '1 hour'); \
+         CREATE TABLE second_times AS SELECT * FROM refresh_times; \
+         CREATE MATERIALIZED VIEW second_view AS SELECT 1 AS x",
+    )
+    .await
+    .unwrap();
+    let extra = "checks:\n  materialized_views:\n    - name: user_stats_summary\n      max_age: 2h\n      \
+                 freshness_query: \"SELECT max(t) FROM refresh_times -- newest refresh\"\n    \
+                 - name: second_view\n      max_age: 2h\n      freshness_query: \"SELECT max(t) FROM second_times\"\n";
+    let px = start(&test_yaml(&cluster.dsn("freshness_fail_db"), extra)).await;
+    until(px.addr, WAIT, "both views' refresh times", |m| {
+        (mv(m, "pg_matview_last_refresh_timestamp_seconds", "user_stats_summary").is_some()
+            && mv(m, "pg_matview_last_refresh_timestamp_seconds", "second_view").is_some())
+        .then_some(())
+    })
+    .await;
+    // The table second_view's query reads is dropped.
+    db.batch_execute("DROP TABLE second_times").await.unwrap();
+    let m = until(px.addr, WAIT, "the failed freshness query", |m| {
+        m.get(
+            "pgsidecar_matview_refresh_tracking",
+            &[("matviewname", "second_view"), ("source", "freshness_query_failed")],
+        )
+        .map(|_| m.clone())
+    })
+    .await;
+    assert_eq!(
+        m.get("pg_scrape_collector_success", &[("collector", "matviews")]),
+        Some(1.0)
+    );
+    assert!(
+        mv(&m, "pg_matview_last_refresh_timestamp_seconds", "user_stats_summary").is_some(),
+        "{}",
+        m.text
+    );
+    assert_eq!(mv(&m, "pg_matview_last_refresh_timestamp_seconds", "second_view"), None);
+    assert_eq!(mv(&m, "pg_matview_populated", "second_view"), Some(1.0));
+    let page = crate::support::scrape::get(px.addr, "/").await.text();
+    assert!(page.contains("the freshness query of public.second_view"), "{page}");
+    assert!(page.contains("second_times"), "{page}");
+    px.stop().await.unwrap();
+}
+
 #[test]
 fn print_sql_needs_no_database() {
     let (code, out) = run_pgsidecar(&["install", "--print-sql"], "host=127.0.0.1 port=1");

@@ -252,3 +252,204 @@ async fn unavailable_without_the_extension() {
     assert!(!m.has("pg_stat_statements_calls_total"));
     px.stop().await.unwrap();
 }
+
+/// The calls of `queryid` by `postgres` in the current database, summed
+/// over its rows (one per `toplevel` value with `track = all`), and how
+/// many rows it has.
+async fn calls_in_postgres(db: &tokio_postgres::Client, queryid: &str) -> (f64, i64) {
+    let row = db
+        .query_one(
+            "SELECT COALESCE(sum(calls), 0)::float8, count(*) FROM pg_stat_statements \
+             WHERE queryid::text = $1 AND userid = 'postgres'::regrole \
+             AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&queryid],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Regression: with `pg_stat_statements.track = all`, a statement run at
+/// top level and nested has two rows (PostgreSQL 14+ `toplevel`); both
+/// mapped to one series and the last one won, so the counters jumped
+/// backwards (a false counter reset). They are one series, the sum, and it
+/// never goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_level_and_nested_rows_are_one_series_that_never_goes_back() {
+    let cluster = pg::shared();
+    let dbname = "stmt_nested_db";
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
+    let dsn = monitor_dsn(cluster, &db, dbname).await;
+    // The same statement at top level and through EXECUTE in a function:
+    // constants do not change the queryid.
+    const TOP: &str = "SELECT count(*) FROM users WHERE level = 'expert'";
+    db.batch_execute(
+        "SET pg_stat_statements.track = 'all'; \
+         CREATE FUNCTION nested() RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE n bigint; BEGIN \
+         EXECUTE 'SELECT count(*) FROM users WHERE level = ''beginner''' INTO n; RETURN n; END $$",
+    )
+    .await
+    .unwrap();
+    let round = async |top: usize, nested: usize| {
+        for _ in 0..top {
+            db.batch_execute(TOP).await.unwrap();
+        }
+        for _ in 0..nested {
+            db.batch_execute("SELECT nested()").await.unwrap();
+        }
+    };
+    round(5, 3).await;
+    let id: String = db
+        .query_one(
+            "SELECT queryid::text FROM pg_stat_statements WHERE query = 'SELECT count(*) FROM users WHERE level = $1' \
+             AND userid = 'postgres'::regrole \
+             AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let (_, rows) = calls_in_postgres(&db, &id).await;
+    let version: i32 = db
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if version >= 140000 {
+        assert_eq!(rows, 2, "the fixture should give a top-level and a nested row");
+    }
+
+    let px = start(&test_yaml(&dsn, &statements("    top: 5000\n"))).await;
+    let series = |m: &Metrics| {
+        m.all(
+            "pg_stat_statements_calls_total",
+            &[("datname", dbname), ("queryid", id.as_str())],
+        )
+        .len()
+    };
+    let calls = |m: &Metrics| {
+        m.get(
+            "pg_stat_statements_calls_total",
+            &[("datname", dbname), ("queryid", id.as_str())],
+        )
+    };
+    let mut last = 0.0;
+    for n in 1..=4 {
+        round(n, n + 1).await;
+        let (want, _) = calls_in_postgres(&db, &id).await;
+        let seen = until(px.addr, WAIT, "the summed calls", |m| {
+            calls(m).filter(|c| *c == want).map(|c| (c, series(m)))
+        })
+        .await;
+        assert_eq!(seen.1, 1, "one series for the statement");
+        assert!(seen.0 > last, "calls went from {last} to {}", seen.0);
+        last = seen.0;
+    }
+    px.stop().await.unwrap();
+}
+
+/// Regression: one queryid run by two roles with two spellings had two
+/// `pg_stat_statements_query_id` series, which broke the Queries
+/// dashboard's join on `queryid` ("many-to-many matching not allowed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_query_text_series_per_queryid() {
+    let cluster = pg::shared();
+    let dbname = "stmt_spelling_db";
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
+    let dsn = monitor_dsn(cluster, &db, dbname).await;
+    db.batch_execute(
+        "DO $$ BEGIN CREATE ROLE stmt_reader LOGIN PASSWORD 'reader-secret'; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
+         GRANT SELECT ON users TO stmt_reader",
+    )
+    .await
+    .unwrap();
+    db.batch_execute("SELECT count(*) FROM users WHERE level = 'x'")
+        .await
+        .unwrap();
+    let (reader, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=stmt_reader password=reader-secret dbname={dbname}",
+            cluster.port()
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    reader
+        .batch_execute("select COUNT(*)   from USERS where LEVEL = 'y'")
+        .await
+        .unwrap();
+    let ids: Vec<(String, String)> = db
+        .query(
+            "SELECT s.queryid::text, r.rolname::text FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
+             WHERE s.query ILIKE 'select count(*)%users%level%' \
+             AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let id = ids[0].0.clone();
+    assert!(
+        ids.iter().filter(|(q, _)| *q == id).count() >= 2,
+        "the fixture should give one queryid to two roles: {ids:?}"
+    );
+
+    let yaml = statements("    top: 5000\n    include_query_text: true\n");
+    let px = start(&test_yaml(&dsn, &yaml)).await;
+    let m = until(px.addr, WAIT, "both roles' rows", |m| {
+        (m.all("pg_stat_statements_calls_total", &[("queryid", id.as_str())])
+            .len()
+            >= 2)
+            .then(|| m.clone())
+    })
+    .await;
+    let texts = m.all("pg_stat_statements_query_id", &[("queryid", id.as_str())]);
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(m.text.contains("# TYPE pg_stat_statements_query_id counter"));
+    px.stop().await.unwrap();
+}
+
+/// Regression: run as the application's own role (common in development),
+/// `exclude_own_role` left every statement out and said nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_out_the_own_role_is_said() {
+    let cluster = pg::shared();
+    let dbname = "stmt_own_db";
+    let db = crate::support::fixture::create_app_db(cluster, dbname).await;
+    for _ in 0..3 {
+        db.batch_execute("SELECT count(*) FROM users").await.unwrap();
+    }
+    // pgsidecar as `postgres`, the same role as the workload.
+    let px = start(&test_yaml(&cluster.dsn(dbname), &statements("    top: 5000\n"))).await;
+    let m = until(px.addr, WAIT, "the count of what was left out", |m| {
+        m.get("pgsidecar_stat_statements_excluded", &[("reason", "own_role")])
+            .filter(|n| *n > 0.0)
+            .map(|_| m.clone())
+    })
+    .await;
+    assert!(
+        m.all(
+            "pg_stat_statements_calls_total",
+            &[("datname", dbname), ("user", "postgres")]
+        )
+        .is_empty(),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.get("pg_scrape_collector_success", &[("collector", "stat_statements")]),
+        Some(1.0)
+    );
+    let page = crate::support::scrape::get(px.addr, "/").await.text();
+    assert!(
+        page.contains("statements of role postgres, pgsidecar&#39;s own, are left out")
+            || page.contains("statements of role postgres, pgsidecar's own, are left out"),
+        "{page}"
+    );
+    px.stop().await.unwrap();
+}

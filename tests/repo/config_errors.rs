@@ -215,6 +215,21 @@ fn password_files_are_read() {
             "DATA_SOURCE_PASS_FILE: cannot read /nonexistent/pass: No such file or directory (os error 2)".to_string()
         ]
     );
+    // Regression: datasource.password_file sent the whole file as the
+    // password, and an empty file was accepted.
+    std::fs::write(&file, "first-line\r\nsecond line, a comment\n").unwrap();
+    let yaml = format!("datasource:\n  password_file: {}\n", file.display());
+    let c = pgsidecar::config_from_yaml(&yaml, "test.yaml", &Flags::default(), &BTreeMap::new()).unwrap();
+    assert_eq!(c.datasource.password().as_deref(), Some("first-line"));
+    std::fs::write(&file, "\nhidden\n").unwrap();
+    let got = problems(&yaml, &Flags::default(), &[]);
+    assert_eq!(
+        got,
+        vec![format!(
+            "test.yaml:2:3: datasource.password_file: {}: the first line, which must hold the password, is empty",
+            file.display()
+        )]
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -400,4 +415,52 @@ fn every_source_file_has_a_module_doc() {
         walk(&crate::support::root().join(dir), &mut missing);
     }
     assert!(missing.is_empty(), "files without a //! header: {missing:?}");
+}
+
+/// Regression: `--config.check` panicked (exit 101, a backtrace) on these.
+#[test]
+fn config_check_reports_what_used_to_panic() {
+    let dir = std::env::temp_dir().join(format!("pgsidecar-panics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let huge = dir.join("huge.yaml");
+    std::fs::write(&huge, "collection:\n  interval: 18446744073709551615s\n").unwrap();
+    let huge = huge.display().to_string();
+    let cases: [(Vec<&str>, &str, &str); 3] = [
+        (
+            vec!["--config.check"],
+            "host=127.0.0.1 user=u sslrootcert=%aé",
+            "datasource.sslrootcert: %aé is not a readable file",
+        ),
+        (
+            vec!["--config.check"],
+            "postgresql://u@127.0.0.1/db?sslrootcert=%aé",
+            "datasource.sslrootcert: %aé is not a readable file",
+        ),
+        (
+            vec!["--config.check", "--config.file", huge.as_str()],
+            "host=127.0.0.1",
+            "collection.interval: duration \"18446744073709551615s\" is too long: at most 720h",
+        ),
+    ];
+    for (args, dsn, expected) in cases {
+        let (code, out) = crate::support::run_pgsidecar(&args, dsn);
+        assert_eq!(code, 2, "{args:?} {dsn}: {out}");
+        assert!(!out.contains("panicked"), "{out}");
+        assert!(out.contains(expected), "{args:?} {dsn}: {out}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Regression: a `?` in an unencoded password hid the URI's sslmode, and
+/// pgsidecar connected in plain text.
+#[test]
+fn a_uri_that_would_lose_its_sslmode_is_refused() {
+    let (code, out) =
+        crate::support::run_pgsidecar(&["--config.check"], "postgresql://u:x?y@127.0.0.1/db?sslmode=require");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("percent-encode it (? as %3F)"), "{out}");
+    assert!(!out.contains("x?y"), "{out}");
+    let (code, out) =
+        crate::support::run_pgsidecar(&["--config.check"], "postgresql://u:x%3Fy@127.0.0.1/db?sslmode=require");
+    assert_eq!(code, 0, "{out}");
 }

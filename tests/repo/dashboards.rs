@@ -36,6 +36,7 @@ pub const PER_POD: &[&str] = &[
     "pgsidecar_leader_changes_total",
     "pgsidecar_coordination_mode",
     "pgsidecar_build_info",
+    "pgsidecar_config_*",
     "pgsidecar_db_pool_*",
     "pgsidecar_pool_*",
     "process_*",
@@ -680,4 +681,29 @@ fn server_wide_queries_aggregate_instance_and_pod_away() {
     }
     assert!(server > 0 && pod > 0, "{server} server-wide and {pod} per-pod queries");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every metric a collector declares in a column table, and every
+/// collector's name, is in the README: adding a collector means
+/// documenting it.
+#[test]
+fn every_declared_metric_and_collector_is_documented() {
+    let (names, families) = documented_metrics();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    for def in pgsidecar::collectors::ALL {
+        if !readme.contains(&format!("`{}`", def.name)) {
+            missing.push(format!("collector {}", def.name));
+        }
+        if let pgsidecar::collectors::Source::Table(t) = &def.source {
+            for c in t.columns {
+                let documented = names.contains(c.metric) || families.iter().any(|f| c.metric.starts_with(f.as_str()));
+                if !documented {
+                    missing.push(format!("{} ({})", c.metric, def.name));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in the README's Metrics section: {missing:#?}");
+    assert!(names.len() > 50, "the README parser found only {} names", names.len());
 }
