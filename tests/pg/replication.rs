@@ -48,7 +48,9 @@ async fn a_paused_standby_lags_an_idle_primary_does_not_and_a_broken_one_is_seen
     let m = until(on_primary.addr, WAIT, "standby1 streaming and caught up", |m| {
         (m.get("pg_stat_replication_replay_lag_bytes", &row) == Some(0.0)
             && m.get("pg_stat_replication_reply_age_seconds", &row)
-                .is_some_and(|a| a < 5.0))
+                .is_some_and(|a| a < 5.0)
+            && m.has("pg_replication_slots_active")
+            && m.has("pg_replication_is_replica"))
         .then(|| m.clone())
     })
     .await;
