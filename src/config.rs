@@ -248,6 +248,10 @@ pub struct CollectorDefaults {
     pub enabled: bool,
     /// `None`: `collection.interval`.
     pub interval: Option<Duration>,
+    /// Another collector that exports this one's series (postgres_exporter's
+    /// `statio_user_indexes` is pgsidecar's `stat_user_indexes`): enabling
+    /// this one enables that one instead, so the series appear once.
+    pub covered_by: Option<&'static str>,
 }
 
 /// Values given on the command line; `None` where the flag was absent.
@@ -260,8 +264,90 @@ pub struct Flags {
     pub max_connections: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    /// postgres_exporter's `--collector.<name>` and `--no-collector.<name>`,
+    /// in the order given (see [`take_collector_flags`]).
+    pub collectors: Vec<CollectorFlag>,
+    /// `--collector.stat_statements.limit` (`checks.slow_queries.top`).
+    pub stat_statements_limit: Option<String>,
+    /// `--[no-]collector.stat_statements.include_query`
+    /// (`checks.slow_queries.include_query_text`).
+    pub stat_statements_include_query: Option<bool>,
+    /// `--collector.stat_statements.query_length`
+    /// (`checks.slow_queries.query_text_length`).
+    pub stat_statements_query_length: Option<String>,
+    /// `--collection-timeout`: every collector's time limit.
+    pub collection_timeout: Option<String>,
+    /// `--disable-settings-metrics`: the `settings` collector off.
+    pub disable_settings_metrics: bool,
+    /// `--disable-default-metrics`: refused, with what to do instead.
+    pub disable_default_metrics: bool,
     /// `--web.enable-lifecycle`: serve `POST /-/reload`.
     pub enable_lifecycle: bool,
+}
+
+/// One `--collector.<name>` (on) or `--no-collector.<name>` (off) flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorFlag {
+    /// The flag as given, for messages.
+    pub flag: String,
+    pub name: String,
+    /// `None`: a value other than `true` or `false` after `=`.
+    pub enabled: Option<bool>,
+}
+
+/// postgres_exporter's collector names that pgsidecar has no collector for
+/// (only the ones that are not pgsidecar's names too), with what to use
+/// instead. Turning them off is accepted and does nothing: they are off.
+const UPSTREAM_ONLY: &[(&str, &str)] = &[(
+    "xlog_location",
+    "postgres_exporter's xlog_location reads pg_current_xlog_location(), which PostgreSQL 10 removed; \
+     pgsidecar exports the WAL position as pg_stat_replication_pg_current_wal_lsn_bytes (collector stat_replication) \
+     and pg_replication_slots_slot_current_wal_lsn (collector replication_slots)",
+)];
+
+/// Takes postgres_exporter's `--collector.<name>` and `--no-collector.<name>`
+/// flags (also `--collector.<name>=true|false`) out of the command line, for
+/// every collector name, which a static flag parser cannot declare. Flags
+/// whose name has a dot (`--collector.stat_statements.limit`) are options
+/// of a collector and stay, as does everything after `--`.
+pub fn take_collector_flags(args: Vec<String>) -> (Vec<String>, Vec<CollectorFlag>) {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut taken = Vec::new();
+    let mut options_end = false;
+    for arg in args {
+        options_end |= arg == "--";
+        let parsed = (!options_end)
+            .then(|| {
+                let (on, name) = match arg.strip_prefix("--collector.") {
+                    Some(n) => (true, n),
+                    None => (false, arg.strip_prefix("--no-collector.")?),
+                };
+                let (name, value) = match name.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (name, None),
+                };
+                if name.contains('.') {
+                    return None;
+                }
+                let enabled = match value {
+                    None => Some(on),
+                    Some("true") => Some(on),
+                    Some("false") => Some(!on),
+                    Some(_) => None,
+                };
+                Some(CollectorFlag {
+                    flag: arg.clone(),
+                    name: name.to_string(),
+                    enabled,
+                })
+            })
+            .flatten();
+        match parsed {
+            Some(f) => taken.push(f),
+            None => rest.push(arg),
+        }
+    }
+    (rest, taken)
 }
 
 /// One thing wrong with the configuration.
@@ -571,7 +657,8 @@ impl Walker<'_> {
             .unwrap_or(Duration::from_secs(15));
         let default_timeout = self.duration(&collection, "timeout", &["collection"]);
         let default_stale = self.duration(&collection, "stale_after", &["collection"]);
-        let collectors = self.collectors(get("collectors"), default_interval, default_timeout, default_stale);
+        let mut collectors = self.collectors(get("collectors"), default_interval, default_timeout, default_stale);
+        self.collector_flags(flags, &mut collectors);
 
         let max_timeout = collectors
             .iter()
@@ -582,7 +669,8 @@ impl Walker<'_> {
         let datasource = self.datasource(get("datasource"), env, max_timeout);
         let web = self.web(get("web"), flags);
         let log = self.log(get("log"), flags);
-        let checks = self.checks(get("checks"));
+        let mut checks = self.checks(get("checks"));
+        self.stat_statements_flags(flags, &mut checks);
         let coordination = self.coordination(get("coordination"));
         Some(Config {
             datasource: datasource?,
@@ -657,6 +745,97 @@ impl Walker<'_> {
             });
         }
         out
+    }
+
+    /// Applies `--collector.<name>`, `--no-collector.<name>`,
+    /// `--collection-timeout`, `--disable-settings-metrics` and
+    /// `--disable-default-metrics` over the file's collectors, then enables
+    /// the collector that covers each enabled name that has none of its own.
+    fn collector_flags(&mut self, flags: &Flags, collectors: &mut [CollectorConfig]) {
+        if flags.disable_default_metrics {
+            self.other_problem(
+                "--disable-default-metrics",
+                "",
+                "pgsidecar has no separate set of default metrics: turn off what you do not want with \
+                 --no-collector.<name> (e.g. --no-collector.stat_database --no-collector.stat_activity), \
+                 or collectors.<name>.enabled: false in the config file",
+            );
+        }
+        if flags.disable_settings_metrics
+            && let Some(c) = collectors.iter_mut().find(|c| c.name == "settings")
+        {
+            c.enabled = false;
+        }
+        let names: Vec<&str> = self.collectors.iter().map(|d| d.name).collect();
+        for f in &flags.collectors {
+            let Some(enabled) = f.enabled else {
+                self.other_problem(
+                    &f.flag,
+                    "",
+                    format!(
+                        "expected --collector.{0}, --no-collector.{0} or a value of true or false",
+                        f.name
+                    ),
+                );
+                continue;
+            };
+            if let Some(c) = collectors.iter_mut().find(|c| c.name == f.name) {
+                c.enabled = enabled;
+            } else if let Some((_, instead)) = UPSTREAM_ONLY.iter().find(|(n, _)| *n == f.name) {
+                if enabled {
+                    self.other_problem(&f.flag, "", format!("no such collector in pgsidecar: {instead}"));
+                }
+            } else {
+                self.other_problem(&f.flag, "", unknown("collector", &f.name, &names));
+            }
+        }
+        if let Some(text) = &flags.collection_timeout {
+            match parse_duration(text) {
+                Ok(d) if d.is_zero() => self.other_problem("--collection-timeout", "", "must be greater than zero"),
+                // A run never outlasts its interval: the next one would overlap it.
+                Ok(d) => collectors.iter_mut().for_each(|c| c.timeout = d.min(c.interval)),
+                Err(e) => self.other_problem("--collection-timeout", "", e),
+            }
+        }
+        for def in self.collectors {
+            let Some(by) = def.covered_by else { continue };
+            let Some(i) = collectors.iter().position(|c| c.name == def.name && c.enabled) else {
+                continue;
+            };
+            collectors[i].enabled = false;
+            if let Some(c) = collectors.iter_mut().find(|c| c.name == by) {
+                c.enabled = true;
+            }
+        }
+    }
+
+    /// postgres_exporter's `--collector.stat_statements.*` options, over
+    /// `checks.slow_queries`.
+    fn stat_statements_flags(&mut self, flags: &Flags, checks: &mut Checks) {
+        let st = &mut checks.statements;
+        if let Some(text) = &flags.stat_statements_limit {
+            match text.parse::<usize>() {
+                Ok(n) if (1..=10_000).contains(&n) => st.top = n,
+                _ => self.other_problem(
+                    "--collector.stat_statements.limit",
+                    "",
+                    format!("expected a whole number between 1 and 10000, got {}", shown(text)),
+                ),
+            }
+        }
+        if let Some(on) = flags.stat_statements_include_query {
+            st.include_query_text = on;
+        }
+        if let Some(text) = &flags.stat_statements_query_length {
+            match text.parse::<usize>() {
+                Ok(n) if (16..=10_000).contains(&n) => st.query_text_length = n,
+                _ => self.other_problem(
+                    "--collector.stat_statements.query_length",
+                    "",
+                    format!("expected a whole number between 16 and 10000, got {}", shown(text)),
+                ),
+            }
+        }
     }
 
     fn coordination(&mut self, v: &Value) -> Option<Coordination> {

@@ -13,6 +13,18 @@
 //! - `pgsidecar_collector_interval_seconds{collector}`,
 //!   `pgsidecar_collector_timeout_seconds{collector}`,
 //!   `pgsidecar_collector_stale_after_seconds{collector}` gauges (configuration).
+//! - postgres_exporter's exporter-level families, as an interval-collecting
+//!   exporter can mean them (a scrape never queries Postgres here):
+//!   `pg_exporter_last_scrape_error` gauge, 1 while the last run of any
+//!   active collector failed (an unavailable prerequisite does not count:
+//!   it is reported by `pgsidecar_collector_unavailable`, and counting it
+//!   would keep the error up on every standby or server without an optional
+//!   extension); `pg_exporter_last_scrape_duration_seconds` gauge, the
+//!   longest last-run duration among the active collectors (upstream's
+//!   scrape runs its collectors side by side, so its duration is the
+//!   slowest one's); `pg_exporter_scrapes_total` counter, the collector runs
+//!   since pgsidecar started (each a round of queries to Postgres; HTTP
+//!   scrapes are not counted, since they never reach Postgres).
 //! - `pgsidecar_slow_query_threshold_seconds` gauge (configuration).
 //! - `pgsidecar_build_info{version,revision,rustc}` gauge, 1.
 //! - `pgsidecar_db_pool_size`, `_available`, `_waiting`, `_max_size` gauges.
@@ -218,6 +230,18 @@ impl Health {
             .is_some_and(|s| s.ok() == Some(true))
     }
 
+    /// Whether an active collector's last run failed (unavailable ones do
+    /// not count), the longest last-run duration of the active collectors,
+    /// and the runs of all collectors (a counter: inactive ones count too, so
+    /// it never goes down when leadership moves).
+    fn exporter_totals(&self, leader: bool) -> (bool, Duration, u64) {
+        let all = self.lock();
+        let active = || all.iter().filter(|s| s.active(leader));
+        let error = active().any(|s| matches!(s.last, Some(Outcome::Failed(_))));
+        let longest = active().filter_map(|s| s.last_duration).max().unwrap_or_default();
+        (error, longest, all.iter().map(|s| s.runs).sum())
+    }
+
     /// Encodes the health families.
     pub fn render(&self, pool: deadpool_postgres::Status, leadership: &Leadership) -> Bytes {
         let (mode, leader) = (leadership.mode(), leadership.is_leader());
@@ -251,6 +275,36 @@ impl Health {
         );
         coordination.set(&[mode.as_str()], 1.0);
         fams.push(coordination);
+
+        let (error, longest, runs) = self.exporter_totals(leader);
+        for (name, help, v, counter) in [
+            (
+                "pg_exporter_last_scrape_error",
+                "1 while the last run of any active collector failed (unavailable ones not counted)",
+                if error { 1.0 } else { 0.0 },
+                false,
+            ),
+            (
+                "pg_exporter_last_scrape_duration_seconds",
+                "The longest duration of the active collectors' last runs",
+                longest.as_secs_f64(),
+                false,
+            ),
+            (
+                "pg_exporter_scrapes_total",
+                "Collector runs (rounds of queries to Postgres) since pgsidecar started",
+                runs as f64,
+                true,
+            ),
+        ] {
+            let mut f = if counter {
+                Family::counter(name, help, &[])
+            } else {
+                Family::gauge(name, help, &[])
+            };
+            f.set(&[], v);
+            fams.push(f);
+        }
 
         let l = &["collector"];
         let mut success = Family::gauge(
@@ -492,6 +546,63 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
         assert!(text.contains("pgsidecar_leader 1\n"), "{text}");
         assert!(text.contains("pgsidecar_coordination_mode{mode=\"all\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn exporter_level_families_follow_failures_not_unavailability() {
+        let h = Health::new(&[cfg("postmaster"), cfg("settings")], &crate::config::Checks::default());
+        let pool = deadpool_postgres::Status {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0,
+        };
+        let render =
+            |h: &Health| String::from_utf8(h.render(pool, &Leadership::new(CoordinationMode::All)).to_vec()).unwrap();
+        let text = render(&h);
+        assert!(text.contains("pg_exporter_last_scrape_error 0\n"), "{text}");
+        assert!(text.contains("pg_exporter_scrapes_total 0\n"), "{text}");
+        h.record("postmaster", SystemTime::now(), Duration::from_millis(20), ok(None));
+        h.record(
+            "settings",
+            SystemTime::now(),
+            Duration::from_millis(300),
+            Outcome::Unavailable("standby".into()),
+        );
+        let text = render(&h);
+        assert!(text.contains("pg_exporter_last_scrape_error 0\n"), "{text}");
+        assert!(
+            text.contains("pg_exporter_last_scrape_duration_seconds 0.3\n"),
+            "{text}"
+        );
+        assert!(text.contains("pg_exporter_scrapes_total 2\n"), "{text}");
+        assert!(text.contains("# TYPE pg_exporter_scrapes_total counter"), "{text}");
+        h.record(
+            "postmaster",
+            SystemTime::now(),
+            Duration::from_millis(5),
+            Outcome::Failed("connection refused".into()),
+        );
+        assert!(render(&h).contains("pg_exporter_last_scrape_error 1\n"));
+        h.record("postmaster", SystemTime::now(), Duration::from_millis(5), ok(None));
+        let text = render(&h);
+        assert!(text.contains("pg_exporter_last_scrape_error 0\n"), "{text}");
+        assert!(text.contains("pg_exporter_scrapes_total 4\n"), "{text}");
+        // A follower's server-wide collectors are inactive: not counted in the error.
+        let h = Health::new(&[cfg("postmaster")], &crate::config::Checks::default());
+        h.record(
+            "postmaster",
+            SystemTime::now(),
+            Duration::ZERO,
+            Outcome::Failed("x".into()),
+        );
+        let text = String::from_utf8(
+            h.render(pool, &Leadership::new(CoordinationMode::LeaderElection))
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(text.contains("pg_exporter_last_scrape_error 0\n"), "{text}");
+        assert!(text.contains("pg_exporter_scrapes_total 1\n"), "{text}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use pgsidecar::config::{Config, Flags, ProcessEnv};
 
 /// Prometheus exporter sidecar for PostgreSQL.
 #[derive(Parser, Debug)]
-#[command(name = "pgsidecar", version, about, long_about = None)]
+#[command(name = "pgsidecar", version, about, long_about = None, after_help = COLLECTOR_HELP)]
 struct Cli {
     /// YAML configuration file.
     #[arg(long = "config.file", value_name = "PATH")]
@@ -39,6 +39,34 @@ struct Cli {
     /// Log format: logfmt or json [default: logfmt].
     #[arg(long = "log.format", value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Time limit of every collector's run, e.g. 5s; cut to each collector's
+    /// interval [default: collection.timeout].
+    #[arg(long = "collection-timeout", value_name = "DURATION")]
+    collection_timeout: Option<String>,
+    /// Turn the settings collector (pg_settings_*) off.
+    #[arg(long = "disable-settings-metrics")]
+    disable_settings_metrics: bool,
+    /// postgres_exporter's flag; refused with what to use instead.
+    #[arg(long = "disable-default-metrics", hide = true)]
+    disable_default_metrics: bool,
+    /// How many statements pg_stat_statements exports (checks.slow_queries.top).
+    #[arg(long = "collector.stat_statements.limit", value_name = "N")]
+    stat_statements_limit: Option<String>,
+    /// Export query texts (checks.slow_queries.include_query_text).
+    #[arg(
+        long = "collector.stat_statements.include_query",
+        overrides_with = "no_include_query"
+    )]
+    include_query: bool,
+    /// Do not export query texts.
+    #[arg(
+        long = "no-collector.stat_statements.include_query",
+        overrides_with = "include_query"
+    )]
+    no_include_query: bool,
+    /// Query text length (checks.slow_queries.query_text_length).
+    #[arg(long = "collector.stat_statements.query_length", value_name = "N")]
+    stat_statements_query_length: Option<String>,
     /// Serve POST /-/reload, which reloads the configuration as SIGHUP does.
     #[arg(long = "web.enable-lifecycle")]
     enable_lifecycle: bool,
@@ -63,8 +91,15 @@ enum Command {
     },
 }
 
+/// The collector switches clap cannot declare, after the help.
+const COLLECTOR_HELP: &str = "Collectors: --collector.<name> turns one on, --no-collector.<name> off \
+(over the config file), for every collector name as in the config file's collectors: section.";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--collector.<name>` and `--no-collector.<name>` exist for every
+    // collector, so they are taken out before clap sees the rest.
+    let (args, collectors) = pgsidecar::config::take_collector_flags(std::env::args().collect());
+    let cli = Cli::parse_from(args);
     let flags = Flags {
         config_file: cli.config_file,
         listen_address: cli.listen_address,
@@ -73,6 +108,17 @@ fn main() -> ExitCode {
         max_connections: cli.max_connections,
         log_level: cli.log_level,
         log_format: cli.log_format,
+        collectors,
+        stat_statements_limit: cli.stat_statements_limit,
+        stat_statements_include_query: match (cli.include_query, cli.no_include_query) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        stat_statements_query_length: cli.stat_statements_query_length,
+        collection_timeout: cli.collection_timeout,
+        disable_settings_metrics: cli.disable_settings_metrics,
+        disable_default_metrics: cli.disable_default_metrics,
         enable_lifecycle: cli.enable_lifecycle,
     };
     let (sql, action) = match cli.command {

@@ -36,6 +36,25 @@ mod pg_stat_user_indexes;
 mod pg_stat_user_tables;
 mod pg_statio_user_tables;
 
+mod pg_buffercache_summary;
+mod pg_database_wraparound;
+mod pg_locks;
+mod pg_ls_waldir;
+mod pg_replication;
+mod pg_replication_slots;
+mod pg_roles;
+mod pg_stat_activity_autovacuum;
+mod pg_stat_activity_idle;
+mod pg_stat_activity_long_running;
+mod pg_stat_archiver;
+mod pg_stat_bgwriter;
+mod pg_stat_checkpointer;
+mod pg_stat_progress_vacuum;
+mod pg_stat_replication;
+mod pg_stat_wal;
+mod pg_stat_wal_receiver;
+mod pg_statio_user_indexes;
+
 pub use table::Table;
 
 /// The registration list, in the order the collectors are configured and
@@ -56,6 +75,24 @@ pub const ALL: &[Definition] = &[
     pg_stat_user_tables::DEFINITION,
     pg_statio_user_tables::DEFINITION,
     migrations::DEFINITION,
+    pg_locks::DEFINITION,
+    pg_replication::DEFINITION,
+    pg_stat_replication::DEFINITION,
+    pg_replication_slots::DEFINITION,
+    pg_stat_bgwriter::DEFINITION,
+    pg_stat_checkpointer::DEFINITION,
+    pg_stat_archiver::DEFINITION,
+    pg_ls_waldir::DEFINITION,
+    pg_stat_wal::DEFINITION,
+    pg_stat_progress_vacuum::DEFINITION,
+    pg_roles::DEFINITION,
+    pg_stat_wal_receiver::DEFINITION,
+    pg_database_wraparound::DEFINITION,
+    pg_stat_activity_long_running::DEFINITION,
+    pg_stat_activity_idle::DEFINITION,
+    pg_stat_activity_autovacuum::DEFINITION,
+    pg_buffercache_summary::DEFINITION,
+    pg_statio_user_indexes::DEFINITION,
 ];
 
 /// Each collector's name and defaults, as configuration loading takes them.
@@ -65,6 +102,10 @@ pub fn defaults() -> Vec<CollectorDefaults> {
             name: d.name,
             enabled: d.enabled_by_default,
             interval: d.default_interval,
+            covered_by: match d.source {
+                Source::CoveredBy(by) => Some(by),
+                _ => None,
+            },
         })
         .collect()
 }
@@ -75,7 +116,7 @@ pub fn upstream_names() -> impl Iterator<Item = &'static str> {
     ALL.iter()
         .filter_map(|d| match &d.source {
             Source::Table(t) => Some(t.columns),
-            Source::Custom(_) => None,
+            Source::Custom(_) | Source::CoveredBy(_) => None,
         })
         .flatten()
         .filter(|c| c.upstream)
@@ -148,6 +189,10 @@ pub enum Source {
     Table(Table),
     /// Hand-written.
     Custom(CollectFn),
+    /// Nothing of its own: another collector, named here, exports its
+    /// series. Enabling it enables that one instead (see
+    /// `config::CollectorDefaults::covered_by`); it never runs.
+    CoveredBy(&'static str),
 }
 
 /// A collector as the configuration and the scheduler see it.
@@ -160,6 +205,11 @@ pub struct Definition {
     pub scope: Scope,
     /// Its last run decides `pg_up` (see `health`).
     pub decides_up: bool,
+    /// The first `server_version_num` that has what it reads (0: every
+    /// version). On an older server a run reads nothing and notes
+    /// `since_note`: a success, not a failure or a missing prerequisite.
+    pub since: u32,
+    pub since_note: &'static str,
     pub source: Source,
 }
 
@@ -172,6 +222,8 @@ impl Definition {
             default_interval: None,
             scope: Scope::Server,
             decides_up: false,
+            since: 0,
+            since_note: "",
             source: Source::Table(table),
         }
     }
@@ -184,7 +236,32 @@ impl Definition {
             default_interval: None,
             scope: Scope::Server,
             decides_up: false,
+            since: 0,
+            since_note: "",
             source: Source::Custom(collect),
+        }
+    }
+
+    /// An opt-in name whose series `by` exports (see [`Source::CoveredBy`]).
+    pub const fn covered_by(name: &'static str, by: &'static str) -> Self {
+        Definition {
+            name,
+            enabled_by_default: false,
+            default_interval: None,
+            scope: Scope::Server,
+            decides_up: false,
+            since: 0,
+            since_note: "",
+            source: Source::CoveredBy(by),
+        }
+    }
+
+    /// Reads nothing on servers older than `version`, noting why.
+    pub const fn since(self, version: u32, note: &'static str) -> Self {
+        Definition {
+            since: version,
+            since_note: note,
+            ..self
         }
     }
 
@@ -222,9 +299,18 @@ impl Definition {
 
     /// One run on a connection.
     pub fn collect<'a>(&'a self, client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
+        if ctx.server_version_num < self.since {
+            ctx.note(format!(
+                "{} (this server is PostgreSQL {}): nothing to read",
+                self.since_note,
+                ctx.server_version_num / 10000
+            ));
+            return Box::pin(async { Ok(Vec::new()) });
+        }
         match &self.source {
             Source::Table(t) => Box::pin(t.collect(client, ctx)),
             Source::Custom(f) => f(client, ctx),
+            Source::CoveredBy(_) => Box::pin(async { Ok(Vec::new()) }),
         }
     }
 }
@@ -352,6 +438,37 @@ mod tests {
         assert_eq!(ctx.report().omitted, Some(1));
         ctx.note("x");
         assert_eq!(ctx.report().notes, vec!["x".to_string()]);
+    }
+
+    #[test]
+    fn defaults_are_postgres_exporters() {
+        let on = |name: &str| ALL.iter().find(|d| d.name == name).map(|d| d.enabled_by_default);
+        for name in [
+            "locks",
+            "replication",
+            "stat_replication",
+            "replication_slots",
+            "stat_bgwriter",
+            "stat_archiver",
+            "wal",
+            "stat_progress_vacuum",
+            "roles",
+            // Upstream's is opt-in; on here, and a note before PostgreSQL 17.
+            "stat_checkpointer",
+        ] {
+            assert_eq!(on(name), Some(true), "{name}");
+        }
+        for name in [
+            "stat_wal_receiver",
+            "database_wraparound",
+            "long_running_transactions",
+            "process_idle",
+            "stat_activity_autovacuum",
+            "buffercache_summary",
+            "statio_user_indexes",
+        ] {
+            assert_eq!(on(name), Some(false), "{name}");
+        }
     }
 
     #[test]

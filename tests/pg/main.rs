@@ -12,9 +12,12 @@
 mod support;
 
 mod collectors;
+mod compat;
 mod faults;
+mod health;
 mod indexes;
 mod matviews;
 mod promtool;
+mod replication;
 mod stat_statements;
 mod tables;

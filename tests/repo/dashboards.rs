@@ -31,6 +31,7 @@ const DASHBOARDS: [&str; 5] = [
 /// aggregate `instance` and `pod` away.
 pub const PER_POD: &[&str] = &[
     "pg_up",
+    "pg_exporter_*",
     "pgsidecar_leader",
     "pgsidecar_leader_changes_total",
     "pgsidecar_coordination_mode",

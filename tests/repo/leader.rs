@@ -215,7 +215,16 @@ async fn one_leader_runs_the_server_queries_and_a_killed_one_is_replaced() {
             Some(1.0)
         );
         assert_eq!(m.get("pg_up", &[]), Some(1.0), "{n}:\n{}", m.text);
-        assert_eq!(get(fleet.addr(n), "/readyz").await.status, 200);
+        // Ready once each of its active collectors has run once; with the
+        // server-health collectors the leader has some 25 on a pool of 3.
+        let addr = fleet.addr(n);
+        eventually(WAIT, &format!("sidecar {n} ready"), async || {
+            match get(addr, "/readyz").await.status {
+                200 => Ok(()),
+                other => Err(format!("/readyz {other}")),
+            }
+        })
+        .await;
     }
     assert!(
         fleet.log(leader).contains("msg=\"became leader\""),

@@ -17,6 +17,7 @@ mod dashboards;
 mod dashboards_move;
 mod demo;
 mod e2e;
+mod flags;
 mod http;
 mod http_limits;
 mod image;

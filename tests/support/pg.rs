@@ -12,6 +12,15 @@
 //! `/usr/lib/postgresql/*/bin`. Every cluster is stopped and removed when
 //! dropped; a detached watchdog does the same if the test process dies first
 //! (or never drops it, as with the shared cluster in a `static`).
+//!
+//! Replication: [`Cluster::primary`] starts a cluster of its own ready to
+//! replicate (`wal_level = logical`, replication connections allowed, WAL
+//! archived with `cp` into [`Cluster::archive`]), and [`Cluster::standby`]
+//! makes a streaming standby of it with `pg_basebackup -R -S <slot> -C -X
+//! stream`, started on its own port and removed like any cluster. The
+//! server packages of the matrix have no `pg_basebackup`: it comes from
+//! `PG_CLIENT_BIN`, else the server's bin directory, else
+//! `scripts/fetch-postgres-client` (PostgreSQL 18's, which backs up 13–18).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,6 +40,13 @@ pub struct Cluster {
     run_as_postgres: bool,
 }
 
+/// What [`Cluster::primary`] appends to `postgresql.conf`, besides the
+/// archive command: enough senders and slots for the tests, a cap on what a
+/// slot may retain (so `safe_wal_size` is reported), and autovacuum that
+/// wakes every second.
+const PRIMARY_CONF: &str = "wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10\n\
+     archive_mode = on\nmax_slot_wal_keep_size = '1GB'\nautovacuum_naptime = 1s\nwal_receiver_status_interval = 1s\n";
+
 /// The cluster shared by the tests of this binary that do not stop or lock it.
 pub fn shared() -> &'static Cluster {
     static SHARED: OnceLock<Cluster> = OnceLock::new();
@@ -40,6 +56,29 @@ pub fn shared() -> &'static Cluster {
             c.start();
             c.create_extension_in_postgres_db();
             c
+        })
+    })
+}
+
+/// A primary and its streaming standby (slot and application name
+/// `standby1`), shared by the tests of this binary that only read them. The
+/// primary's `postgres` database has `pg_stat_statements`, `pg_buffercache`
+/// (PostgreSQL 16+, where its summary exists) and a table `t`, created
+/// before the standby is made, so the standby has them too.
+pub fn replicated() -> &'static (Cluster, Cluster) {
+    static PAIR: OnceLock<(Cluster, Cluster)> = OnceLock::new();
+    blocking(|| {
+        PAIR.get_or_init(|| {
+            let primary = Cluster::primary();
+            primary.create_extension_in_postgres_db();
+            primary.sql_in_postgres_db(
+                "DO $$ BEGIN IF current_setting('server_version_num')::int >= 160000 THEN \
+                 CREATE EXTENSION IF NOT EXISTS pg_buffercache; END IF; END $$; \
+                 CREATE TABLE IF NOT EXISTS t (id int PRIMARY KEY, v text); \
+                 INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g ON CONFLICT DO NOTHING",
+            );
+            let standby = primary.standby("standby1");
+            (primary, standby)
         })
     })
 }
@@ -68,6 +107,39 @@ fn bin_dir() -> PathBuf {
             "no PostgreSQL server binaries: set PG_BIN, put pg_config on PATH, or install Debian's postgresql package (scripts/test does)"
         ),
     }
+}
+
+/// Where `pg_basebackup` is: `PG_CLIENT_BIN`, else beside the server if it
+/// is there and not older than the server, else PostgreSQL 18's from
+/// `scripts/fetch-postgres-client` (cached after the first call).
+fn client_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(b) = std::env::var("PG_CLIENT_BIN") {
+            return PathBuf::from(b);
+        }
+        let server = bin_dir();
+        let major = |exe: &Path| -> Option<u32> {
+            let out = Command::new(exe).arg("--version").output().ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.split_whitespace().last()?.split('.').next()?.parse().ok()
+        };
+        let beside = server.join("pg_basebackup");
+        if beside.exists() && major(&beside) >= major(&server.join("postgres")) {
+            return server;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-postgres-client");
+        let out = Command::new(&script)
+            .output()
+            .expect("run scripts/fetch-postgres-client");
+        assert!(
+            out.status.success(),
+            "scripts/fetch-postgres-client failed (PG_CLIENT_BIN names a directory with pg_basebackup instead):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
 }
 
 fn is_root() -> bool {
@@ -165,6 +237,121 @@ impl Cluster {
         c
     }
 
+    /// A cluster of its own, started, ready to replicate and archiving its
+    /// WAL into [`Cluster::archive`] with `cp`. Replication connections
+    /// from 127.0.0.1 are trusted for `postgres`.
+    pub fn primary() -> Cluster {
+        blocking(|| {
+            let c = Cluster::init_blocking();
+            let archive = c.archive();
+            std::fs::create_dir_all(&archive).expect("create archive dir");
+            c.chown(&archive);
+            append(
+                &Path::new(&c.data()).join("postgresql.conf"),
+                &format!("{PRIMARY_CONF}archive_command = 'cp %p {}/%f'\n", archive.display()),
+            );
+            append(
+                &Path::new(&c.data()).join("pg_hba.conf"),
+                "host replication postgres 127.0.0.1/32 trust\n",
+            );
+            c.start_blocking();
+            c
+        })
+    }
+
+    /// Where a [`Cluster::primary`] archives its WAL.
+    pub fn archive(&self) -> PathBuf {
+        self.dir.join("archive")
+    }
+
+    /// The command that archives WAL into [`Cluster::archive`], as
+    /// configured; `ALTER SYSTEM SET archive_command` to another (such as
+    /// `false`) and `pg_reload_conf()` switch it at run time.
+    pub fn archive_command(&self) -> String {
+        format!("cp %p {}/%f", self.archive().display())
+    }
+
+    /// A streaming standby of this primary, started: `pg_basebackup -R`
+    /// through a new physical slot `slot` (created by `-C`), which is also
+    /// its `application_name` on the primary.
+    pub fn standby(&self, slot: &str) -> Cluster {
+        blocking(|| {
+            let s = Cluster::empty();
+            let exe = client_bin().join("pg_basebackup");
+            let port = self.port().to_string();
+            let data = s.data();
+            let args = [
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "-R",
+                "-C",
+                "-S",
+                slot,
+                "-X",
+                "stream",
+                "--no-sync",
+            ];
+            let out = s.command_at(&exe, &args).output().expect("run pg_basebackup");
+            assert!(
+                out.status.success(),
+                "pg_basebackup {args:?} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // -R writes every option of its own (newer) libpq into
+            // primary_conninfo, which an older server's walreceiver refuses
+            // ("invalid connection option"): these few, later in the file, win.
+            append(
+                &Path::new(&data).join("postgresql.auto.conf"),
+                &format!("primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={slot}'\n"),
+            );
+            append(
+                &Path::new(&data).join("postgresql.conf"),
+                &format!("unix_socket_directories = '{}'\n", s.dir.display()),
+            );
+            s.start_blocking();
+            s
+        })
+    }
+
+    /// A cluster directory with a watchdog but no data yet (a standby's,
+    /// before `pg_basebackup` fills it).
+    fn empty() -> Cluster {
+        let base = std::env::temp_dir().join(format!(
+            "pgsidecar-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&base).expect("create cluster dir");
+        let c = Cluster {
+            port: AtomicU16::new(next_port()),
+            handed_out: AtomicBool::new(false),
+            dir: base,
+            bin: bin_dir(),
+            run_as_postgres: is_root(),
+        };
+        c.chown(&c.dir);
+        c.spawn_watchdog();
+        c
+    }
+
+    fn chown(&self, path: &Path) {
+        if self.run_as_postgres {
+            let ok = Command::new("chown").arg("postgres:").arg(path).status();
+            assert!(
+                ok.map(|s| s.success()).unwrap_or(false),
+                "chown {} to postgres",
+                path.display()
+            );
+        }
+    }
+
     /// Turns on TLS with this certificate and key (PEM) before the first start.
     pub fn enable_tls(&self, cert_pem: &Path, key_pem: &Path) {
         let data = Path::new(&self.dir).join("data");
@@ -204,7 +391,12 @@ impl Cluster {
 
     /// Runs a server binary (as `postgres` when we are root).
     fn command(&self, tool: &str, args: &[&str]) -> Command {
-        let exe = self.bin.join(tool);
+        self.command_at(&self.bin.join(tool), args)
+    }
+
+    /// Runs `exe` (as `postgres` when we are root).
+    fn command_at(&self, exe: &Path, args: &[&str]) -> Command {
+        let exe = exe.to_path_buf();
         let mut cmd = if self.run_as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(exe);
@@ -294,7 +486,14 @@ impl Cluster {
     /// new databases start without it). On a thread of its own: the caller
     /// may be inside a tokio runtime.
     fn create_extension_in_postgres_db(&self) {
+        self.sql_in_postgres_db("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    }
+
+    /// Runs `sql` in the `postgres` database, on a thread of its own (the
+    /// caller may be inside a tokio runtime).
+    fn sql_in_postgres_db(&self, sql: &str) {
         let dsn = self.dsn("postgres");
+        let sql = sql.to_string();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -303,14 +502,11 @@ impl Cluster {
             rt.block_on(async {
                 let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();
                 tokio::spawn(conn);
-                client
-                    .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-                    .await
-                    .unwrap();
+                client.batch_execute(&sql).await.unwrap();
             })
         })
         .join()
-        .expect("create pg_stat_statements in the shared cluster");
+        .expect("run SQL in the postgres database");
     }
 
     /// A DSN for the superuser (trusted on 127.0.0.1).
