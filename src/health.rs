@@ -5,6 +5,10 @@
 //! scrape):
 //! - `pg_up` gauge: 1 if the last run of the collector that decides it (the
 //!   `postmaster` collector) reached Postgres (postgres_exporter's name).
+//!   PgBouncer collectors never count for it.
+//! - `pgbouncer_up` gauge (pgbouncer_exporter's name): 1 if the last run of
+//!   `pgbouncer_pools` reached PgBouncer's admin console; present only
+//!   while a PgBouncer collector is active on this sidecar.
 //! - `pg_scrape_collector_success{collector}`,
 //!   `pg_scrape_collector_duration_seconds{collector}` gauges
 //!   (postgres_exporter's names; here they describe the last collection).
@@ -38,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use prometheus::core::Collector;
 
-use crate::collectors::{Definition, Report, Scope};
+use crate::collectors::{Definition, Report, Scope, Target};
 use crate::config::CollectorConfig;
 use crate::leader::Leadership;
 use crate::metrics::{Family, encode, encode_protos};
@@ -59,6 +63,7 @@ pub struct CollectorStatus {
     pub name: &'static str,
     pub scope: Scope,
     pub decides_up: bool,
+    pub target: Target,
     pub interval: Duration,
     pub timeout: Duration,
     pub stale_after: Duration,
@@ -104,11 +109,18 @@ pub struct Health {
     process: prometheus::process_collector::ProcessCollector,
 }
 
+/// Where the collector runs: `every_pod` (a PgBouncer collector's
+/// `pgbouncer.run_by`) makes it per pod.
+fn scope(def: &'static Definition, c: &CollectorConfig) -> Scope {
+    if c.every_pod { Scope::Pod } else { def.scope }
+}
+
 fn status(def: &'static Definition, c: &CollectorConfig) -> CollectorStatus {
     CollectorStatus {
         name: c.name,
-        scope: def.scope,
+        scope: scope(def, c),
         decides_up: def.decides_up,
+        target: def.target,
         interval: c.interval,
         timeout: c.timeout,
         stale_after: c.stale_after,
@@ -141,6 +153,7 @@ impl Health {
             .iter()
             .map(|(def, c)| match all.iter().find(|s| s.name == c.name) {
                 Some(old) => CollectorStatus {
+                    scope: scope(def, c),
                     interval: c.interval,
                     timeout: c.timeout,
                     stale_after: c.stale_after,
@@ -208,14 +221,32 @@ impl Health {
     /// `pg_up` (or, with that collector disabled or inactive, the most recent
     /// run of any active collector).
     pub fn pg_up(&self, leader: bool) -> bool {
+        self.up(Target::Postgres, leader).unwrap_or(false)
+    }
+
+    /// 1 if PgBouncer answered the last run of `pgbouncer_pools` (or of the
+    /// PgBouncer collector that ran last, with it disabled); `None` while
+    /// no PgBouncer collector is active here (not configured, or run by the
+    /// leader only and this sidecar is not leader).
+    pub fn pgbouncer_up(&self, leader: bool) -> Option<bool> {
+        self.up(Target::PgBouncer, leader)
+    }
+
+    fn up(&self, target: Target, leader: bool) -> Option<bool> {
         let all = self.lock();
-        if let Some(p) = all.iter().find(|s| s.decides_up && s.active(leader)) {
-            return p.ok() == Some(true);
+        let mut active = all.iter().filter(|s| s.target == target && s.active(leader)).peekable();
+        active.peek()?;
+        let active: Vec<_> = active.collect();
+        if let Some(p) = active.iter().find(|s| s.decides_up) {
+            return Some(p.ok() == Some(true));
         }
-        all.iter()
-            .filter(|s| s.runs > 0 && s.active(leader))
-            .max_by_key(|s| s.last_run)
-            .is_some_and(|s| s.ok() == Some(true))
+        Some(
+            active
+                .iter()
+                .filter(|s| s.runs > 0)
+                .max_by_key(|s| s.last_run)
+                .is_some_and(|s| s.ok() == Some(true)),
+        )
     }
 
     /// Encodes the health families.
@@ -229,6 +260,15 @@ impl Health {
         );
         up.set(&[], if self.pg_up(leader) { 1.0 } else { 0.0 });
         fams.push(up);
+        if let Some(ok) = self.pgbouncer_up(leader) {
+            let mut up = Family::gauge(
+                "pgbouncer_up",
+                "Whether the last connection to PgBouncer's admin console succeeded (1) or not (0)",
+                &[],
+            );
+            up.set(&[], if ok { 1.0 } else { 0.0 });
+            fams.push(up);
+        }
 
         let mut is_leader = Family::gauge(
             "pgsidecar_leader",
@@ -425,6 +465,7 @@ mod tests {
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(5),
             stale_after: Duration::from_secs(45),
+            every_pod: false,
         };
         (def, c)
     }
