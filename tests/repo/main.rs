@@ -23,6 +23,7 @@ mod k8s;
 mod layout;
 mod leader;
 mod logins;
+mod pgbouncer;
 mod reload;
 mod secrets;
 mod tls;

@@ -11,6 +11,7 @@
 pub mod fixture;
 pub mod link;
 pub mod pg;
+pub mod pgbouncer;
 pub mod process;
 pub mod promtool;
 pub mod scrape;
