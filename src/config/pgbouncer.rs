@@ -95,6 +95,24 @@ const PGBOUNCER_KEYS: &[&str] = &[
 ];
 const THRESHOLD_KEYS: &[&str] = &["waiting_clients", "max_wait"];
 
+/// A URI whose single host has no port gets PgBouncer's: tokio-postgres
+/// would fill in Postgres's 5432. Key=value DSNs without `port` are left
+/// alone (the port is added after parsing).
+fn with_port(dsn: &str) -> String {
+    let Some((scheme, rest)) = dsn.split_once("://") else {
+        return dsn.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_bracket = host.rsplit_once(']').map_or(host, |(_, p)| p);
+    let port_param = tail.split(['?', '&']).any(|kv| kv.starts_with("port="));
+    if host.is_empty() || host.contains(',') || after_bracket.contains(':') || port_param {
+        return dsn.to_string();
+    }
+    format!("{scheme}://{authority}:{DEFAULT_PGBOUNCER_PORT}{tail}")
+}
+
 impl Walker<'_> {
     /// The `pgbouncer:` section and `PGBOUNCER_DSN`: `None` when neither
     /// is given.
@@ -142,7 +160,7 @@ impl Walker<'_> {
             }
         };
         let mut pg = match &parts {
-            Some(p) if !p.rest.trim().is_empty() => match tokio_postgres::Config::from_str(&p.rest) {
+            Some(p) if !p.rest.trim().is_empty() => match tokio_postgres::Config::from_str(&with_port(&p.rest)) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     problem(self, format!("invalid DSN: {}", dsn::parse_error(&e)));
@@ -293,5 +311,117 @@ impl Walker<'_> {
             }),
             thresholds,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::{Config, ConfigError, Flags};
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_yaml(yaml, "c.yaml", &Flags::default(), &env, &crate::collectors::defaults())
+    }
+
+    fn collector<'a>(c: &'a Config, name: &str) -> &'a crate::config::CollectorConfig {
+        c.collector(name).unwrap()
+    }
+
+    #[test]
+    fn without_a_section_the_pgbouncer_collectors_are_off() {
+        let c = load("", &[]).unwrap();
+        assert!(c.pgbouncer.is_none());
+        assert!(!collector(&c, "pgbouncer_pools").enabled);
+        assert!(collector(&c, "postmaster").enabled);
+        let err = load("collectors:\n  pgbouncer_pools:\n    enabled: true\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "c.yaml:3:5: collectors.pgbouncer_pools.enabled: this collector reads PgBouncer's admin console"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_section_fills_in_the_console_and_sets_the_collectors() {
+        let c = load(
+            "collection:\n  interval: 10s\npgbouncer:\n  dsn: postgresql://stats@bouncer\n  interval: 30s\n  run_by: every-pod\n  thresholds:\n    waiting_clients: 4\n    max_wait: 2s\n",
+            &[],
+        )
+        .unwrap();
+        let p = c.pgbouncer.as_ref().unwrap();
+        assert_eq!(p.datasource.target(), "stats@bouncer:6432/pgbouncer");
+        assert_eq!(p.run_by, RunBy::EveryPod);
+        let pools = collector(&c, "pgbouncer_pools");
+        assert!(pools.enabled && pools.every_pod);
+        assert_eq!(pools.interval, Duration::from_secs(30));
+        assert!(!collector(&c, "pools").every_pod);
+        assert_eq!(collector(&c, "postmaster").interval, Duration::from_secs(10));
+        assert_eq!(c.checks.pgbouncer.waiting_clients, 4);
+        assert_eq!(c.checks.pgbouncer.max_wait, Duration::from_secs(2));
+        let c = load("pgbouncer:\n  dsn: host=b user=stats\n", &[]).unwrap();
+        assert_eq!(c.pgbouncer.unwrap().run_by, RunBy::Leader);
+        assert!(!collector(&load("pgbouncer:\n  dsn: host=b\n", &[]).unwrap(), "pgbouncer_stats").every_pod);
+    }
+
+    #[test]
+    fn a_uri_without_a_port_gets_pgbouncers() {
+        assert_eq!(
+            with_port("postgresql://u:p@b/pgbouncer"),
+            "postgresql://u:p@b:6432/pgbouncer"
+        );
+        assert_eq!(
+            with_port("postgres://b?sslmode=require"),
+            "postgres://b:6432?sslmode=require"
+        );
+        assert_eq!(
+            with_port("postgresql://[::1]/pgbouncer"),
+            "postgresql://[::1]:6432/pgbouncer"
+        );
+        for kept in [
+            "postgresql://u@b:7000/pgbouncer",
+            "postgresql://[::1]:7000",
+            "postgresql:///pgbouncer?host=/run",
+            "postgresql://b/pgbouncer?port=7000",
+            "host=b",
+        ] {
+            assert_eq!(with_port(kept), kept);
+        }
+    }
+
+    #[test]
+    fn pgbouncer_dsn_overrides_the_file_and_configures_alone() {
+        let env = [("PGBOUNCER_DSN", "host=from-env port=7000 user=mon dbname=pgbouncer")];
+        let c = load("", &env).unwrap();
+        assert_eq!(c.pgbouncer.unwrap().datasource.target(), "mon@from-env:7000/pgbouncer");
+        let c = load("pgbouncer:\n  dsn: host=from-file\n", &env).unwrap();
+        assert_eq!(c.pgbouncer.unwrap().datasource.target(), "mon@from-env:7000/pgbouncer");
+    }
+
+    #[test]
+    fn problems_name_the_key_and_never_the_password() {
+        let err = load(
+            "pgbouncer:\n  dsn: \"postgresql://stats:s3cret-pw@b/app?options=-c%20x%3D1\"\n  run_by: leaders\n  thresholds:\n    max_wait: soon\n  pool: 1\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "c.yaml:2:3: pgbouncer.dsn: the DSN must name PgBouncer's admin console, database pgbouncer, not \"app\"",
+            "c.yaml:2:3: pgbouncer.dsn: PgBouncer's admin console refuses the options startup parameter",
+            "c.yaml:3:3: pgbouncer.run_by: unknown run_by \"leaders\": expected leader or every-pod",
+            "c.yaml:5:5: pgbouncer.thresholds.max_wait: invalid duration \"soon\"",
+            "c.yaml:6:3: pgbouncer.pool: unknown key",
+        ] {
+            assert!(err.contains(want), "{want}\n{err}");
+        }
+        assert!(!err.contains("s3cret-pw"), "{err}");
+        let err = load("pgbouncer:\n  run_by: leader\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("c.yaml:1:1: pgbouncer: missing key dsn"), "{err}");
     }
 }

@@ -54,11 +54,16 @@ async fn clients_kept_waiting_move_client_waiting_and_maxwait() {
     let mut waiters = Vec::new();
     for _ in 0..3 {
         let c = bouncer.connect("it-waiter").await;
-        waiters.push(tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| ()) }));
+        waiters.push(tokio::spawn(
+            async move { c.simple_query("SELECT 1").await.map(|_| ()) },
+        ));
     }
-    until(px.addr, WAIT, "3 clients waiting, the oldest for a second or more", |m| {
-        (waiting(m) == Some(3.0) && maxwait(m).is_some_and(|w| w >= 1.0)).then_some(())
-    })
+    until(
+        px.addr,
+        WAIT,
+        "3 clients waiting, the oldest for a second or more",
+        |m| (waiting(m) == Some(3.0) && maxwait(m).is_some_and(|w| w >= 1.0)).then_some(()),
+    )
     .await;
     let m = scrape(px.addr).await;
     assert_eq!(
@@ -69,7 +74,10 @@ async fn clients_kept_waiting_move_client_waiting_and_maxwait() {
     );
     assert_eq!(m.get("pgbouncer_pools_client_active_connections", &POOL), Some(2.0));
     assert_eq!(
-        m.get("pgbouncer_databases_pool_size", &[("name", "postgres"), ("database", "postgres")]),
+        m.get(
+            "pgbouncer_databases_pool_size",
+            &[("name", "postgres"), ("database", "postgres")]
+        ),
         Some(f64::from(POOL_SIZE))
     );
     assert_eq!(m.get("pgbouncer_config_max_client_connections", &[]), Some(50.0));
@@ -166,7 +174,10 @@ async fn a_wrong_password_is_reported_as_such_and_never_shown() {
         "the status page does not say why:\n{page}"
     );
     for text in [&page, &m.text] {
-        assert!(!text.contains("wrong-Secret-17") && !text.contains("right-Secret-42"), "{text}");
+        assert!(
+            !text.contains("wrong-Secret-17") && !text.contains("right-Secret-42"),
+            "{text}"
+        );
     }
     px.stop().await.unwrap();
 
@@ -199,17 +210,26 @@ async fn run_by_decides_which_sidecars_watch_pgbouncer() {
             yaml(cluster, &bouncer.admin_dsn("stats"), &format!("  run_by: {run_by}\n"))
         );
         let leader = start(&config).await;
-        until(leader.addr, WAIT, "the first sidecar leads and watches PgBouncer", |m| {
-            (m.get("pgsidecar_leader", &[]) == Some(1.0) && m.get("pgbouncer_up", &[]) == Some(1.0)).then_some(())
-        })
+        until(
+            leader.addr,
+            WAIT,
+            "the first sidecar leads and watches PgBouncer",
+            |m| (m.get("pgsidecar_leader", &[]) == Some(1.0) && m.get("pgbouncer_up", &[]) == Some(1.0)).then_some(()),
+        )
         .await;
         let follower = start(&config).await;
-        let m = until(follower.addr, WAIT, "the second sidecar's per-pod collectors ran", |m| {
-            (m.get("pgsidecar_leader", &[]) == Some(0.0)
-                && m.get("pg_scrape_collector_success", &[("collector", "pools")]).is_some()
-                && (!followers_watch || m.get("pgbouncer_up", &[]) == Some(1.0)))
-            .then(|| m.clone())
-        })
+        let m = until(
+            follower.addr,
+            WAIT,
+            "the second sidecar's per-pod collectors ran",
+            |m| {
+                (m.get("pgsidecar_leader", &[]) == Some(0.0)
+                    && m.get("pg_scrape_collector_success", &[("collector", "pools")])
+                        .is_some()
+                    && (!followers_watch || m.get("pgbouncer_up", &[]) == Some(1.0)))
+                .then(|| m.clone())
+            },
+        )
         .await;
         assert_eq!(m.has("pgbouncer_up"), followers_watch, "run_by {run_by}:\n{}", m.text);
         assert_eq!(
@@ -246,18 +266,26 @@ async fn a_reload_moves_to_another_pgbouncer_or_drops_it() {
     .await;
     // SHOW DATABASES lists the console itself, under PgBouncer's own port.
     let (one, two) = (first.port().to_string(), second.port().to_string());
-    until(addr, WAIT, "the first PgBouncer's databases", |m| console(m, &one).then_some(())).await;
+    until(addr, WAIT, "the first PgBouncer's databases", |m| {
+        console(m, &one).then_some(())
+    })
+    .await;
 
     std::fs::write(&cfg, yaml(cluster, &second.admin_dsn("stats"), "")).unwrap();
     let hup = |p: &Proc| {
-        let ok = Command::new("kill").args(["-HUP", &p.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-HUP", &p.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success(), "kill -HUP");
     };
     hup(&px);
-    until(addr, WAIT, "the second PgBouncer's databases, and not the first's", |m| {
-        (console(m, &two) && !console(m, &one) && m.get("pgbouncer_up", &[]) == Some(1.0))
-        .then_some(())
-    })
+    until(
+        addr,
+        WAIT,
+        "the second PgBouncer's databases, and not the first's",
+        |m| (console(m, &two) && !console(m, &one) && m.get("pgbouncer_up", &[]) == Some(1.0)).then_some(()),
+    )
     .await;
 
     std::fs::write(&cfg, test_yaml(&cluster.dsn("postgres"), "")).unwrap();
@@ -274,6 +302,9 @@ async fn a_reload_moves_to_another_pgbouncer_or_drops_it() {
 /// Whether a scrape has the admin console's own row of `SHOW DATABASES`
 /// for the PgBouncer on `port`.
 fn console(m: &Metrics, port: &str) -> bool {
-    m.get("pgbouncer_databases_pool_size", &[("name", "pgbouncer"), ("port", port)])
-        .is_some()
+    m.get(
+        "pgbouncer_databases_pool_size",
+        &[("name", "pgbouncer"), ("port", port)],
+    )
+    .is_some()
 }
