@@ -109,7 +109,35 @@ async fn clients_kept_waiting_move_client_waiting_and_maxwait() {
         (xacts >= 5.0 && waited >= 1.0).then_some(())
     })
     .await;
+    lint(&scrape(px.addr).await);
     px.stop().await.unwrap();
+}
+
+/// `promtool check metrics` finds nothing to say about the PgBouncer families.
+fn lint(m: &Metrics) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run promtool (Debian package prometheus; scripts/test installs it): {e}"));
+    child.stdin.take().unwrap().write_all(m.text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!report.contains("error while linting"), "{report}");
+    let ours: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("pgbouncer_") || l.starts_with("pgsidecar_pgbouncer_"))
+        .collect();
+    assert!(ours.is_empty(), "promtool on the PgBouncer families:\n{}", ours.join("\n"));
+    let families = m.samples.iter().filter(|s| s.name.starts_with("pgbouncer_")).count();
+    assert!(families > 40, "only {families} PgBouncer samples linted:\n{}", m.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
