@@ -135,7 +135,11 @@ fn lint(m: &Metrics) {
         .lines()
         .filter(|l| l.starts_with("pgbouncer_") || l.starts_with("pgsidecar_pgbouncer_"))
         .collect();
-    assert!(ours.is_empty(), "promtool on the PgBouncer families:\n{}", ours.join("\n"));
+    assert!(
+        ours.is_empty(),
+        "promtool on the PgBouncer families:\n{}",
+        ours.join("\n")
+    );
     let families = m.samples.iter().filter(|s| s.name.starts_with("pgbouncer_")).count();
     assert!(families > 40, "only {families} PgBouncer samples linted:\n{}", m.text);
 }
