@@ -229,7 +229,7 @@ async fn unavailable_without_the_extension() {
     admin.batch_execute(&format!("CREATE DATABASE {dbname}")).await.unwrap();
     let yaml = test_yaml(&cluster.dsn(dbname), "collectors:\n  database:\n    interval: 1s\n");
     let px = start(&yaml).await;
-    let collectors = pgsidecar::collectors::ALL.len();
+    let collectors = crate::support::default_collectors();
     let m = until(px.addr, WAIT, "every collector ran", |m| {
         (m.all("pg_scrape_collector_success", &[]).len() == collectors && m.has("pgsidecar_collector_unavailable"))
             .then(|| m.clone())
