@@ -186,8 +186,8 @@ impl Wired {
             if let Some(b) = next.as_ref() {
                 tracing::info!(pgbouncer = %b.target(), "new pgbouncer datasource: a new pool");
             }
-            // Its collectors stop or restart below; the old pool closes when
-            // its last run lets it go.
+            // Runs under way finish on the old session, which closes when
+            // they let it go; the next runs take the new pool.
             if let Some(b) = self.runner.bouncer.set(next).as_ref() {
                 b.close();
             }

@@ -564,6 +564,51 @@ mod tests {
     }
 
     #[test]
+    fn pgbouncer_up_follows_pgbouncer_pools_and_never_touches_pg_up() {
+        let pool = deadpool_postgres::Status {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0,
+        };
+        let render = |h: &Health, mode| String::from_utf8(h.render(pool, &Leadership::new(mode)).to_vec()).unwrap();
+        // Not configured: no pgbouncer_up at all.
+        let h = Health::new(&[cfg("postmaster")], &crate::config::Checks::default());
+        assert_eq!(h.pgbouncer_up(true), None);
+        assert!(!render(&h, CoordinationMode::All).contains("pgbouncer_up"));
+
+        let h = Health::new(
+            &[cfg("postmaster"), cfg("pgbouncer_pools"), cfg("pgbouncer_stats")],
+            &crate::config::Checks::default(),
+        );
+        let now = SystemTime::now();
+        h.record("postmaster", now, Duration::ZERO, ok(None));
+        h.record("pgbouncer_stats", now, Duration::ZERO, ok(None));
+        // Before pgbouncer_pools has run, PgBouncer is not known to be up.
+        assert_eq!(h.pgbouncer_up(true), Some(false));
+        h.record(
+            "pgbouncer_pools",
+            now,
+            Duration::ZERO,
+            Outcome::Failed("refused".into()),
+        );
+        assert_eq!(h.pgbouncer_up(true), Some(false));
+        assert!(h.pg_up(true), "a PgBouncer failure took pg_up down");
+        let text = render(&h, CoordinationMode::All);
+        assert!(
+            text.contains("pgbouncer_up 0\n") && text.contains("pg_up 1\n"),
+            "{text}"
+        );
+        h.record("pgbouncer_pools", now, Duration::ZERO, ok(None));
+        h.record("postmaster", now, Duration::ZERO, Outcome::Failed("down".into()));
+        assert_eq!(h.pgbouncer_up(true), Some(true));
+        assert!(!h.pg_up(true));
+        // Run by the leader only: a follower shows no pgbouncer_up.
+        assert_eq!(h.pgbouncer_up(false), None);
+        assert!(!render(&h, CoordinationMode::LeaderElection).contains("pgbouncer_up"));
+    }
+
+    #[test]
     fn an_unavailable_collector_says_why_and_is_not_up() {
         let h = Health::new(&[cfg("stat_statements")], &crate::config::Checks::default());
         h.record(

@@ -110,7 +110,26 @@ async fn clients_kept_waiting_move_client_waiting_and_maxwait() {
     })
     .await;
     lint(&scrape(px.addr).await);
+    // Five collectors, each run every second since the start, held one
+    // session on the console between them.
+    assert_eq!(console_sessions(&bouncer).await, 1);
     px.stop().await.unwrap();
+}
+
+/// pgsidecar's sessions on the admin console, as `SHOW CLIENTS` lists them.
+async fn console_sessions(bouncer: &PgBouncer) -> usize {
+    let dsn = format!("{} application_name=it-console", bouncer.admin_dsn("postgres"));
+    let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = client.simple_query("SHOW CLIENTS").await.unwrap();
+    rows.iter()
+        .filter(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                r.get("database") == Some("pgbouncer") && r.get("application_name") == Some("pgsidecar")
+            }
+            _ => false,
+        })
+        .count()
 }
 
 /// `promtool check metrics` finds nothing to say about the PgBouncer families.
