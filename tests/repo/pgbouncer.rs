@@ -3,7 +3,8 @@
 //! to wait show in `client_waiting` and `maxwait`; a stopped PgBouncer takes
 //! `pgbouncer_up` to 0 while the Postgres collectors go on; a wrong password
 //! is reported as such and never shown; `pgbouncer.run_by` decides who runs
-//! the collectors; a reload moves to another PgBouncer or drops it.
+//! the collectors; a reload moves to another PgBouncer or drops it; a
+//! PgBouncer that answers nothing fails every run at its timeout.
 //!
 //! The admin console speaks only the simple query protocol and refuses the
 //! `options` startup parameter that pgsidecar's Postgres sessions send:
@@ -204,6 +205,64 @@ async fn a_stopped_pgbouncer_is_pgbouncer_up_0_while_postgres_is_still_collected
     bouncer.restart().await;
     until(px.addr, WAIT, "pgbouncer_up 1 again", |m| {
         (m.get("pgbouncer_up", &[]) == Some(1.0)).then_some(())
+    })
+    .await;
+    px.stop().await.unwrap();
+}
+
+/// PgBouncer has no statement_timeout: pgsidecar bounds every call itself.
+/// A PgBouncer that answers nothing (SIGSTOP: its sockets stay open) fails
+/// each run at the collector's timeout, and the sessions left hanging are
+/// closed, not piled up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbouncer_that_answers_nothing_fails_runs_at_their_timeout() {
+    let cluster = pg::shared();
+    let bouncer = PgBouncer::start(cluster, Auth::Trust).await;
+    let px = start(&yaml(cluster, &bouncer.admin_dsn("stats"), "")).await;
+    until(px.addr, WAIT, "pgbouncer_up 1", |m| {
+        (m.get("pgbouncer_up", &[]) == Some(1.0)).then_some(())
+    })
+    .await;
+    bouncer.signal("-STOP");
+    let pools = [("collector", "pgbouncer_pools")];
+    // Every PgBouncer collector fails, the one whose command went
+    // unanswered too: none waits for ever.
+    let collectors = [
+        "pgbouncer_pools",
+        "pgbouncer_stats",
+        "pgbouncer_databases",
+        "pgbouncer_lists",
+        "pgbouncer_config",
+    ];
+    let m = until(
+        px.addr,
+        WAIT,
+        "every PgBouncer collector failing while PgBouncer is stopped",
+        |m| {
+            let failing = collectors
+                .iter()
+                .all(|c| m.get("pg_scrape_collector_success", &[("collector", c)]) == Some(0.0));
+            (failing && m.get("pgbouncer_up", &[]) == Some(0.0)).then(|| m.clone())
+        },
+    )
+    .await;
+    // A run lasts its timeout (900 ms in test_yaml), not longer.
+    let took = m.get("pg_scrape_collector_duration_seconds", &pools).unwrap();
+    assert!((0.85..1.5).contains(&took), "the failed run took {took} s:\n{}", m.text);
+    let page = get(px.addr, "/").await.text();
+    assert!(page.contains("timed out after 900ms"), "{page}");
+    assert_eq!(m.get("pg_up", &[]), Some(1.0), "{}", m.text);
+
+    bouncer.signal("-CONT");
+    until(px.addr, WAIT, "pgbouncer_up 1 after SIGCONT", |m| {
+        (m.get("pgbouncer_up", &[]) == Some(1.0)).then_some(())
+    })
+    .await;
+    crate::support::eventually(WAIT, "one console session again", async || {
+        match console_sessions(&bouncer).await {
+            1 => Ok(()),
+            n => Err(format!("{n} sessions")),
+        }
     })
     .await;
     px.stop().await.unwrap();

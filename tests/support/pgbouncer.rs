@@ -190,6 +190,18 @@ impl PgBouncer {
         blocking(|| child.wait()).unwrap();
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`) to the process: a stopped PgBouncer
+    /// keeps its sockets open and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let guard = self.child.lock().unwrap();
+        let child = guard.as_ref().expect("pgbouncer is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} pgbouncer");
+    }
+
     /// Starts it again on the same port (after `stop`).
     pub async fn restart(&self) {
         for _ in 0..20 {
