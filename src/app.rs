@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::collectors::{self, Definition};
 use crate::config::{CollectorConfig, Config, ConfigError, CoordinationMode};
-use crate::db::{Db, DbError};
+use crate::db::{Bouncer, Db, DbError};
 use crate::health::Health;
 use crate::http::View;
 use crate::leader::Leadership;
@@ -101,6 +101,15 @@ fn max_backoff(collectors: &[(&'static Definition, CollectorConfig)]) -> std::ti
         / 2
 }
 
+/// The admin console's pool, if `pgbouncer:` is configured.
+fn bouncer(config: &Config, collectors: &[(&'static Definition, CollectorConfig)]) -> Result<Option<Bouncer>, DbError> {
+    config
+        .pgbouncer
+        .as_ref()
+        .map(|p| Bouncer::new(&p.datasource, max_backoff(collectors)))
+        .transpose()
+}
+
 /// The leader election's task and its switch.
 struct Election {
     stop: watch::Sender<bool>,
@@ -171,6 +180,20 @@ impl Wired {
         } else {
             self.db.get().reset_backoff();
         }
+        let pgbouncer = |c: &Config| c.pgbouncer.as_ref().map(|p| p.datasource.clone());
+        if pgbouncer(&new) != pgbouncer(old) {
+            let next = Arc::new(bouncer(&new, &collectors)?);
+            if let Some(b) = next.as_ref() {
+                tracing::info!(pgbouncer = %b.target(), "new pgbouncer datasource: a new pool");
+            }
+            // Runs under way finish on the old session, which closes when
+            // they let it go; the next runs take the new pool.
+            if let Some(b) = self.runner.bouncer.set(next).as_ref() {
+                b.close();
+            }
+        } else if let Some(b) = self.runner.bouncer.get().as_ref() {
+            b.reset_backoff();
+        }
         self.runner.checks.set(new.checks.clone());
         self.view.web.set(Arc::new(crate::config::Web {
             listen_address: old.web.listen_address,
@@ -221,12 +244,14 @@ pub async fn run(
         target = %db.get().target(),
         collectors = %collectors.iter().map(|(d, _)| d.name).collect::<Vec<_>>().join(","),
         coordination = leadership.mode().as_str(),
+        pgbouncer = %config.pgbouncer.as_ref().map_or_else(String::new, |p| format!("{} (run by {})", p.datasource.target(), p.run_by.as_str())),
         version = env!("CARGO_PKG_VERSION"),
         "pgsidecar started"
     );
 
     let runner = Arc::new(Pooled {
         db: db.clone(),
+        bouncer: Swap::new(Arc::new(bouncer(&config, &collectors)?)),
         checks: Swap::new(config.checks.clone()),
     });
     let scheduler = Scheduler::start(runner.clone(), state.clone(), collectors);
@@ -307,6 +332,9 @@ pub async fn run(
         e.stop().await;
     }
     wired.db.get().close();
+    if let Some(b) = wired.runner.bouncer.get().as_ref() {
+        b.close();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -26,10 +26,12 @@ mod dsn;
 mod env;
 #[cfg(test)]
 mod fuzz;
+mod pgbouncer;
 mod web;
 pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
 pub use dsn::redact;
 pub use env::{Env, ProcessEnv};
+pub use pgbouncer::{PgBouncer, PgBouncerThresholds, RunBy};
 pub use web::{RateLimit, WebSecurity, load as load_web_file};
 
 /// Default listen port: one above postgres_exporter's 9187, so both can run
@@ -48,6 +50,8 @@ pub struct Config {
     pub checks: std::sync::Arc<Checks>,
     /// Which sidecar runs the server-wide collectors (see `leader.rs`).
     pub coordination: Coordination,
+    /// The PgBouncer admin console, if one is watched (`pgbouncer:`).
+    pub pgbouncer: Option<PgBouncer>,
 }
 
 /// The advisory-lock key used when `coordination.lock_key` is not set: the
@@ -237,6 +241,9 @@ pub struct CollectorConfig {
     pub timeout: Duration,
     /// A failed collector's last good series are dropped once older than this.
     pub stale_after: Duration,
+    /// Run by every sidecar, leader or not, whatever the collector's scope
+    /// (PgBouncer collectors with `pgbouncer.run_by: every-pod`).
+    pub every_pod: bool,
 }
 
 /// What loading needs to know of a collector: its name and its defaults.
@@ -252,6 +259,9 @@ pub struct CollectorDefaults {
     /// `statio_user_indexes` is pgsidecar's `stat_user_indexes`): enabling
     /// this one enables that one instead, so the series appear once.
     pub covered_by: Option<&'static str>,
+    /// It reads PgBouncer's admin console: enabled by default only when
+    /// `pgbouncer:` is configured.
+    pub pgbouncer: bool,
 }
 
 /// Values given on the command line; `None` where the flag was absent.
@@ -497,6 +507,7 @@ const TOP_KEYS: &[&str] = &[
     "collectors",
     "checks",
     "coordination",
+    "pgbouncer",
 ];
 const DATASOURCE_KEYS: &[&str] = &[
     "dsn",
@@ -657,7 +668,14 @@ impl Walker<'_> {
             .unwrap_or(Duration::from_secs(15));
         let default_timeout = self.duration(&collection, "timeout", &["collection"]);
         let default_stale = self.duration(&collection, "stale_after", &["collection"]);
-        let mut collectors = self.collectors(get("collectors"), default_interval, default_timeout, default_stale);
+        let (pgbouncer, pgbouncer_thresholds) = self.pgbouncer(get("pgbouncer"), env);
+        let mut collectors = self.collectors(
+            get("collectors"),
+            default_interval,
+            default_timeout,
+            default_stale,
+            pgbouncer.as_ref(),
+        );
         self.collector_flags(flags, &mut collectors);
 
         let max_timeout = collectors
@@ -671,6 +689,7 @@ impl Walker<'_> {
         let log = self.log(get("log"), flags);
         let mut checks = self.checks(get("checks"));
         self.stat_statements_flags(flags, &mut checks);
+        checks.pgbouncer = pgbouncer_thresholds;
         let coordination = self.coordination(get("coordination"));
         Some(Config {
             datasource: datasource?,
@@ -679,6 +698,7 @@ impl Walker<'_> {
             collectors,
             checks: std::sync::Arc::new(checks),
             coordination: coordination?,
+            pgbouncer,
         })
     }
 
@@ -688,6 +708,7 @@ impl Walker<'_> {
         default_interval: Duration,
         default_timeout: Option<Duration>,
         default_stale: Option<Duration>,
+        pgbouncer: Option<&PgBouncer>,
     ) -> Vec<CollectorConfig> {
         let names: Vec<&str> = self.collectors.iter().map(|d| d.name).collect();
         let given = self.mapping_of(v, &["collectors"], &names, "collector");
@@ -698,7 +719,19 @@ impl Walker<'_> {
                 Some(v) => self.mapping(v, &path, COLLECTOR_KEYS),
                 None => Fields::new(),
             };
-            let enabled = self.boolean(&f, "enabled", &path).unwrap_or(def.enabled);
+            let mut enabled = self.boolean(&f, "enabled", &path).unwrap_or(def.enabled);
+            let mut default_interval = default_interval;
+            if def.pgbouncer {
+                match pgbouncer {
+                    Some(p) => default_interval = p.interval.unwrap_or(default_interval),
+                    None if enabled && f.contains_key("enabled") => self.problem(
+                        &join(&path, "enabled"),
+                        "this collector reads PgBouncer's admin console: configure pgbouncer.dsn (or PGBOUNCER_DSN) first",
+                    ),
+                    None => {}
+                }
+                enabled = enabled && pgbouncer.is_some();
+            }
             let interval = self
                 .duration(&f, "interval", &path)
                 .unwrap_or_else(|| def.interval.unwrap_or(default_interval));
@@ -742,6 +775,7 @@ impl Walker<'_> {
                 interval,
                 timeout,
                 stale_after,
+                every_pod: def.pgbouncer && pgbouncer.is_some_and(|p| p.run_by == RunBy::EveryPod),
             });
         }
         out

@@ -1,7 +1,8 @@
 //! Database access: the small connection pool, the session settings that
 //! bound every query, TLS, and reconnection with capped backoff. Every
 //! session pgsidecar opens is opened here: the pool's, the leader's lock
-//! session ([`Db::dedicated`]) and `pgsidecar install`'s ([`admin_config`]).
+//! session ([`Db::dedicated`]), `pgsidecar install`'s ([`admin_config`]),
+//! and the PgBouncer admin console's ([`Bouncer`], in `db/pgbouncer.rs`).
 //!
 //! Every session pgsidecar opens sends, in its startup packet (no extra round
 //! trip), `application_name`, `statement_timeout`, `lock_timeout`,
@@ -33,6 +34,9 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{Datasource, SslMode};
+
+mod pgbouncer;
+pub use pgbouncer::Bouncer;
 
 /// A pooled connection, as collectors get it.
 pub type Client = deadpool_postgres::Client;

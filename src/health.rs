@@ -5,6 +5,10 @@
 //! scrape):
 //! - `pg_up` gauge: 1 if the last run of the collector that decides it (the
 //!   `postmaster` collector) reached Postgres (postgres_exporter's name).
+//!   PgBouncer collectors never count for it.
+//! - `pgbouncer_up` gauge (pgbouncer_exporter's name): 1 if the last run of
+//!   `pgbouncer_pools` reached PgBouncer's admin console; present only
+//!   while a PgBouncer collector is active on this sidecar.
 //! - `pg_scrape_collector_success{collector}`,
 //!   `pg_scrape_collector_duration_seconds{collector}` gauges
 //!   (postgres_exporter's names; here they describe the last collection).
@@ -50,7 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use prometheus::core::Collector;
 
-use crate::collectors::{Definition, Report, Scope};
+use crate::collectors::{Definition, Report, Scope, Target};
 use crate::config::CollectorConfig;
 use crate::leader::Leadership;
 use crate::metrics::{Family, encode, encode_protos};
@@ -71,6 +75,7 @@ pub struct CollectorStatus {
     pub name: &'static str,
     pub scope: Scope,
     pub decides_up: bool,
+    pub target: Target,
     pub interval: Duration,
     pub timeout: Duration,
     pub stale_after: Duration,
@@ -116,11 +121,18 @@ pub struct Health {
     process: prometheus::process_collector::ProcessCollector,
 }
 
+/// Where the collector runs: `every_pod` (a PgBouncer collector's
+/// `pgbouncer.run_by`) makes it per pod.
+fn scope(def: &'static Definition, c: &CollectorConfig) -> Scope {
+    if c.every_pod { Scope::Pod } else { def.scope }
+}
+
 fn status(def: &'static Definition, c: &CollectorConfig) -> CollectorStatus {
     CollectorStatus {
         name: c.name,
-        scope: def.scope,
+        scope: scope(def, c),
         decides_up: def.decides_up,
+        target: def.target,
         interval: c.interval,
         timeout: c.timeout,
         stale_after: c.stale_after,
@@ -153,6 +165,7 @@ impl Health {
             .iter()
             .map(|(def, c)| match all.iter().find(|s| s.name == c.name) {
                 Some(old) => CollectorStatus {
+                    scope: scope(def, c),
                     interval: c.interval,
                     timeout: c.timeout,
                     stale_after: c.stale_after,
@@ -220,14 +233,32 @@ impl Health {
     /// `pg_up` (or, with that collector disabled or inactive, the most recent
     /// run of any active collector).
     pub fn pg_up(&self, leader: bool) -> bool {
+        self.up(Target::Postgres, leader).unwrap_or(false)
+    }
+
+    /// 1 if PgBouncer answered the last run of `pgbouncer_pools` (or of the
+    /// PgBouncer collector that ran last, with it disabled); `None` while
+    /// no PgBouncer collector is active here (not configured, or run by the
+    /// leader only and this sidecar is not leader).
+    pub fn pgbouncer_up(&self, leader: bool) -> Option<bool> {
+        self.up(Target::PgBouncer, leader)
+    }
+
+    fn up(&self, target: Target, leader: bool) -> Option<bool> {
         let all = self.lock();
-        if let Some(p) = all.iter().find(|s| s.decides_up && s.active(leader)) {
-            return p.ok() == Some(true);
+        let mut active = all.iter().filter(|s| s.target == target && s.active(leader)).peekable();
+        active.peek()?;
+        let active: Vec<_> = active.collect();
+        if let Some(p) = active.iter().find(|s| s.decides_up) {
+            return Some(p.ok() == Some(true));
         }
-        all.iter()
-            .filter(|s| s.runs > 0 && s.active(leader))
-            .max_by_key(|s| s.last_run)
-            .is_some_and(|s| s.ok() == Some(true))
+        Some(
+            active
+                .iter()
+                .filter(|s| s.runs > 0)
+                .max_by_key(|s| s.last_run)
+                .is_some_and(|s| s.ok() == Some(true)),
+        )
     }
 
     /// Whether an active collector's last run failed (unavailable ones do
@@ -253,6 +284,15 @@ impl Health {
         );
         up.set(&[], if self.pg_up(leader) { 1.0 } else { 0.0 });
         fams.push(up);
+        if let Some(ok) = self.pgbouncer_up(leader) {
+            let mut up = Family::gauge(
+                "pgbouncer_up",
+                "Whether the last connection to PgBouncer's admin console succeeded (1) or not (0)",
+                &[],
+            );
+            up.set(&[], if ok { 1.0 } else { 0.0 });
+            fams.push(up);
+        }
 
         let mut is_leader = Family::gauge(
             "pgsidecar_leader",
@@ -479,6 +519,7 @@ mod tests {
             interval: Duration::from_secs(15),
             timeout: Duration::from_secs(5),
             stale_after: Duration::from_secs(45),
+            every_pod: false,
         };
         (def, c)
     }
@@ -631,6 +672,51 @@ mod tests {
         assert!(text.contains("pg_up 1\n"), "{text}");
         assert!(text.contains("collector=\"pools\""), "{text}");
         assert!(!text.contains("collector=\"postmaster\""), "{text}");
+    }
+
+    #[test]
+    fn pgbouncer_up_follows_pgbouncer_pools_and_never_touches_pg_up() {
+        let pool = deadpool_postgres::Status {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0,
+        };
+        let render = |h: &Health, mode| String::from_utf8(h.render(pool, &Leadership::new(mode)).to_vec()).unwrap();
+        // Not configured: no pgbouncer_up at all.
+        let h = Health::new(&[cfg("postmaster")], &crate::config::Checks::default());
+        assert_eq!(h.pgbouncer_up(true), None);
+        assert!(!render(&h, CoordinationMode::All).contains("pgbouncer_up"));
+
+        let h = Health::new(
+            &[cfg("postmaster"), cfg("pgbouncer_pools"), cfg("pgbouncer_stats")],
+            &crate::config::Checks::default(),
+        );
+        let now = SystemTime::now();
+        h.record("postmaster", now, Duration::ZERO, ok(None));
+        h.record("pgbouncer_stats", now, Duration::ZERO, ok(None));
+        // Before pgbouncer_pools has run, PgBouncer is not known to be up.
+        assert_eq!(h.pgbouncer_up(true), Some(false));
+        h.record(
+            "pgbouncer_pools",
+            now,
+            Duration::ZERO,
+            Outcome::Failed("refused".into()),
+        );
+        assert_eq!(h.pgbouncer_up(true), Some(false));
+        assert!(h.pg_up(true), "a PgBouncer failure took pg_up down");
+        let text = render(&h, CoordinationMode::All);
+        assert!(
+            text.contains("pgbouncer_up 0\n") && text.contains("pg_up 1\n"),
+            "{text}"
+        );
+        h.record("pgbouncer_pools", now, Duration::ZERO, ok(None));
+        h.record("postmaster", now, Duration::ZERO, Outcome::Failed("down".into()));
+        assert_eq!(h.pgbouncer_up(true), Some(true));
+        assert!(!h.pg_up(true));
+        // Run by the leader only: a follower shows no pgbouncer_up.
+        assert_eq!(h.pgbouncer_up(false), None);
+        assert!(!render(&h, CoordinationMode::LeaderElection).contains("pgbouncer_up"));
     }
 
     #[test]

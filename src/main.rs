@@ -140,8 +140,11 @@ fn main() -> ExitCode {
     }
     if cli.config_check {
         let enabled: Vec<_> = config.collectors.iter().filter(|c| c.enabled).map(|c| c.name).collect();
+        let pgbouncer = config.pgbouncer.as_ref().map_or_else(String::new, |p| {
+            format!(", pgbouncer {} (run by {})", p.datasource.target(), p.run_by.as_str())
+        });
         println!(
-            "configuration is valid: target {}, listen {}, collectors: {}",
+            "configuration is valid: target {}{pgbouncer}, listen {}, collectors: {}",
             config.datasource.target(),
             config.web.listen_address,
             enabled.join(", ")

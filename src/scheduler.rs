@@ -40,9 +40,9 @@ use std::collections::BTreeMap;
 
 use tokio::task::JoinHandle;
 
-use crate::collectors::{CollectError, Ctx, Definition, Report, Scope};
+use crate::collectors::{CollectError, Ctx, Definition, Report, Scope, Target};
 use crate::config::{Checks, CollectorConfig};
-use crate::db::Db;
+use crate::db::{Bouncer, Db};
 use crate::health::Outcome;
 use crate::logging::ErrorLog;
 use crate::metrics::encode;
@@ -77,14 +77,46 @@ pub trait Runner: Send + Sync + 'static {
 
 /// The real runner: a pooled connection and the collector's queries, both
 /// within the collector's timeout; a query that overruns it is cancelled.
-/// The pool and the checks are read at the start of each run.
+/// The pool and the checks are read at the start of each run. A PgBouncer
+/// collector gets the admin console's session instead, also within its
+/// timeout; one that overruns it is closed (PgBouncer has no statement
+/// timeout to rely on).
 pub struct Pooled {
     pub db: Arc<Swap<Db>>,
+    /// The admin console's pool, if `pgbouncer:` is configured.
+    pub bouncer: Swap<Option<Bouncer>>,
     pub checks: Swap<Checks>,
+}
+
+impl Pooled {
+    async fn run_console(&self, def: &'static Definition, cfg: &CollectorConfig) -> Result<Collected, CollectError> {
+        let (bouncer, checks) = (self.bouncer.get(), self.checks.get());
+        let Some(b) = bouncer.as_ref() else {
+            return Err(CollectError::Unavailable("pgbouncer is not configured".into()));
+        };
+        let deadline = Instant::now() + cfg.timeout;
+        let client = timeout_at(deadline, b.client())
+            .await
+            .map_err(|_| CollectError::Timeout(cfg.timeout))??;
+        let ctx = Ctx::new(0, checks);
+        match timeout_at(deadline, def.collect(&client, &ctx)).await {
+            Ok(r) => r.map(|families| Collected {
+                body: encode(families),
+                report: ctx.report(),
+            }),
+            Err(_) => {
+                b.discard(client);
+                Err(CollectError::Timeout(cfg.timeout))
+            }
+        }
+    }
 }
 
 impl Runner for Pooled {
     async fn run(&self, def: &'static Definition, cfg: &CollectorConfig) -> Result<Collected, CollectError> {
+        if def.target == Target::PgBouncer {
+            return self.run_console(def, cfg).await;
+        }
         let (db, checks) = (self.db.get(), self.checks.get());
         let deadline = Instant::now() + cfg.timeout;
         let client = timeout_at(deadline, db.client())
@@ -108,7 +140,11 @@ impl Runner for Pooled {
     }
 
     fn scrub(&self, message: &str) -> String {
-        self.db.get().scrub(message)
+        let message = self.db.get().scrub(message);
+        match self.bouncer.get().as_ref() {
+            Some(b) => b.scrub(&message),
+            None => message,
+        }
     }
 }
 
@@ -230,7 +266,7 @@ async fn collector_loop<R: Runner>(
     let mut errors = ErrorLog::default();
     let mut notes = ErrorLog::default();
     let mut last_success: Option<Instant> = None;
-    let server = def.scope == Scope::Server;
+    let server = def.scope == Scope::Server && !cfg.every_pod;
     let mut leader = state.leadership.subscribe();
     loop {
         tokio::select! {
@@ -376,6 +412,7 @@ mod tests {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             stale_after: Duration::from_secs(3),
+            every_pod: false,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::metrics::Family;
 
 pub mod table;
 
+mod console;
 mod migrations;
 mod pg_database;
 mod pg_indexes;
@@ -35,6 +36,11 @@ mod pg_stat_statements;
 mod pg_stat_user_indexes;
 mod pg_stat_user_tables;
 mod pg_statio_user_tables;
+mod pgbouncer_config;
+mod pgbouncer_databases;
+mod pgbouncer_lists;
+mod pgbouncer_pools;
+mod pgbouncer_stats;
 
 mod pg_buffercache_summary;
 mod pg_database_wraparound;
@@ -93,6 +99,11 @@ pub const ALL: &[Definition] = &[
     pg_stat_activity_autovacuum::DEFINITION,
     pg_buffercache_summary::DEFINITION,
     pg_statio_user_indexes::DEFINITION,
+    pgbouncer_pools::DEFINITION,
+    pgbouncer_stats::DEFINITION,
+    pgbouncer_databases::DEFINITION,
+    pgbouncer_lists::DEFINITION,
+    pgbouncer_config::DEFINITION,
 ];
 
 /// Each collector's name and defaults, as configuration loading takes them.
@@ -106,6 +117,7 @@ pub fn defaults() -> Vec<CollectorDefaults> {
                 Source::CoveredBy(by) => Some(by),
                 _ => None,
             },
+            pgbouncer: d.target == Target::PgBouncer,
         })
         .collect()
 }
@@ -183,6 +195,16 @@ pub enum Scope {
     Server,
 }
 
+/// What a collector talks to, which decides the connection it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The Postgres server: a session from the pool.
+    Postgres,
+    /// PgBouncer's admin console (`pgbouncer:`): its one session, simple
+    /// queries only (see `console.rs`).
+    PgBouncer,
+}
+
 /// How a collector reads Postgres.
 pub enum Source {
     /// One wide view, described by its columns.
@@ -203,13 +225,15 @@ pub struct Definition {
     /// Overrides `collection.interval` when the collector is costly.
     pub default_interval: Option<Duration>,
     pub scope: Scope,
-    /// Its last run decides `pg_up` (see `health`).
+    /// Its last run decides `pg_up`, or for a PgBouncer collector
+    /// `pgbouncer_up` (see `health`).
     pub decides_up: bool,
     /// The first `server_version_num` that has what it reads (0: every
     /// version). On an older server a run reads nothing and notes
     /// `since_note`: a success, not a failure or a missing prerequisite.
     pub since: u32,
     pub since_note: &'static str,
+    pub target: Target,
     pub source: Source,
 }
 
@@ -224,6 +248,7 @@ impl Definition {
             decides_up: false,
             since: 0,
             since_note: "",
+            target: Target::Postgres,
             source: Source::Table(table),
         }
     }
@@ -238,6 +263,7 @@ impl Definition {
             decides_up: false,
             since: 0,
             since_note: "",
+            target: Target::Postgres,
             source: Source::Custom(collect),
         }
     }
@@ -252,6 +278,7 @@ impl Definition {
             decides_up: false,
             since: 0,
             since_note: "",
+            target: Target::Postgres,
             source: Source::CoveredBy(by),
         }
     }
@@ -289,10 +316,20 @@ impl Definition {
         }
     }
 
-    /// Its last run decides `pg_up`.
+    /// Its last run decides `pg_up` (`pgbouncer_up` for a PgBouncer collector).
     pub const fn decides_up(self) -> Self {
         Definition {
             decides_up: true,
+            ..self
+        }
+    }
+
+    /// Reads PgBouncer's admin console: enabled only when `pgbouncer:` is
+    /// configured, and run by the leader or by every pod as
+    /// `pgbouncer.run_by` says.
+    pub const fn pgbouncer(self) -> Self {
+        Definition {
+            target: Target::PgBouncer,
             ..self
         }
     }
@@ -472,11 +509,14 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_and_one_collector_decides_pg_up() {
+    fn names_are_unique_and_one_collector_per_target_decides_up() {
         let mut names: Vec<_> = ALL.iter().map(|d| d.name).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), ALL.len());
-        assert_eq!(ALL.iter().filter(|d| d.decides_up).count(), 1);
+        for target in [Target::Postgres, Target::PgBouncer] {
+            let deciders: Vec<_> = ALL.iter().filter(|d| d.decides_up && d.target == target).collect();
+            assert_eq!(deciders.len(), 1, "{target:?}");
+        }
     }
 }

@@ -23,6 +23,8 @@ pub struct Checks {
     pub index_patterns: Vec<IndexPattern>,
     pub migrations: Option<Migrations>,
     pub relations: Relations,
+    /// The PgBouncer alerts' thresholds (`pgbouncer.thresholds`).
+    pub pgbouncer: super::PgBouncerThresholds,
 }
 
 impl Default for Checks {
@@ -36,6 +38,7 @@ impl Default for Checks {
             index_patterns: Vec::new(),
             migrations: None,
             relations: Relations::default(),
+            pgbouncer: super::PgBouncerThresholds::default(),
         }
     }
 }

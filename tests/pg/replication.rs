@@ -8,10 +8,17 @@ use crate::support::pg::{self, Cluster};
 use crate::support::scrape::{Metrics, get, scrape, until};
 use crate::support::{WAIT, start, test_yaml};
 
-/// Every collector on, the opt-in ones too.
+/// The Postgres collectors (the PgBouncer ones need a PgBouncer).
+pub fn postgres_collectors() -> impl Iterator<Item = &'static pgsidecar::collectors::Definition> {
+    pgsidecar::collectors::ALL
+        .iter()
+        .filter(|d| d.target == pgsidecar::collectors::Target::Postgres)
+}
+
+/// Every Postgres collector on, the opt-in ones too.
 pub fn all_collectors() -> String {
     let mut yaml = String::from("collectors:\n");
-    for d in pgsidecar::collectors::ALL {
+    for d in postgres_collectors() {
         yaml.push_str(&format!("  {}:\n    enabled: true\n", d.name));
     }
     yaml
@@ -330,8 +337,7 @@ async fn every_collector_works_on_a_hot_standby() {
             .get::<_, bool>(0)
     );
     let px = start(&test_yaml(&standby.dsn("postgres"), &all_collectors())).await;
-    let expected: Vec<&str> = pgsidecar::collectors::ALL
-        .iter()
+    let expected: Vec<&str> = postgres_collectors()
         .map(|d| d.name)
         .filter(|n| *n != "statio_user_indexes")
         .collect();

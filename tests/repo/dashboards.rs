@@ -11,12 +11,13 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-const DASHBOARDS: [&str; 5] = [
+const DASHBOARDS: [&str; 6] = [
     "pgsidecar-overview.json",
     "pgsidecar-queries.json",
     "pgsidecar-connections.json",
     "pgsidecar-objects.json",
     "pgsidecar-self.json",
+    "pgsidecar-pgbouncer.json",
 ];
 
 /// Metrics about one pgsidecar process or its pod, which every sidecar
@@ -290,7 +291,7 @@ pub fn substitute(expr: &str) -> String {
         .replace("${__interval}", "1m")
         .replace("$__range", "1h")
         .replace("${__range}", "1h");
-    for var in ["datasource", "job", "instance", "datname", "pool"] {
+    for var in ["datasource", "job", "instance", "datname", "pool", "database"] {
         e = e
             .replace(&format!("${{{var}}}"), ".*")
             .replace(&format!("${var}"), ".*");
@@ -382,7 +383,9 @@ fn lex(expr: &str) -> Vec<Lexeme> {
 }
 
 fn exported_name(name: &str) -> bool {
-    name.starts_with("pg_") || name.starts_with("pgsidecar_") || name.starts_with("process_")
+    ["pg_", "pgsidecar_", "process_", "pgbouncer_"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// Metric names the README's "Metrics" section documents: full names, names

@@ -4,6 +4,10 @@
 //! scraping both every second, each target with a `pod` label of its own as
 //! prometheus-operator adds.
 //!
+//! A PgBouncer (Debian's `pgbouncer`) stands in front of the cluster and
+//! the sidecars watch it with `pgbouncer.run_by: leader`, so its series move
+//! with leadership too.
+//!
 //! Once Prometheus has the leader's server-wide series, the leader is
 //! SIGKILLed. Once the other sidecar leads and Prometheus has its series,
 //! every dashboard query runs as a range query over the whole period. Each
@@ -27,6 +31,7 @@ use crate::e2e::{percent_encode, start_prometheus, wait_http};
 use crate::leader::Fleet;
 use crate::support::fixture::{example_config, monitored_app_db};
 use crate::support::pg::Cluster;
+use crate::support::pgbouncer::{Auth, PgBouncer};
 use crate::support::scrape::{get, until};
 use crate::support::{WAIT, eventually};
 
@@ -202,8 +207,13 @@ async fn dashboards_follow_a_leadership_move() {
     // Its session ends, and with it any statistics it has not flushed yet.
     drop(db);
 
-    // Two sidecars of one application: the example config, electing a leader.
-    let yaml = example_config("coordination:\n  mode: leader-election\n  check_interval: 500ms\n");
+    // Two sidecars of one application: the example config, electing a
+    // leader, watching one PgBouncer.
+    let bouncer = PgBouncer::start(&cluster, Auth::Trust).await;
+    let yaml = example_config(&format!(
+        "coordination:\n  mode: leader-election\n  check_interval: 500ms\npgbouncer:\n  dsn: \"{}\"\n",
+        bouncer.admin_dsn("stats")
+    ));
     let env = [
         ("DATA_SOURCE_NAME", dsn.as_str()),
         ("POD_IP", "127.0.0.1"),
@@ -235,7 +245,7 @@ async fn dashboards_follow_a_leadership_move() {
 
     let leader = fleet.one_leader(WAIT, "one leader", |_| true).await;
     let follower = pods[1 - leader];
-    let collectors = crate::support::default_collectors();
+    let collectors = crate::support::default_collectors() + crate::support::pgbouncer_collectors();
     until_scraped(prom_addr, fleet.addr(leader), None, collectors).await;
     let start = now();
     let follower_metrics = until(fleet.addr(follower), WAIT, "the follower's pools", |m| {

@@ -3,7 +3,9 @@
 //! `prometheus`) loaded with the shipped rules, and Alertmanager (Debian
 //! package `prometheus-alertmanager`) posting to a webhook served here.
 //! Each checklist condition is created for real and its alert must reach
-//! the webhook; then every dashboard query must return data.
+//! the webhook; then every dashboard query must return data. A PgBouncer
+//! (Debian package `pgbouncer`) stands in front of the cluster, and clients
+//! kept waiting in it page too.
 //!
 //! The only test-only changes to the shipped files: every `for:` of the rules
 //! becomes 1s, by a transform of `alerts/pgsidecar.rules.yml` (not a copy),
@@ -19,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::fixture::{example_config, monitored_app_db};
 use crate::support::pg::Cluster;
+use crate::support::pgbouncer::{Auth, POOL_SIZE, PgBouncer};
 use crate::support::process::Proc;
 use crate::support::scrape::get;
 use crate::support::{WAIT, eventually};
@@ -171,9 +174,17 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         .unwrap();
     db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
 
-    // pgsidecar: the example config, collecting every second.
+    // pgsidecar: the example config, collecting every second, and the PgBouncer.
+    let bouncer = PgBouncer::start(&cluster, Auth::Trust).await;
     let config = dir.join("pgsidecar.yaml");
-    std::fs::write(&config, example_config("")).unwrap();
+    std::fs::write(
+        &config,
+        example_config(&format!(
+            "pgbouncer:\n  dsn: \"{}\"\n  thresholds:\n    max_wait: 1s\n",
+            bouncer.admin_dsn("stats")
+        )),
+    )
+    .unwrap();
     let (px, px_addr) = Proc::pgsidecar(
         Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
             .args(["--config.file", config.to_str().unwrap()])
@@ -282,6 +293,16 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     db.batch_execute("ALTER DATABASE mluvme CONNECTION LIMIT 100")
         .await
         .unwrap();
+    // 6. PgBouncer's pool full: its server connections held in open
+    // transactions, and one more client waiting.
+    let mut holders = Vec::new();
+    for _ in 0..POOL_SIZE {
+        let c = bouncer.connect("e2e-holder").await;
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        holders.push(c);
+    }
+    let waiter = bouncer.connect("e2e-waiter").await;
+    let waiting = tokio::spawn(async move { waiter.simple_query("SELECT 1").await.map(|_| ()) });
     for s in slow {
         s.await.unwrap();
     }
@@ -304,6 +325,18 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         (
             "PostgresMigrationRevisionMismatch",
             vec![("severity", "critical"), ("datname", "mluvme")],
+        ),
+        (
+            "PgBouncerClientsWaiting",
+            vec![("severity", "warning"), ("database", "postgres"), ("user", "postgres")],
+        ),
+        (
+            "PgBouncerMaxWaitHigh",
+            vec![("severity", "critical"), ("database", "postgres")],
+        ),
+        (
+            "PgBouncerServerConnectionsNearPoolSize",
+            vec![("severity", "critical"), ("database", "postgres")],
         ),
     ];
     // Longer than WAIT: each alert needs a rate over several scrapes, a `for:`
@@ -332,6 +365,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             "rate(pg_stat_statements_seconds_total[5m]) / rate(pg_stat_statements_calls_total[5m])",
             "pgsidecar_slow_query_threshold_seconds",
             "pgsidecar_migration_at_expected",
+            "pgbouncer_pools_client_waiting_connections",
             "ALERTS",
         ] {
             state.push_str(&format!("{e}: {:?}\n", query(prom_addr, e).await));
@@ -346,6 +380,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     let got = received(&bodies);
     for quiet in [
         "PostgresDown",
+        "PgBouncerDown",
         "PgsidecarCollectorFailing",
         "PostgresMatviewNotPopulated",
     ] {
@@ -378,6 +413,10 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     })
     .await;
     drop(pool);
+    for h in &holders {
+        h.batch_execute("COMMIT").await.unwrap();
+    }
+    waiting.await.unwrap().unwrap();
     drop((px, px2, am, prometheus));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,6 +2,7 @@
 //! server version, run once (against the default server where one is
 //! needed): the alert rules, dashboards, Kubernetes manifests and image,
 //! configuration errors, secrets, the HTTP surface, TLS, leader election,
+//! PgBouncer (Debian's, in front of a test cluster),
 //! and the end-to-end runs with Prometheus and Alertmanager.
 
 // A test fails by panicking, and it sets up its fixtures on superuser
@@ -25,6 +26,7 @@ mod k8s;
 mod layout;
 mod leader;
 mod logins;
+mod pgbouncer;
 mod reload;
 mod secrets;
 mod tls;

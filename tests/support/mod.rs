@@ -12,6 +12,7 @@ pub mod certs;
 pub mod fixture;
 pub mod link;
 pub mod pg;
+pub mod pgbouncer;
 pub mod process;
 pub mod promtool;
 pub mod scrape;
@@ -94,11 +95,20 @@ pub fn run_pgsidecar(args: &[&str], dsn: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// How many collectors run with the default configuration.
+/// How many collectors run with the default configuration (no
+/// `pgbouncer:` section, so none of the PgBouncer collectors).
 pub fn default_collectors() -> usize {
     pgsidecar::collectors::ALL
         .iter()
-        .filter(|d| d.enabled_by_default)
+        .filter(|d| d.enabled_by_default && d.target == pgsidecar::collectors::Target::Postgres)
+        .count()
+}
+
+/// How many more run with a `pgbouncer:` section.
+pub fn pgbouncer_collectors() -> usize {
+    pgsidecar::collectors::ALL
+        .iter()
+        .filter(|d| d.enabled_by_default && d.target == pgsidecar::collectors::Target::PgBouncer)
         .count()
 }
 

@@ -142,7 +142,7 @@ fn client_bin() -> PathBuf {
     .clone()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -155,7 +155,7 @@ fn is_root() -> bool {
 /// port 0 and no outgoing connection lands, so a port stays free while its
 /// cluster is stopped and started again. The clusters of this process take
 /// them in turn, from an offset that differs between processes.
-fn next_port() -> u16 {
+pub fn next_port() -> u16 {
     static TAKEN: AtomicU32 = AtomicU32::new(0);
     let ephemeral: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
