@@ -49,6 +49,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             let c = config.collector(def.name)?.clone();
             c.enabled.then_some((def, c))
         })
+        .chain(collectors::from_checks(&config.checks))
         .collect();
     let shortest = enabled
         .iter()

@@ -26,9 +26,11 @@ mod dsn;
 mod env;
 #[cfg(test)]
 mod fuzz;
+mod probes;
 pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
 pub use dsn::redact;
 pub use env::{Env, ProcessEnv};
+pub use probes::{Explain, Probe, ProbeMode, Qualified};
 
 /// Default listen port: one above postgres_exporter's 9187, so both can run
 /// side by side during a migration.

@@ -9,15 +9,21 @@
 //! hand-built rows. Adding a collector is one new file plus one line in
 //! [`ALL`]. Collectors never touch HTTP or the snapshot: they return
 //! families, and the scheduler stores them.
+//!
+//! Besides [`ALL`], the configuration's `checks:` asks for collectors of
+//! its own ([`from_checks`]): one per probe (`probe.rs`) and the statement
+//! plans (`pg_stat_statements_plans.rs`). They are [`Stateful`]: they keep
+//! what they learn between runs (a plan's fingerprint, an explain budget).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::config::CollectorDefaults;
+use crate::config::{Checks, CollectorConfig, CollectorDefaults};
 use crate::db::{Client, DbError, describe};
 use crate::metrics::Family;
 
+pub mod plan;
 pub mod table;
 
 mod migrations;
@@ -32,9 +38,11 @@ mod pg_stat_activity_queries;
 mod pg_stat_database;
 mod pg_stat_database_conflicts;
 mod pg_stat_statements;
+mod pg_stat_statements_plans;
 mod pg_stat_user_indexes;
 mod pg_stat_user_tables;
 mod pg_statio_user_tables;
+mod probe;
 
 pub use table::Table;
 
@@ -58,6 +66,27 @@ pub const ALL: &[Definition] = &[
     migrations::DEFINITION,
 ];
 
+/// The collectors that `checks:` asks for, with their configuration: one
+/// per probe, then the statement plans if `slow_queries.explain` is on.
+///
+/// They are made once per start and never freed: the scheduler, the health
+/// and the snapshot know every collector as `&'static`, as they know the
+/// built-in ones, and a pgsidecar starts once per process (the tests start
+/// many, each leaking a few hundred bytes).
+pub fn from_checks(checks: &Checks) -> Vec<(&'static Definition, CollectorConfig)> {
+    let mut out: Vec<(Definition, CollectorConfig)> = checks.probes.iter().map(probe::definition).collect();
+    out.extend(
+        checks
+            .statements
+            .explain
+            .as_ref()
+            .map(pg_stat_statements_plans::definition),
+    );
+    out.into_iter()
+        .map(|(def, cfg)| (&*Box::leak(Box::new(def)), cfg))
+        .collect()
+}
+
 /// Each collector's name and defaults, as configuration loading takes them.
 pub fn defaults() -> Vec<CollectorDefaults> {
     ALL.iter()
@@ -75,7 +104,7 @@ pub fn upstream_names() -> impl Iterator<Item = &'static str> {
     ALL.iter()
         .filter_map(|d| match &d.source {
             Source::Table(t) => Some(t.columns),
-            Source::Custom(_) => None,
+            Source::Custom(_) | Source::Stateful(_) => None,
         })
         .flatten()
         .filter(|c| c.upstream)
@@ -148,6 +177,15 @@ pub enum Source {
     Table(Table),
     /// Hand-written.
     Custom(CollectFn),
+    /// Made from the configuration, with memory between runs; leaked with
+    /// its definition (see [`from_checks`]).
+    Stateful(&'static dyn Stateful),
+}
+
+/// A collector that keeps what it learns between runs (behind its own lock:
+/// runs of one collector never overlap, but it is shared with the tasks).
+pub trait Stateful: Send + Sync {
+    fn collect<'a>(&'a self, client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a>;
 }
 
 /// A collector as the configuration and the scheduler see it.
@@ -160,6 +198,9 @@ pub struct Definition {
     pub scope: Scope,
     /// Its last run decides `pg_up` (see `health`).
     pub decides_up: bool,
+    /// After failures in a row it waits longer and longer between attempts
+    /// (see `scheduler`), instead of trying on every tick.
+    pub backs_off: bool,
     pub source: Source,
 }
 
@@ -172,6 +213,7 @@ impl Definition {
             default_interval: None,
             scope: Scope::Server,
             decides_up: false,
+            backs_off: false,
             source: Source::Table(table),
         }
     }
@@ -184,6 +226,7 @@ impl Definition {
             default_interval: None,
             scope: Scope::Server,
             decides_up: false,
+            backs_off: false,
             source: Source::Custom(collect),
         }
     }
@@ -220,11 +263,20 @@ impl Definition {
         }
     }
 
+    /// Backs off after failures in a row.
+    pub const fn backs_off(self) -> Self {
+        Definition {
+            backs_off: true,
+            ..self
+        }
+    }
+
     /// One run on a connection.
     pub fn collect<'a>(&'a self, client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         match &self.source {
             Source::Table(t) => Box::pin(t.collect(client, ctx)),
             Source::Custom(f) => f(client, ctx),
+            Source::Stateful(s) => s.collect(client, ctx),
         }
     }
 }
@@ -247,6 +299,9 @@ pub enum CollectError {
     },
     #[error("query {what}: no row returned")]
     NoRow { what: &'static str },
+    /// An `EXPLAIN` output that is not what PostgreSQL prints.
+    #[error("{0}")]
+    Plan(String),
     #[error("timed out after {}", crate::config::show(*.0))]
     Timeout(Duration),
     #[error("collector panicked: {0}")]

@@ -15,6 +15,7 @@ mod collectors;
 mod faults;
 mod indexes;
 mod matviews;
+mod probes;
 mod promtool;
 mod stat_statements;
 mod tables;
