@@ -41,7 +41,6 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::plan::{self, Facts, How};
-use super::probe::GRACE;
 use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, Source, Stateful, text};
 use crate::config::{CollectorConfig, Explain};
 use crate::metrics::Family;
@@ -73,8 +72,8 @@ pub fn definition(e: &Explain) -> (Definition, CollectorConfig) {
         name: NAME,
         enabled: true,
         interval: e.interval,
-        // The run plans one statement after another; it stops planning when
-        // less than one statement's timeout is left.
+        // The run plans one statement after another; it starts no other
+        // when less than one statement's timeout is left.
         timeout: e.interval,
         stale_after: e.interval.saturating_mul(3),
     };
@@ -110,8 +109,9 @@ pub struct Planned {
 #[derive(Debug, Default)]
 pub struct Memory {
     pub plans: HashMap<String, Planned>,
-    /// Statements not to try again yet: when, and the reason label.
-    pub failed: HashMap<String, (Instant, &'static str)>,
+    /// Statements not to try again yet: when, the reason label, and the
+    /// error of an `EXPLAIN` that failed.
+    pub failed: HashMap<String, (Instant, &'static str, Option<String>)>,
     /// When the `EXPLAIN`s of the last hour ran.
     pub explains: VecDeque<Instant>,
     pub ok_total: u64,
@@ -137,7 +137,7 @@ impl Memory {
             self.explains.pop_front();
         }
         self.failed
-            .retain(|_, (t, _)| now.duration_since(*t) < e.retry_failed_after);
+            .retain(|_, (t, _, _)| now.duration_since(*t) < e.retry_failed_after);
     }
 
     /// Decides, statement by statement in order, within the hour's budget.
@@ -146,7 +146,7 @@ impl Memory {
         let mut budget = (e.per_hour as usize).saturating_sub(self.explains.len());
         top.iter()
             .map(|id| {
-                if let Some((_, reason)) = self.failed.get(id) {
+                if let Some((_, reason, _)) = self.failed.get(id) {
                     return Decision::Skip(reason);
                 }
                 if self.plans.get(id).is_some_and(|p| now.duration_since(p.at) < e.refresh) {
@@ -177,12 +177,13 @@ impl Memory {
         );
     }
 
-    fn failed(&mut self, id: &str, reason: &'static str, now: Instant, explained: bool) {
-        if explained {
+    /// A statement skipped for `reason`, or whose `EXPLAIN` failed with `error`.
+    fn failed(&mut self, id: &str, reason: &'static str, now: Instant, error: Option<String>) {
+        if error.is_some() {
             self.explains.push_back(now);
             self.failed_total += 1;
         }
-        self.failed.insert(id.to_string(), (now, reason));
+        self.failed.insert(id.to_string(), (now, reason, error));
     }
 
     /// Keeps the plans of `top` and the newest others, at most [`REMEMBERED`].
@@ -200,7 +201,7 @@ impl Memory {
             }
         }
         if self.failed.len() > REMEMBERED {
-            let mut all: Vec<(Instant, String)> = self.failed.iter().map(|(id, (t, _))| (*t, id.clone())).collect();
+            let mut all: Vec<(Instant, String)> = self.failed.iter().map(|(id, (t, _, _))| (*t, id.clone())).collect();
             all.sort();
             for (_, id) in all.iter().take(self.failed.len() - REMEMBERED) {
                 self.failed.remove(id);
@@ -259,19 +260,24 @@ impl StatementPlans {
                 texts.insert(text(&r, "queryid")?, text(&r, "query")?);
             }
         }
-        // Stop planning when less than one statement's time is left.
-        let last_start = started + e.interval.saturating_sub(e.timeout + GRACE);
+        // After the first, no EXPLAIN starts with less than its timeout left.
+        let last_start = started + e.interval.saturating_sub(e.timeout);
+        let mut first = true;
         let mut skipped: BTreeMap<&'static str, usize> = REASONS.iter().map(|r| (*r, 0)).collect();
         for (id, decision) in top.iter().zip(&decisions) {
             match decision {
                 Decision::Cached => continue,
                 Decision::Skip(reason) => {
                     *skipped.entry(reason).or_default() += 1;
+                    // Why a statement has no plan stays on the status page.
+                    if let Some((_, _, Some(error))) = self.lock().failed.get(id) {
+                        ctx.note(error.clone());
+                    }
                     continue;
                 }
                 Decision::Explain => {}
             }
-            if Instant::now() > last_start {
+            if !first && Instant::now() > last_start {
                 *skipped.entry("deferred").or_default() += 1;
                 continue;
             }
@@ -279,11 +285,12 @@ impl StatementPlans {
             let query = match crate::sql::explainable(statement) {
                 Ok(q) => q,
                 Err(skip) => {
-                    self.lock().failed(id, skip.reason(), Instant::now(), false);
+                    self.lock().failed(id, skip.reason(), Instant::now(), None);
                     *skipped.entry(skip.reason()).or_default() += 1;
                     continue;
                 }
             };
+            first = false;
             let what = format!("the plan of statement {id}");
             let result = plan::explain(
                 client,
@@ -299,11 +306,12 @@ impl StatementPlans {
             match result {
                 Ok(facts) => self.lock().planned(id, facts, Instant::now()),
                 Err(err) => {
-                    ctx.note(format!(
+                    let error = format!(
                         "{err} (not tried again for {})",
                         crate::config::show(e.retry_failed_after)
-                    ));
-                    self.lock().failed(id, "failed", Instant::now(), true);
+                    );
+                    ctx.note(error.clone());
+                    self.lock().failed(id, "failed", Instant::now(), Some(error));
                     *skipped.entry("failed").or_default() += 1;
                 }
             }
@@ -468,8 +476,8 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Memory::default();
         let top = ids(2);
-        m.failed("-1", "failed", t0, true);
-        m.failed("-2", "utility", t0, false);
+        m.failed("-1", "failed", t0, Some("boom".into()));
+        m.failed("-2", "utility", t0, None);
         assert_eq!(
             m.explains.len(),
             1,
@@ -491,7 +499,7 @@ mod tests {
         let mut m = Memory::default();
         m.planned("-1", facts("f1"), t0);
         m.planned("-9", facts("f9"), t0);
-        m.failed("-2", "failed", t0, true);
+        m.failed("-2", "failed", t0, Some("boom".into()));
         let skipped = BTreeMap::from([("failed", 1), ("rate_limited", 0)]);
         let f = families("mluvme", &ids(2), &m, &skipped, &e);
         assert_eq!(

@@ -18,4 +18,5 @@ mod matviews;
 mod probes;
 mod promtool;
 mod stat_statements;
+mod statement_plans;
 mod tables;

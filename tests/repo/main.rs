@@ -22,5 +22,6 @@ mod image;
 mod k8s;
 mod layout;
 mod leader;
+mod probe_config;
 mod secrets;
 mod tls;
