@@ -88,7 +88,7 @@ impl Memory {
         if probe.mode == ProbeMode::Execute
             && let Some(ms) = facts.execution_ms
         {
-            self.executions.observe(ms / 1000.0);
+            self.executions.observe((ms * 1000.0).round() / 1e6);
         }
     }
 }
@@ -205,7 +205,8 @@ pub fn families(p: &Probe, f: &Facts, memory: &Memory) -> Vec<Family> {
         &["probe"],
     );
     changes.set(&[probe], memory.changes as f64);
-    let secs = |ms: Option<f64>| ms.unwrap_or(0.0) / 1000.0;
+    // EXPLAIN reports milliseconds to the microsecond: seconds without float noise.
+    let secs = |ms: Option<f64>| (ms.unwrap_or(0.0) * 1000.0).round() / 1e6;
     let duration = match p.mode {
         ProbeMode::Plan => f.planning_ms,
         ProbeMode::Execute => f.execution_ms,

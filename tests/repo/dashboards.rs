@@ -11,12 +11,13 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-const DASHBOARDS: [&str; 5] = [
+const DASHBOARDS: [&str; 6] = [
     "pgsidecar-overview.json",
     "pgsidecar-queries.json",
     "pgsidecar-connections.json",
     "pgsidecar-objects.json",
     "pgsidecar-self.json",
+    "pgsidecar-probes.json",
 ];
 
 /// Metrics about one pgsidecar process or its pod, which every sidecar
