@@ -7,7 +7,8 @@
 //! the other collectors keep succeeding.
 //!
 //! pgsidecar runs as `pgsidecar_probes`, a `pg_monitor` member that may
-//! read the application's tables, as the README says a probe needs.
+//! read the application's tables, as the README says a probe needs; it
+//! connects over the cluster's Unix socket.
 
 use std::time::Instant;
 
@@ -22,17 +23,13 @@ const ROLE: &str = "pgsidecar_probes";
 async fn app_db(cluster: &Cluster, dbname: &str) -> (tokio_postgres::Client, String) {
     let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     db.batch_execute(&format!(
-        "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN PASSWORD 'probe-secret' IN ROLE pg_monitor; \
+        "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN IN ROLE pg_monitor; \
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ROLE}"
     ))
     .await
     .unwrap();
-    let dsn = format!(
-        "host=127.0.0.1 port={} user={ROLE} password=probe-secret dbname={dbname} sslmode=disable",
-        cluster.port()
-    );
-    (db, dsn)
+    (db, cluster.socket_dsn(ROLE, dbname))
 }
 
 /// `checks.probes` with these items. The `database` collector, which sizes

@@ -20,7 +20,7 @@ async fn slow_statements_are_planned_within_the_budget() {
     let dbname = "stmt_plans_db";
     let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     db.batch_execute(&format!(
-        "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN PASSWORD 'plans-secret' IN ROLE pg_monitor; \
+        "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN IN ROLE pg_monitor; \
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
          CREATE TABLE gone (user_id int); GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ROLE}; \
          SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)"
@@ -45,10 +45,7 @@ async fn slow_statements_are_planned_within_the_budget() {
     let (messages, words) = (queryid(ON_MESSAGES).await, queryid(ON_WORDS).await);
     db.batch_execute("DROP TABLE gone").await.unwrap();
 
-    let dsn = format!(
-        "host=127.0.0.1 port={} user={ROLE} password=plans-secret dbname={dbname} sslmode=disable",
-        cluster.port()
-    );
+    let dsn = cluster.socket_dsn(ROLE, dbname);
     // Four EXPLAINs an hour; a plan is fetched again after 5 s.
     let yaml = test_yaml(
         &dsn,
