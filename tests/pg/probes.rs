@@ -19,11 +19,14 @@ use crate::support::{WAIT, start, test_yaml};
 const ROLE: &str = "pgsidecar_probes";
 
 /// The application's database `dbname`, readable by the probes' role;
-/// returns a superuser connection and the role's DSN.
+/// returns a superuser connection and the role's DSN. The connection's
+/// statements wait at most 10 s for a lock: a probe that left its
+/// transaction open fails the test instead of hanging its `DROP INDEX`.
 async fn app_db(cluster: &Cluster, dbname: &str) -> (tokio_postgres::Client, String) {
     let db = crate::support::fixture::create_app_db(cluster, dbname).await;
     db.batch_execute(&format!(
-        "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN IN ROLE pg_monitor; \
+        "SET lock_timeout = '10s'; \
+         DO $$ BEGIN CREATE ROLE {ROLE} LOGIN IN ROLE pg_monitor; \
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ROLE}"
     ))

@@ -19,8 +19,10 @@ async fn slow_statements_are_planned_within_the_budget() {
     let cluster = pg::shared();
     let dbname = "stmt_plans_db";
     let db = crate::support::fixture::create_app_db(cluster, dbname).await;
+    // At most 10 s for a lock, so that a plan's transaction left open fails
+    // the test instead of hanging its DROP INDEX.
     db.batch_execute(&format!(
-        "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN IN ROLE pg_monitor; \
+        "SET lock_timeout = '10s'; DO $$ BEGIN CREATE ROLE {ROLE} LOGIN IN ROLE pg_monitor; \
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
          CREATE TABLE gone (user_id int); GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ROLE}; \
          SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)"
