@@ -532,10 +532,7 @@ impl fmt::Display for Refusal {
             Refusal::ChangesData(what) => write!(f, "must not change data: {what}"),
             Refusal::LocksRows(clause) => write!(f, "must not lock rows: {clause} takes row locks"),
             Refusal::CreatesTable => write!(f, "must not create a table: SELECT … INTO creates one"),
-            Refusal::Calls(name) => write!(
-                f,
-                "must not call {name}(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)"
-            ),
+            Refusal::Calls(name) => write!(f, "must not call {name}(): it has side effects beyond reading"),
             Refusal::ParamZero => write!(f, "has $0: parameters are numbered from $1"),
         }
     }
@@ -857,31 +854,31 @@ mod tests {
             ),
             (
                 "SELECT dblink('host=x', 'DELETE FROM t')",
-                "must not call dblink(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)",
+                "must not call dblink(): it has side effects beyond reading",
             ),
             (
                 "SELECT * FROM dblink_exec('host=x', 'DELETE FROM t')",
-                "must not call dblink_exec(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)",
+                "must not call dblink_exec(): it has side effects beyond reading",
             ),
             (
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
-                "must not call pg_terminate_backend(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)",
+                "must not call pg_terminate_backend(): it has side effects beyond reading",
             ),
             (
                 "SELECT pg_catalog.set_config('search_path', 'x', false)",
-                "must not call set_config(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)",
+                "must not call set_config(): it has side effects beyond reading",
             ),
             (
                 "SELECT NEXTVAL ('messages_id_seq')",
-                "must not call nextval(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)",
+                "must not call nextval(): it has side effects beyond reading",
             ),
             (
                 "SELECT \"pg_advisory_lock\"(1)",
-                "must not call pg_advisory_lock(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)",
+                "must not call pg_advisory_lock(): it has side effects beyond reading",
             ),
             (
                 "SELECT 1 FROM t WHERE pg_try_advisory_xact_lock(/* x */ 1)",
-                "must not call pg_try_advisory_xact_lock(): it has side effects beyond reading (see SIDE_EFFECTS in src/sql.rs)",
+                "must not call pg_try_advisory_xact_lock(): it has side effects beyond reading",
             ),
             (
                 "SELECT * FROM t WHERE id = $0",
