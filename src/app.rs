@@ -79,14 +79,16 @@ impl Reloads {
     }
 }
 
-/// The collectors a configuration enables, in registration order.
-fn enabled(config: &Config) -> Vec<(&'static Definition, CollectorConfig)> {
+/// The collectors a configuration enables, in registration order, then
+/// those its checks make (a probe each, the statement plans).
+fn enabled(config: &Config, made: &mut collectors::Made) -> Vec<(&'static Definition, CollectorConfig)> {
     collectors::ALL
         .iter()
         .filter_map(|def| {
             let c = config.collector(def.name)?.clone();
             c.enabled.then_some((def, c))
         })
+        .chain(collectors::from_checks(&config.checks, made))
         .collect()
 }
 
@@ -140,6 +142,8 @@ impl Election {
 /// What runs, and what a reload changes.
 struct Wired {
     config: Config,
+    /// The collectors made from the checks so far.
+    made: collectors::Made,
     db: Arc<Swap<Db>>,
     runner: Arc<Pooled>,
     scheduler: Scheduler<Pooled>,
@@ -170,7 +174,7 @@ impl Wired {
                 "coordination.mode changes need a restart; the old mode stays"
             );
         }
-        let collectors = enabled(&new);
+        let collectors = enabled(&new, &mut self.made);
         if new.datasource != old.datasource {
             let db = Arc::new(Db::new(&new.datasource, max_backoff(&collectors))?);
             self.view.target.set(Arc::new(db.target().to_string()));
@@ -229,7 +233,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
-    let collectors = enabled(&config);
+    let mut made = collectors::Made::default();
+    let collectors = enabled(&config, &mut made);
     let db = Arc::new(Swap::new(Arc::new(Db::new(
         &config.datasource,
         max_backoff(&collectors),
@@ -287,6 +292,7 @@ pub async fn run(
     );
     let mut wired = Wired {
         config,
+        made,
         db,
         runner,
         scheduler,

@@ -27,11 +27,13 @@ mod env;
 #[cfg(test)]
 mod fuzz;
 mod pgbouncer;
+mod probes;
 mod web;
 pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
 pub use dsn::redact;
 pub use env::{Env, ProcessEnv};
 pub use pgbouncer::{PgBouncer, PgBouncerThresholds, RunBy};
+pub use probes::{Explain, Probe, ProbeMode, Qualified};
 pub use web::{RateLimit, WebSecurity, load as load_web_file};
 
 /// Default listen port: one above postgres_exporter's 9187, so both can run

@@ -300,8 +300,9 @@ impl Db {
 
     /// After a collector timeout: asks the server, in the background and
     /// within the connect timeout, to cancel what this client runs, then
-    /// checks that the session answers (an empty query, within the connect
-    /// timeout again). A session that answers goes back to the pool: a new
+    /// checks that the session answers (a `ROLLBACK`, within the connect
+    /// timeout again, which also ends a transaction the run had open, such
+    /// as a probe's). A session that answers goes back to the pool: a new
     /// one might wait on the very lock that held the query up. Any other is
     /// closed: behind a network cut it would stay silent, and every later
     /// collection would time out on it again.
@@ -312,7 +313,7 @@ impl Db {
         tokio::spawn(async move {
             let silent = "no answer within the connect timeout";
             let why = match tokio::time::timeout(limit, token.cancel_query(tls)).await {
-                Ok(Ok(())) => match tokio::time::timeout(limit, client.simple_query("")).await {
+                Ok(Ok(())) => match tokio::time::timeout(limit, client.simple_query("ROLLBACK")).await {
                     Ok(Ok(_)) => return drop(client),
                     Ok(Err(e)) => format!("the session after the cancel: {e}"),
                     Err(_) => format!("the session after the cancel: {silent}"),

@@ -43,6 +43,11 @@
 //! - `pgsidecar_config_last_reload_successful` gauge (0/1) and
 //!   `pgsidecar_config_last_reload_success_timestamp_seconds` gauge, as
 //!   Prometheus names them for itself: the start counts as a successful load.
+//! - per probe (`checks.probes`), from its collector's status, so they are
+//!   there when its runs fail: `pgsidecar_probe_success{probe}` gauge (0/1,
+//!   after the first run), `pgsidecar_probe_last_success_timestamp_seconds{probe}`
+//!   gauge (0: never) and `pgsidecar_probe_budget_seconds{probe}` gauge (the
+//!   configured budget, if any).
 //!
 //! A server-scoped collector is inactive while this sidecar is not leader:
 //! its per-collector series are left out, readiness does not wait for it,
@@ -89,6 +94,8 @@ pub struct CollectorStatus {
     /// What the last successful run reported (relations a cap left out,
     /// notes).
     pub report: Report,
+    /// The probe this collector runs, if it is one: its name and budget.
+    pub probe: Option<(String, Option<Duration>)>,
 }
 
 impl CollectorStatus {
@@ -127,7 +134,7 @@ fn scope(def: &'static Definition, c: &CollectorConfig) -> Scope {
     if c.every_pod { Scope::Pod } else { def.scope }
 }
 
-fn status(def: &'static Definition, c: &CollectorConfig) -> CollectorStatus {
+fn status(def: &'static Definition, c: &CollectorConfig, checks: &crate::config::Checks) -> CollectorStatus {
     CollectorStatus {
         name: c.name,
         scope: scope(def, c),
@@ -143,14 +150,24 @@ fn status(def: &'static Definition, c: &CollectorConfig) -> CollectorStatus {
         last_success: None,
         last: None,
         report: Report::default(),
+        probe: probe_of(c, checks),
     }
+}
+
+/// The probe a collector runs, if it is one: its name and budget.
+fn probe_of(c: &CollectorConfig, checks: &crate::config::Checks) -> Option<(String, Option<Duration>)> {
+    checks
+        .probes
+        .iter()
+        .find(|p| p.collector() == c.name)
+        .map(|p| (p.name.clone(), p.budget))
 }
 
 impl Health {
     pub fn new(enabled: &[(&'static Definition, CollectorConfig)], checks: &crate::config::Checks) -> Self {
         Health {
             slow_query_threshold: Mutex::new(checks.slow_query_threshold),
-            collectors: Mutex::new(enabled.iter().map(|(def, c)| status(def, c)).collect()),
+            collectors: Mutex::new(enabled.iter().map(|(def, c)| status(def, c, checks)).collect()),
             reload: Mutex::new((true, SystemTime::now())),
             process: prometheus::process_collector::ProcessCollector::for_self(),
         }
@@ -169,9 +186,10 @@ impl Health {
                     interval: c.interval,
                     timeout: c.timeout,
                     stale_after: c.stale_after,
+                    probe: probe_of(c, checks),
                     ..old.clone()
                 },
-                None => status(def, c),
+                None => status(def, c, checks),
             })
             .collect();
         *all = next;
@@ -429,6 +447,8 @@ impl Health {
             omitted,
         ]);
 
+        fams.extend(self.probe_families(leader));
+
         let mut threshold = Family::gauge(
             "pgsidecar_slow_query_threshold_seconds",
             "Configured slow-query threshold (checks.slow_queries.threshold)",
@@ -499,6 +519,39 @@ impl Health {
         out.extend_from_slice(&encode(fams));
         out.extend_from_slice(&encode_protos(self.process.collect()));
         out.freeze()
+    }
+}
+
+impl Health {
+    /// The probes' success, last success and budget, for the active ones.
+    fn probe_families(&self, leader: bool) -> Vec<Family> {
+        let l = &["probe"];
+        let mut success = Family::gauge(
+            "pgsidecar_probe_success",
+            "Whether the probe's last run succeeded (1) or not (0)",
+            l,
+        );
+        let mut last_ok = Family::gauge(
+            "pgsidecar_probe_last_success_timestamp_seconds",
+            "Unix time of the probe's last successful run (0: never)",
+            l,
+        );
+        let mut budget = Family::gauge(
+            "pgsidecar_probe_budget_seconds",
+            "The latency the probe must stay under (checks.probes[].budget)",
+            l,
+        );
+        for s in self.lock().iter().filter(|s| s.active(leader)) {
+            let Some((name, b)) = &s.probe else { continue };
+            if let Some(ok) = s.ok() {
+                success.set(&[name], if ok { 1.0 } else { 0.0 });
+            }
+            last_ok.set(&[name], s.last_success.map_or(0.0, unix));
+            if let Some(b) = b {
+                budget.set(&[name], b.as_secs_f64());
+            }
+        }
+        vec![success, last_ok, budget]
     }
 }
 
@@ -752,5 +805,73 @@ mod tests {
         h.record("stat_statements", SystemTime::now(), Duration::ZERO, ok(None));
         let text = String::from_utf8(h.render(pool, &Leadership::new(CoordinationMode::All)).to_vec()).unwrap();
         assert!(!text.contains("pgsidecar_collector_unavailable"), "{text}");
+    }
+
+    #[test]
+    fn a_probe_reports_success_and_budget_even_when_its_runs_fail() {
+        let yaml = "checks:\n  probes:\n    - name: history\n      query: SELECT 1\n      budget: 200ms\n    - name: plain\n      query: SELECT 2\n";
+        let config = crate::config::Config::from_yaml(
+            yaml,
+            "c.yaml",
+            &crate::config::Flags::default(),
+            &std::collections::BTreeMap::<String, String>::new(),
+            &[],
+        )
+        .unwrap();
+        let probes = crate::collectors::from_checks(&config.checks, &mut crate::collectors::Made::default());
+        let h = Health::new(&probes, &config.checks);
+        let pool = deadpool_postgres::Status {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0,
+        };
+        let render = |leadership: &Leadership| String::from_utf8(h.render(pool, leadership).to_vec()).unwrap();
+        let all = Leadership::new(CoordinationMode::All);
+        let text = render(&all);
+        assert!(
+            text.contains("pgsidecar_probe_budget_seconds{probe=\"history\"} 0.2\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("pgsidecar_probe_budget_seconds{probe=\"plain\"}"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("pgsidecar_probe_success"),
+            "not before the first run: {text}"
+        );
+        assert!(
+            text.contains("pgsidecar_probe_last_success_timestamp_seconds{probe=\"history\"} 0\n"),
+            "{text}"
+        );
+        h.record(
+            "probe:history",
+            UNIX_EPOCH + Duration::from_secs(1000),
+            Duration::ZERO,
+            ok(None),
+        );
+        h.record(
+            "probe:history",
+            SystemTime::now(),
+            Duration::ZERO,
+            Outcome::Failed("timed out".into()),
+        );
+        let text = render(&all);
+        assert!(
+            text.contains("pgsidecar_probe_success{probe=\"history\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pgsidecar_probe_last_success_timestamp_seconds{probe=\"history\"} 1000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pg_scrape_collector_success{collector=\"probe:history\"} 0\n"),
+            "{text}"
+        );
+        // Probes are the leader's: a follower shows none.
+        let text = render(&Leadership::new(CoordinationMode::None));
+        assert!(!text.contains("pgsidecar_probe_"), "{text}");
     }
 }

@@ -18,6 +18,7 @@ mod leader;
 mod metrics;
 mod scheduler;
 mod snapshot;
+mod sql;
 mod state;
 mod swap;
 

@@ -6,6 +6,10 @@
 //! the `prometheus` crate's text encoder. A family keeps at most one sample per
 //! label set: a second `set` with the same labels replaces the first, so a
 //! duplicate row can never produce an invalid exposition.
+//!
+//! A histogram family holds [`Histogram`] values: pgsidecar's own
+//! observations (a probe's execution times), which its owner accumulates
+//! across collections and hands over whole.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +25,70 @@ pub struct Family {
     kind: MetricType,
     labels: Vec<&'static str>,
     samples: BTreeMap<Vec<String>, f64>,
+    histograms: BTreeMap<Vec<String>, Histogram>,
+}
+
+/// Observations counted into buckets by upper bound (`le`), with their sum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds, ascending; `+Inf` is implied.
+    bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative); one more than `bounds`, for `+Inf`.
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Histogram {
+    /// Empty, with these upper bounds (sorted and deduplicated here).
+    pub fn new(mut bounds: Vec<f64>) -> Self {
+        bounds.retain(|b| b.is_finite());
+        bounds.sort_by(f64::total_cmp);
+        bounds.dedup();
+        let counts = vec![0; bounds.len() + 1];
+        Histogram {
+            bounds,
+            counts,
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Observations at most `bound` (which must be one of the bounds).
+    #[cfg(test)]
+    pub fn cumulative(&self, bound: f64) -> Option<u64> {
+        let i = self.bounds.iter().position(|b| *b == bound)?;
+        Some(self.counts[..=i].iter().sum())
+    }
+
+    fn to_proto(&self) -> proto::Histogram {
+        let mut h = proto::Histogram::default();
+        let mut total = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(bound, n)| {
+                total += n;
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(total);
+                b
+            })
+            .collect();
+        h.set_bucket(buckets);
+        h.set_sample_count(self.count());
+        h.set_sample_sum(self.sum);
+        h
+    }
 }
 
 impl Family {
@@ -36,6 +104,11 @@ impl Family {
         Self::new(name.into(), help.into(), MetricType::UNTYPED, labels)
     }
 
+    /// A family of [`Histogram`]s, filled with [`Family::set_histogram`].
+    pub fn histogram(name: impl Into<String>, help: impl Into<String>, labels: &[&'static str]) -> Self {
+        Self::new(name.into(), help.into(), MetricType::HISTOGRAM, labels)
+    }
+
     fn new(name: String, help: String, kind: MetricType, labels: &[&'static str]) -> Self {
         Family {
             name,
@@ -43,6 +116,7 @@ impl Family {
             kind,
             labels: labels.to_vec(),
             samples: BTreeMap::new(),
+            histograms: BTreeMap::new(),
         }
     }
 
@@ -53,12 +127,20 @@ impl Family {
             .insert(values.iter().map(|v| v.to_string()).collect(), value);
     }
 
+    /// Sets the histogram for these label values (a histogram family's).
+    pub fn set_histogram(&mut self, values: &[&str], h: Histogram) {
+        debug_assert_eq!(values.len(), self.labels.len(), "labels of {}", self.name);
+        debug_assert_eq!(self.kind, MetricType::HISTOGRAM, "{} is not a histogram", self.name);
+        self.histograms
+            .insert(values.iter().map(|v| v.to_string()).collect(), h);
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
 
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.samples.is_empty() && self.histograms.is_empty()
     }
 
     /// The value for these label values, if set (for unit tests).
@@ -69,7 +151,7 @@ impl Family {
     }
 
     pub fn len(&self) -> usize {
-        self.samples.len()
+        self.samples.len() + self.histograms.len()
     }
 
     fn write_untyped(&self, out: &mut Vec<u8>) {
@@ -108,10 +190,8 @@ impl Family {
         mf.set_name(self.name);
         mf.set_help(self.help);
         mf.set_field_type(self.kind);
-        for (values, v) in self.samples {
-            let mut m = proto::Metric::default();
-            let pairs = self
-                .labels
+        let labels = |values: Vec<String>| -> Vec<proto::LabelPair> {
+            self.labels
                 .iter()
                 .zip(values)
                 .map(|(name, value)| {
@@ -120,8 +200,17 @@ impl Family {
                     lp.set_value(value);
                     lp
                 })
-                .collect();
-            m.set_label(pairs);
+                .collect()
+        };
+        for (values, h) in &self.histograms {
+            let mut m = proto::Metric::default();
+            m.set_label(labels(values.clone()));
+            m.set_histogram(h.to_proto());
+            mf.mut_metric().push(m);
+        }
+        for (values, v) in self.samples.clone() {
+            let mut m = proto::Metric::default();
+            m.set_label(labels(values));
             match self.kind {
                 MetricType::COUNTER => {
                     let mut c = proto::Counter::default();
@@ -217,6 +306,31 @@ mod tests {
             text.find("pg_c 3").unwrap(),
         );
         assert!(a < s && s < c, "{text}");
+    }
+
+    #[test]
+    fn histograms_are_encoded_cumulatively_with_inf_sum_and_count() {
+        let mut h = Histogram::new(vec![0.1, 0.005, 0.1, f64::INFINITY]);
+        for v in [0.001, 0.005, 0.05, 2.0] {
+            h.observe(v);
+        }
+        assert_eq!(
+            (h.cumulative(0.005), h.cumulative(0.1), h.count()),
+            (Some(2), Some(3), 4)
+        );
+        let mut f = Family::histogram("pgsidecar_x_seconds", "help", &["probe"]);
+        f.set_histogram(&["a"], h);
+        let text = String::from_utf8(encode(vec![f]).to_vec()).unwrap();
+        assert!(text.contains("# TYPE pgsidecar_x_seconds histogram"), "{text}");
+        for line in [
+            "pgsidecar_x_seconds_bucket{probe=\"a\",le=\"0.005\"} 2\n",
+            "pgsidecar_x_seconds_bucket{probe=\"a\",le=\"0.1\"} 3\n",
+            "pgsidecar_x_seconds_bucket{probe=\"a\",le=\"+Inf\"} 4\n",
+            "pgsidecar_x_seconds_sum{probe=\"a\"} 2.056\n",
+            "pgsidecar_x_seconds_count{probe=\"a\"} 4\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
     }
 
     #[test]

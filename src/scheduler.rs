@@ -8,6 +8,13 @@
 //! in `pg_scrape_collector_success`. A failure is logged when it starts or its
 //! message changes, and recovery once, not a line per interval.
 //!
+//! A collector whose definition `backs_off` (a probe, the statement plans)
+//! skips ticks after failures in a row: after the n-th it waits 2^(n-1)
+//! intervals before the next attempt, at most [`MAX_BACKOFF_TICKS`] + 1, so
+//! a query that keeps timing out costs the server less and less; a success
+//! or a new leadership ends the backoff. Skipped ticks are not runs: health
+//! keeps the last failure.
+//!
 //! A server-scoped collector runs only while this sidecar is leader (see
 //! `leader.rs`). While not leader it does not touch the database and serves
 //! none of its series: its part is dropped when leadership is lost, and a
@@ -52,6 +59,16 @@ use crate::swap::Swap;
 /// How often the health families (process, pool) are refreshed when no
 /// collector finishes in between.
 pub const HEALTH_REFRESH: Duration = Duration::from_secs(5);
+
+/// Most ticks a backing-off collector skips between attempts.
+pub const MAX_BACKOFF_TICKS: u32 = 31;
+
+/// Ticks to skip after `failures` failed runs in a row: 0, 1, 3, 7, …, at most
+/// [`MAX_BACKOFF_TICKS`].
+fn backoff_ticks(failures: u32) -> u32 {
+    let doubled = 1u32.checked_shl(failures.saturating_sub(1)).unwrap_or(u32::MAX);
+    doubled.saturating_sub(1).min(MAX_BACKOFF_TICKS)
+}
 
 /// What a successful run produced: the encoded families, and what it
 /// reported besides them.
@@ -167,7 +184,7 @@ impl Task {
 pub struct Scheduler<R: Runner> {
     runner: Arc<R>,
     state: Arc<State>,
-    collectors: BTreeMap<&'static str, (CollectorConfig, Task)>,
+    collectors: BTreeMap<&'static str, (&'static Definition, CollectorConfig, Task)>,
     health: Task,
 }
 
@@ -194,7 +211,7 @@ impl<R: Runner> Scheduler<R> {
         let span = tracing::info_span!("collector", collector = def.name);
         let task = collector_loop(def, cfg.clone(), self.runner.clone(), self.state.clone(), stopped);
         let handle = tokio::spawn(task.instrument(span));
-        self.collectors.insert(def.name, (cfg, Task { stop, handle }));
+        self.collectors.insert(def.name, (def, cfg, Task { stop, handle }));
     }
 
     /// Makes exactly `collectors` run, each with its configuration: an
@@ -205,11 +222,16 @@ impl<R: Runner> Scheduler<R> {
         let wanted: BTreeMap<&'static str, _> = collectors.into_iter().map(|(d, c)| (d.name, (d, c))).collect();
         let names: Vec<&'static str> = self.collectors.keys().copied().collect();
         for name in names {
-            let unchanged = wanted.get(name).is_some_and(|(_, c)| self.collectors[name].0 == *c);
+            // The same definition (a probe made from the same settings is the
+            // same one) and the same configuration.
+            let (old_def, old_cfg, _) = &self.collectors[name];
+            let unchanged = wanted
+                .get(name)
+                .is_some_and(|(d, c)| std::ptr::eq(*d, *old_def) && c == old_cfg);
             if unchanged {
                 continue;
             }
-            if let Some((_, task)) = self.collectors.remove(name) {
+            if let Some((_, _, task)) = self.collectors.remove(name) {
                 task.stop().await;
             }
             if !wanted.contains_key(name) {
@@ -228,7 +250,7 @@ impl<R: Runner> Scheduler<R> {
 
     /// Stops every task and waits for them.
     pub async fn stop(self) {
-        for (_, (_, task)) in self.collectors {
+        for (_, (_, _, task)) in self.collectors {
             task.stop().await;
         }
         self.health.stop().await;
@@ -266,6 +288,8 @@ async fn collector_loop<R: Runner>(
     let mut errors = ErrorLog::default();
     let mut notes = ErrorLog::default();
     let mut last_success: Option<Instant> = None;
+    // Failed runs in a row, and the ticks still to skip because of them.
+    let (mut failures, mut skip) = (0u32, 0u32);
     let server = def.scope == Scope::Server && !cfg.every_pod;
     let mut leader = state.leadership.subscribe();
     loop {
@@ -278,6 +302,7 @@ async fn collector_loop<R: Runner>(
                 }
                 if *leader.borrow_and_update() {
                     ticker.reset();
+                    skip = 0;
                 } else {
                     stand_down(def, &state, runner.as_ref());
                     continue;
@@ -287,6 +312,10 @@ async fn collector_loop<R: Runner>(
         }
         if server && !*leader.borrow_and_update() {
             stand_down(def, &state, runner.as_ref());
+            continue;
+        }
+        if skip > 0 {
+            skip -= 1;
             continue;
         }
         let started = Instant::now();
@@ -315,6 +344,7 @@ async fn collector_loop<R: Runner>(
             Ok(collected) => {
                 part = Some(Some(collected.body));
                 last_success = Some(Instant::now());
+                failures = 0;
                 if errors.ended() {
                     tracing::info!(collector = def.name, "collector recovered");
                 }
@@ -334,6 +364,19 @@ async fn collector_loop<R: Runner>(
                     tracing::warn!(collector = def.name, error = %message, "collector failed");
                 } else {
                     tracing::debug!(collector = def.name, error = %message, "collector failed again");
+                }
+                failures = failures.saturating_add(1);
+                if def.backs_off {
+                    let before = skip;
+                    skip = backoff_ticks(failures);
+                    if skip > before && skip > 0 {
+                        tracing::info!(
+                            collector = def.name,
+                            failures,
+                            next_attempt_in = %crate::config::show(cfg.interval.saturating_mul(skip + 1)),
+                            "collector backs off after failures in a row"
+                        );
+                    }
                 }
                 let stale = last_success.is_none_or(|t| t.elapsed() > cfg.stale_after);
                 if stale && state.snapshot.has(def.name) {
@@ -371,11 +414,16 @@ mod tests {
     use crate::health::Health;
     use crate::leader::Leadership;
 
-    /// Answers each run with the next scripted result (`None`: never answers).
-    struct Script(Mutex<VecDeque<Option<Result<&'static str, &'static str>>>>);
+    /// Answers each run with the next scripted result (`None`: never
+    /// answers), and records when each run started.
+    struct Script(
+        Mutex<VecDeque<Option<Result<&'static str, &'static str>>>>,
+        Arc<Mutex<Vec<Instant>>>,
+    );
 
     impl Runner for Script {
         async fn run(&self, _: &'static Definition, _: &CollectorConfig) -> Result<Collected, CollectError> {
+            self.1.lock().unwrap().push(Instant::now());
             let next = self.0.lock().unwrap().pop_front().flatten();
             match next {
                 Some(Ok(body)) => Ok(Collected {
@@ -401,7 +449,17 @@ mod tests {
         }
     }
 
+    fn noop<'a>(_: &'a crate::db::Client, _: &'a Ctx) -> crate::collectors::CollectFuture<'a> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// A collector that backs off, as a probe does.
+    static PROBE: Definition = Definition::custom("probe:x", noop).backs_off();
+
     fn def(name: &str) -> &'static Definition {
+        if name == PROBE.name {
+            return &PROBE;
+        }
         crate::collectors::ALL.iter().find(|d| d.name == name).unwrap()
     }
 
@@ -421,13 +479,24 @@ mod tests {
         mode: CoordinationMode,
         script: Vec<Option<Result<&'static str, &'static str>>>,
     ) -> (Arc<State>, Scheduler<Script>) {
+        let (state, scheduler, _) = start_recorded(name, mode, script);
+        (state, scheduler)
+    }
+
+    /// As `start`, also returning when each run started.
+    fn start_recorded(
+        name: &'static str,
+        mode: CoordinationMode,
+        script: Vec<Option<Result<&'static str, &'static str>>>,
+    ) -> (Arc<State>, Scheduler<Script>, Arc<Mutex<Vec<Instant>>>) {
         let c = cfg(name);
         let collectors = vec![(def(name), c)];
         let health = Health::new(&collectors, &Checks::default());
         let state = Arc::new(State::new(health, Arc::new(Leadership::new(mode))));
-        let runner = Arc::new(Script(Mutex::new(script.into())));
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let runner = Arc::new(Script(Mutex::new(script.into()), runs.clone()));
         let scheduler = Scheduler::start(runner, state.clone(), collectors);
-        (state, scheduler)
+        (state, scheduler, runs)
     }
 
     fn body(state: &State) -> String {
@@ -515,7 +584,7 @@ mod tests {
         }
 
         fn pool(&self) -> PoolStatus {
-            Script(Mutex::new(VecDeque::new())).pool()
+            Script(Mutex::new(VecDeque::new()), Arc::default()).pool()
         }
 
         fn scrub(&self, message: &str) -> String {
@@ -559,5 +628,38 @@ mod tests {
         // The restarted collector's series were replaced, never dropped.
         assert!(body(&state).contains("x_stat_database 4\n"));
         scheduler.stop().await;
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let ticks: Vec<u32> = (0..9).map(backoff_ticks).collect();
+        assert_eq!(ticks, [0, 0, 1, 3, 7, 15, 31, 31, 31]);
+        assert_eq!(backoff_ticks(u32::MAX), MAX_BACKOFF_TICKS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collector_that_backs_off_waits_longer_after_each_failure_until_a_success() {
+        let t0 = Instant::now();
+        let mut script = vec![Some(Err("timed out")); 6];
+        script.extend([Some(Ok("p 1\n")), Some(Ok("p 2\n"))]);
+        let (state, stop, runs) = start_recorded("probe:x", CoordinationMode::All, script);
+        until(t0, Duration::from_millis(64_500)).await;
+        let at: Vec<u64> = runs.lock().unwrap().iter().map(|t| (*t - t0).as_secs()).collect();
+        // Failures at 0, 1, 3, 7, 15 and 31 s; the run at 63 s succeeds and
+        // ends the backoff, so the next is one interval later.
+        assert_eq!(at, [0, 1, 3, 7, 15, 31, 63, 64]);
+        let s = &state.health.statuses()[0];
+        assert_eq!((s.runs, s.failures), (8, 6));
+        assert!(body(&state).contains("p 2\n"));
+        stop.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collector_that_does_not_back_off_runs_on_every_tick() {
+        let t0 = Instant::now();
+        let (_state, stop, runs) = start_recorded("settings", CoordinationMode::All, vec![Some(Err("down")); 6]);
+        until(t0, Duration::from_millis(5_500)).await;
+        assert_eq!(runs.lock().unwrap().len(), 6);
+        stop.stop().await;
     }
 }

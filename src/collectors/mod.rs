@@ -9,15 +9,21 @@
 //! hand-built rows. Adding a collector is one new file plus one line in
 //! [`ALL`]. Collectors never touch HTTP or the snapshot: they return
 //! families, and the scheduler stores them.
+//!
+//! Besides [`ALL`], the configuration's `checks:` asks for collectors of
+//! its own ([`from_checks`]): one per probe (`probe.rs`) and the statement
+//! plans (`pg_stat_statements_plans.rs`). They are [`Stateful`]: they keep
+//! what they learn between runs (a plan's fingerprint, an explain budget).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::config::CollectorDefaults;
+use crate::config::{Checks, CollectorConfig, CollectorDefaults};
 use crate::db::{Client, DbError, describe};
 use crate::metrics::Family;
 
+pub mod plan;
 pub mod table;
 
 mod console;
@@ -33,6 +39,7 @@ mod pg_stat_activity_queries;
 mod pg_stat_database;
 mod pg_stat_database_conflicts;
 mod pg_stat_statements;
+mod pg_stat_statements_plans;
 mod pg_stat_user_indexes;
 mod pg_stat_user_tables;
 mod pg_statio_user_tables;
@@ -60,6 +67,7 @@ mod pg_stat_replication;
 mod pg_stat_wal;
 mod pg_stat_wal_receiver;
 mod pg_statio_user_indexes;
+mod probe;
 
 pub use table::Table;
 
@@ -106,6 +114,49 @@ pub const ALL: &[Definition] = &[
     pgbouncer_config::DEFINITION,
 ];
 
+/// What a made collector was made from.
+#[derive(PartialEq)]
+enum MadeFrom {
+    Probe(crate::config::Probe),
+    Explain(crate::config::Explain),
+}
+
+/// The collectors one pgsidecar has made from its checks so far (see
+/// [`from_checks`]).
+#[derive(Default)]
+pub struct Made(Vec<(MadeFrom, &'static Definition, CollectorConfig)>);
+
+/// The collectors that `checks:` asks for, with their configuration: one
+/// per probe, then the statement plans if `slow_queries.explain` is on.
+///
+/// Each is made once and never freed: the scheduler, the health and the
+/// snapshot know every collector as `&'static`, as they know the built-in
+/// ones. `made` remembers them, so a reload that keeps a probe as it was
+/// gets the same definition back, and its task and its memory between runs
+/// (plan fingerprints, the explain budget) carry on; only a changed or new
+/// probe makes a new one (a few hundred bytes).
+pub fn from_checks(checks: &Checks, made: &mut Made) -> Vec<(&'static Definition, CollectorConfig)> {
+    let wanted = checks
+        .probes
+        .iter()
+        .map(|p| MadeFrom::Probe(p.clone()))
+        .chain(checks.statements.explain.iter().map(|e| MadeFrom::Explain(e.clone())));
+    wanted
+        .map(|from| {
+            if let Some((_, def, cfg)) = made.0.iter().find(|(f, _, _)| *f == from) {
+                return (*def, cfg.clone());
+            }
+            let (def, cfg) = match &from {
+                MadeFrom::Probe(p) => probe::definition(p),
+                MadeFrom::Explain(e) => pg_stat_statements_plans::definition(e),
+            };
+            let def: &'static Definition = Box::leak(Box::new(def));
+            made.0.push((from, def, cfg.clone()));
+            (def, cfg)
+        })
+        .collect()
+}
+
 /// Each collector's name and defaults, as configuration loading takes them.
 pub fn defaults() -> Vec<CollectorDefaults> {
     ALL.iter()
@@ -128,7 +179,7 @@ pub fn upstream_names() -> impl Iterator<Item = &'static str> {
     ALL.iter()
         .filter_map(|d| match &d.source {
             Source::Table(t) => Some(t.columns),
-            Source::Custom(_) | Source::CoveredBy(_) => None,
+            Source::Custom(_) | Source::CoveredBy(_) | Source::Stateful(_) => None,
         })
         .flatten()
         .filter(|c| c.upstream)
@@ -215,6 +266,15 @@ pub enum Source {
     /// series. Enabling it enables that one instead (see
     /// `config::CollectorDefaults::covered_by`); it never runs.
     CoveredBy(&'static str),
+    /// Made from the configuration, with memory between runs; leaked with
+    /// its definition (see [`from_checks`]).
+    Stateful(&'static dyn Stateful),
+}
+
+/// A collector that keeps what it learns between runs (behind its own lock:
+/// runs of one collector never overlap, but it is shared with the tasks).
+pub trait Stateful: Send + Sync {
+    fn collect<'a>(&'a self, client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a>;
 }
 
 /// A collector as the configuration and the scheduler see it.
@@ -234,6 +294,9 @@ pub struct Definition {
     pub since: u32,
     pub since_note: &'static str,
     pub target: Target,
+    /// After failures in a row it waits longer and longer between attempts
+    /// (see `scheduler`), instead of trying on every tick.
+    pub backs_off: bool,
     pub source: Source,
 }
 
@@ -249,6 +312,7 @@ impl Definition {
             since: 0,
             since_note: "",
             target: Target::Postgres,
+            backs_off: false,
             source: Source::Table(table),
         }
     }
@@ -264,6 +328,7 @@ impl Definition {
             since: 0,
             since_note: "",
             target: Target::Postgres,
+            backs_off: false,
             source: Source::Custom(collect),
         }
     }
@@ -279,6 +344,7 @@ impl Definition {
             since: 0,
             since_note: "",
             target: Target::Postgres,
+            backs_off: false,
             source: Source::CoveredBy(by),
         }
     }
@@ -334,6 +400,14 @@ impl Definition {
         }
     }
 
+    /// Backs off after failures in a row.
+    pub const fn backs_off(self) -> Self {
+        Definition {
+            backs_off: true,
+            ..self
+        }
+    }
+
     /// One run on a connection.
     pub fn collect<'a>(&'a self, client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         if ctx.server_version_num < self.since {
@@ -348,6 +422,7 @@ impl Definition {
             Source::Table(t) => Box::pin(t.collect(client, ctx)),
             Source::Custom(f) => f(client, ctx),
             Source::CoveredBy(_) => Box::pin(async { Ok(Vec::new()) }),
+            Source::Stateful(s) => s.collect(client, ctx),
         }
     }
 }
@@ -370,6 +445,9 @@ pub enum CollectError {
     },
     #[error("query {what}: no row returned")]
     NoRow { what: &'static str },
+    /// An `EXPLAIN` output that is not what PostgreSQL prints.
+    #[error("{0}")]
+    Plan(String),
     #[error("timed out after {}", crate::config::show(*.0))]
     Timeout(Duration),
     #[error("collector panicked: {0}")]
@@ -518,5 +596,27 @@ mod tests {
             let deciders: Vec<_> = ALL.iter().filter(|d| d.decides_up && d.target == target).collect();
             assert_eq!(deciders.len(), 1, "{target:?}");
         }
+    }
+
+    #[test]
+    fn a_probe_kept_by_a_reload_keeps_its_definition() {
+        let checks = |query: &str| {
+            let yaml = format!("checks:\n  probes:\n    - name: history\n      query: {query}\n");
+            let env = std::collections::BTreeMap::<String, String>::new();
+            crate::config::Config::from_yaml(&yaml, "c.yaml", &Default::default(), &env, &defaults())
+                .unwrap()
+                .checks
+        };
+        let mut made = Made::default();
+        let first = from_checks(&checks("SELECT 1"), &mut made);
+        let again = from_checks(&checks("SELECT 1"), &mut made);
+        let changed = from_checks(&checks("SELECT 2"), &mut made);
+        assert_eq!(first.len(), 1);
+        assert!(std::ptr::eq(first[0].0, again[0].0));
+        assert!(!std::ptr::eq(first[0].0, changed[0].0));
+        assert_eq!(first[0].0.name, "probe:history");
+        // Another pgsidecar makes its own: no memory is shared.
+        let other = from_checks(&checks("SELECT 1"), &mut Made::default());
+        assert!(!std::ptr::eq(first[0].0, other[0].0));
     }
 }

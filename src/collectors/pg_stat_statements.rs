@@ -140,7 +140,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
 }
 
 /// The missing prerequisite behind a failed query, if that is what failed.
-async fn unavailable(client: &Client, e: &tokio_postgres::Error) -> Option<CollectError> {
+pub(super) async fn unavailable(client: &Client, e: &tokio_postgres::Error) -> Option<CollectError> {
     let db = e.as_db_error()?;
     let code = db.code();
     let reason = if *code == SqlState::UNDEFINED_FUNCTION || *code == SqlState::UNDEFINED_TABLE {

@@ -2,7 +2,8 @@
 //! expectations (slow-query threshold, connection pools, materialized views,
 //! expected indexes, the migration revision, and which relations per-table
 //! collectors may report). Parsed by the same walker as the rest of the
-//! configuration, so its problems carry file, line, column and key.
+//! configuration, so its problems carry file, line, column and key. The
+//! probes and `slow_queries.explain` have a file of their own, `probes.rs`.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
+use super::probes::{Explain, Probe};
 use super::{Fields, Walker, join, kind};
 
 #[derive(Clone, Debug)]
@@ -25,6 +27,9 @@ pub struct Checks {
     pub relations: Relations,
     /// The PgBouncer alerts' thresholds (`pgbouncer.thresholds`).
     pub pgbouncer: super::PgBouncerThresholds,
+    /// `checks.probes`: the team's hot queries, planned (and timed) on their
+    /// own interval.
+    pub probes: Vec<Probe>,
 }
 
 impl Default for Checks {
@@ -39,6 +44,7 @@ impl Default for Checks {
             migrations: None,
             relations: Relations::default(),
             pgbouncer: super::PgBouncerThresholds::default(),
+            probes: Vec::new(),
         }
     }
 }
@@ -53,6 +59,8 @@ pub struct Statements {
     pub query_text_length: usize,
     /// Leave out statements run by pgsidecar's own role (use a dedicated role).
     pub exclude_own_role: bool,
+    /// `slow_queries.explain`: plan the slow statements (`None`: off).
+    pub explain: Option<Explain>,
 }
 
 impl Default for Statements {
@@ -62,6 +70,7 @@ impl Default for Statements {
             include_query_text: false,
             query_text_length: 120,
             exclude_own_role: true,
+            explain: None,
         }
     }
 }
@@ -218,6 +227,7 @@ const CHECK_KEYS: &[&str] = &[
     "indexes",
     "migrations",
     "relations",
+    "probes",
 ];
 const SLOW_KEYS: &[&str] = &[
     "threshold",
@@ -225,6 +235,7 @@ const SLOW_KEYS: &[&str] = &[
     "include_query_text",
     "query_text_length",
     "exclude_own_role",
+    "explain",
 ];
 const POOL_KEYS: &[&str] = &[
     "name",
@@ -265,6 +276,7 @@ impl Walker<'_> {
             .integer(&s, "query_text_length", &sp, 16, 10_000)
             .map_or(st.query_text_length, |n| n as usize);
         st.exclude_own_role = self.boolean(&s, "exclude_own_role", &sp).unwrap_or(true);
+        st.explain = self.explain(&s, &sp);
 
         checks.pools = self.pools(get("pools"));
         checks.matviews = self.matviews(get("materialized_views"));
@@ -316,7 +328,7 @@ impl Walker<'_> {
                     Some(Value::Number(_)) => None,
                     _ => self.string(&mf, "expected", &mp),
                 },
-                query: self.query(&mf, "query", &mp),
+                query: self.query(&mf, "query", &mp).map(|q| q.text),
             });
         }
 
@@ -330,6 +342,7 @@ impl Walker<'_> {
         rel.max_series = self
             .integer(&r, "max_series", &rp, 1, 1_000_000)
             .map_or(rel.max_series, |n| n as usize);
+        checks.probes = self.probes(get("probes"));
         checks
     }
 
@@ -390,7 +403,7 @@ impl Walker<'_> {
             if !f.contains_key("max_age") {
                 self.problem(&p, "missing key max_age (how old the view may get, e.g. 1h)");
             }
-            let freshness_query = self.query(&f, "freshness_query", &p);
+            let freshness_query = self.query(&f, "freshness_query", &p).map(|q| q.text);
             if let (Some(name), Some(max_age)) = (name, max_age) {
                 let (schema, name) = split_qualified(&name);
                 out.push(Matview {
@@ -405,7 +418,7 @@ impl Walker<'_> {
     }
 
     /// The items of a list under `key`; reports a non-list.
-    fn list<'v>(&mut self, f: &Fields<'v>, key: &str, path: &[&str]) -> Vec<(usize, &'v Value)> {
+    pub(super) fn list<'v>(&mut self, f: &Fields<'v>, key: &str, path: &[&str]) -> Vec<(usize, &'v Value)> {
         match f.get(key) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Sequence(items)) => items.iter().enumerate().collect(),
@@ -416,7 +429,7 @@ impl Walker<'_> {
         }
     }
 
-    fn strings(&mut self, f: &Fields, key: &str, path: &[&str]) -> Vec<String> {
+    pub(super) fn strings(&mut self, f: &Fields, key: &str, path: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
         for (n, item) in self.list(f, key, path) {
             match item {
@@ -432,20 +445,21 @@ impl Walker<'_> {
         out
     }
 
-    /// A query the user writes (a freshness or migrations query): one
-    /// statement, run as written; a trailing `;` is dropped.
-    fn query(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
+    /// A query the user writes (a freshness, migrations or probe query):
+    /// one statement that only reads (see `sql::check_query`), run as
+    /// written; a trailing `;` is dropped.
+    pub(super) fn query(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<crate::sql::Query> {
         let q = self.string(f, key, path)?;
-        match single_statement(&q) {
+        match crate::sql::check_query(&q) {
             Ok(q) => Some(q),
             Err(e) => {
-                self.problem(&join(path, key), e);
+                self.problem(&join(path, key), e.to_string());
                 None
             }
         }
     }
 
-    fn required_string(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
+    pub(super) fn required_string(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<String> {
         if !f.contains_key(key) {
             self.problem(path, format!("missing key {key}"));
             return None;
@@ -459,28 +473,8 @@ impl Walker<'_> {
     }
 }
 
-/// A query without its trailing `;` and whitespace, if it is one statement
-/// that reads (`SELECT`, `WITH`, `VALUES` or `TABLE`).
-fn single_statement(q: &str) -> Result<String, String> {
-    let q = q.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-    if q.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if q.contains(';') {
-        return Err("must be a single statement: remove the ';' between statements".into());
-    }
-    let first = q.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-    if !["SELECT", "WITH", "VALUES", "TABLE"].contains(&first.trim_start_matches('(')) {
-        return Err(format!(
-            "must be a query (SELECT, WITH, VALUES or TABLE), not {}",
-            super::shown(&first)
-        ));
-    }
-    Ok(q.to_string())
-}
-
 /// `schema.name` → (Some(schema), name); `name` → (None, name).
-fn split_qualified(s: &str) -> (Option<String>, String) {
+pub(super) fn split_qualified(s: &str) -> (Option<String>, String) {
     match s.trim().split_once('.') {
         Some((schema, name)) => (Some(schema.to_string()), name.to_string()),
         None => (None, s.trim().to_string()),
@@ -491,24 +485,31 @@ fn split_qualified(s: &str) -> (Option<String>, String) {
 mod tests {
     use super::*;
 
+    /// Regression: a `;` inside a literal made a freshness query "two
+    /// statements".
     #[test]
-    fn user_queries_are_one_reading_statement() {
-        assert_eq!(single_statement(" SELECT now();\n "), Ok("SELECT now()".to_string()));
+    fn user_queries_are_read_by_the_lexer() {
+        let w = |yaml: &str| {
+            crate::config::Config::from_yaml(
+                yaml,
+                "c.yaml",
+                &crate::config::Flags::default(),
+                &std::collections::BTreeMap::<String, String>::new(),
+                &[],
+            )
+        };
+        let c = w("checks:\n  materialized_views:\n    - name: v\n      max_age: 1h\n      freshness_query: \"SELECT max(t) FROM log WHERE note <> ';' -- newest\"\n").unwrap();
         assert_eq!(
-            single_statement("select max(t) from log -- newest"),
-            Ok("select max(t) from log -- newest".to_string())
+            c.checks.matviews[0].freshness_query.as_deref(),
+            Some("SELECT max(t) FROM log WHERE note <> ';' -- newest")
         );
+        let err = w("checks:\n  migrations:\n    query: \"SELECT 1; DROP TABLE x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
-            single_statement("SELECT 1; DROP TABLE x")
-                .unwrap_err()
-                .contains("single statement")
+            err.contains("c.yaml:3:5: checks.migrations.query: must be a single statement"),
+            "{err}"
         );
-        assert!(
-            single_statement("DELETE FROM x")
-                .unwrap_err()
-                .contains("not \"DELETE\"")
-        );
-        assert_eq!(single_statement(" ; ").unwrap_err(), "must not be empty");
     }
 
     #[test]

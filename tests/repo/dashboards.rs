@@ -11,13 +11,14 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-const DASHBOARDS: [&str; 6] = [
+const DASHBOARDS: [&str; 7] = [
     "pgsidecar-overview.json",
     "pgsidecar-queries.json",
     "pgsidecar-connections.json",
     "pgsidecar-objects.json",
     "pgsidecar-self.json",
     "pgsidecar-pgbouncer.json",
+    "pgsidecar-probes.json",
 ];
 
 /// Metrics about one pgsidecar process or its pod, which every sidecar

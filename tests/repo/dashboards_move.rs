@@ -35,13 +35,14 @@ use crate::support::pgbouncer::{Auth, PgBouncer};
 use crate::support::scrape::{get, until};
 use crate::support::{WAIT, eventually};
 
-/// Metrics that have no series here: autovacuum is off, and no collector
-/// misses a prerequisite. Every other server-wide query must have data
-/// before the move.
-const EMPTY_HERE: [&str; 3] = [
+/// Metrics that have no series here: autovacuum is off, no collector
+/// misses a prerequisite, and no statement is slow enough to be planned.
+/// Every other server-wide query must have data before the move.
+const EMPTY_HERE: [&str; 4] = [
     "pg_stat_user_tables_last_autovacuum",
     "pg_stat_user_tables_last_autoanalyze",
     "pgsidecar_collector_unavailable",
+    "pgsidecar_statement_plan_seq_scans",
 ];
 
 type Labels = BTreeMap<String, String>;
@@ -245,7 +246,7 @@ async fn dashboards_follow_a_leadership_move() {
 
     let leader = fleet.one_leader(WAIT, "one leader", |_| true).await;
     let follower = pods[1 - leader];
-    let collectors = crate::support::default_collectors() + crate::support::pgbouncer_collectors();
+    let collectors = crate::support::fixture::example_collectors() + crate::support::pgbouncer_collectors();
     until_scraped(prom_addr, fleet.addr(leader), None, collectors).await;
     let start = now();
     let follower_metrics = until(fleet.addr(follower), WAIT, "the follower's pools", |m| {

@@ -273,10 +273,14 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     db.batch_execute("UPDATE pgsidecar.matview_refresh SET last_refresh = now() - interval '2 hours'")
         .await
         .unwrap();
-    // 4. A dropped index. 5. A wrong migration revision.
-    db.batch_execute("DROP INDEX idx_saved_words_review; UPDATE alembic_version SET version_num = '002'")
-        .await
-        .unwrap();
+    // 4. A dropped index. 5. A wrong migration revision. 6. The index of the
+    // message-history probe dropped: its plan loses it.
+    db.batch_execute(
+        "DROP INDEX idx_saved_words_review; UPDATE alembic_version SET version_num = '002'; \
+         DROP INDEX idx_messages_user_created",
+    )
+    .await
+    .unwrap();
     // What the object and maintenance panels show: an invalid index left by a
     // failed concurrent unique build, a manual vacuum, dead rows for
     // autovacuum, a database connection limit.
@@ -338,6 +342,14 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
             "PgBouncerServerConnectionsNearPoolSize",
             vec![("severity", "critical"), ("database", "postgres")],
         ),
+        (
+            "PostgresProbePlanLostIndex",
+            vec![
+                ("severity", "critical"),
+                ("probe", "message_history"),
+                ("index", "idx_messages_user_created"),
+            ],
+        ),
     ];
     // Longer than WAIT: each alert needs a rate over several scrapes, a `for:`
     // and Alertmanager's grouping.
@@ -383,6 +395,7 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         "PgBouncerDown",
         "PgsidecarCollectorFailing",
         "PostgresMatviewNotPopulated",
+        "PgsidecarProbeFailing",
     ] {
         assert!(
             !got.iter()

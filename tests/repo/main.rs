@@ -27,6 +27,7 @@ mod layout;
 mod leader;
 mod logins;
 mod pgbouncer;
+mod probe_config;
 mod reload;
 mod secrets;
 mod tls;

@@ -34,13 +34,14 @@ pub async fn create_app_db(cluster: &Cluster, name: &str) -> tokio_postgres::Cli
 
 /// The application database as pgsidecar watches it in production: the
 /// schema, a login role `pgsidecar` with `password` in `pg_monitor` that may
-/// read the migration table, the refresh log installed, and the view
+/// read the application's tables (the migration table, and what the probes
+/// and the statement plans read), the refresh log installed, and the view
 /// refreshed once. Returns a superuser connection to it and the role's DSN.
 pub async fn monitored_app_db(cluster: &Cluster, password: &str) -> (tokio_postgres::Client, String) {
     let db = create_app_db(cluster, "mluvme").await;
     db.batch_execute(&format!(
         "DROP ROLE IF EXISTS pgsidecar; CREATE ROLE pgsidecar LOGIN PASSWORD '{password}' IN ROLE pg_monitor; \
-         GRANT SELECT ON alembic_version TO pgsidecar"
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO pgsidecar"
     ))
     .await
     .unwrap();
@@ -70,4 +71,19 @@ collectors:
     interval: 1s
 "
     )
+}
+
+/// How many collectors the leader runs with [`example_config`]: the
+/// built-in ones enabled, one per probe, and the statement plans.
+pub fn example_collectors() -> usize {
+    let env: std::collections::BTreeMap<String, String> = [("DB_HOST".to_string(), "127.0.0.1".to_string())].into();
+    let config = pgsidecar::config_from_yaml(
+        &example_config(""),
+        "examples/mluvme.yaml",
+        &pgsidecar::config::Flags::default(),
+        &env,
+    )
+    .expect("the example config is valid");
+    config.collectors.iter().filter(|c| c.enabled).count()
+        + pgsidecar::collectors::from_checks(&config.checks, &mut pgsidecar::collectors::Made::default()).len()
 }

@@ -517,6 +517,17 @@ impl Cluster {
         )
     }
 
+    /// A DSN for `user` over the cluster's Unix socket, which it trusts: no
+    /// password, so no SCRAM exchange (slow in a debug build on a busy
+    /// machine) for tests about something else.
+    pub fn socket_dsn(&self, user: &str, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname={dbname} sslmode=disable",
+            self.dir.display(),
+            self.port()
+        )
+    }
+
     pub async fn connect(&self, dbname: &str, application_name: &str) -> tokio_postgres::Client {
         let dsn = format!("{} application_name={application_name}", self.dsn(dbname));
         let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
