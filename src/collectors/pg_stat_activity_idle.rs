@@ -10,10 +10,8 @@
 //! - `pg_process_idle_seconds_sum`: their idle seconds added up;
 //! - `pg_process_idle_seconds_count`: the sessions.
 //!
-//! These are three untyped families with the histogram's series names:
-//! queries such as `histogram_quantile(0.9, pg_process_idle_seconds_bucket)`
-//! work as with upstream, but the `# TYPE` line says `untyped`, since
-//! pgsidecar's family builder has no histogram type.
+//! One histogram family, as upstream's: `histogram_quantile(0.9,
+//! pg_process_idle_seconds_bucket)` works as with upstream.
 //!
 //! One row per idle session is read; the buckets are counted here, by the
 //! pure [`families`]. Version gates: none. Works on a hot standby.
@@ -21,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use super::{Client, CollectFuture, Ctx, Definition, float, query, text};
-use crate::metrics::Family;
+use crate::metrics::{Family, Histogram};
 
 pub const DEFINITION: Definition = Definition::custom("process_idle", collect).opt_in();
 
@@ -55,38 +53,22 @@ fn collect<'a>(client: &'a Client, _ctx: &'a Ctx) -> CollectFuture<'a> {
 }
 
 pub fn families(rows: &[Row]) -> Vec<Family> {
-    let mut groups: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, &str), Histogram> = BTreeMap::new();
     for r in rows {
         groups
             .entry((r.state.as_str(), r.application_name.as_str()))
-            .or_default()
-            .push(r.idle);
+            .or_insert_with(|| Histogram::new(BUCKETS.to_vec()))
+            .observe(r.idle);
     }
-    let mut bucket = Family::untyped(
-        "pg_process_idle_seconds_bucket",
-        "Idle sessions by how long they have been idle: those idle at most le seconds",
-        &["state", "application_name", "le"],
-    );
-    let mut sum = Family::untyped(
-        "pg_process_idle_seconds_sum",
-        "Seconds the idle sessions have been idle, added up",
+    let mut idle = Family::histogram(
+        "pg_process_idle_seconds",
+        "Idle sessions by how long they have been idle, in seconds",
         &["state", "application_name"],
     );
-    let mut count = Family::untyped(
-        "pg_process_idle_seconds_count",
-        "Idle sessions",
-        &["state", "application_name"],
-    );
-    for ((state, app), ages) in &groups {
-        for le in BUCKETS {
-            let n = ages.iter().filter(|a| **a <= le).count();
-            bucket.set(&[state, app, &le.to_string()], n as f64);
-        }
-        bucket.set(&[state, app, "+Inf"], ages.len() as f64);
-        sum.set(&[state, app], ages.iter().sum());
-        count.set(&[state, app], ages.len() as f64);
+    for ((state, app), h) in groups {
+        idle.set_histogram(&[state, app], h);
     }
-    vec![bucket, sum, count]
+    vec![idle]
 }
 
 #[cfg(test)]
@@ -101,11 +83,17 @@ mod tests {
             idle,
         };
         let f = families(&[row(0.5), row(3.0), row(400.0)]);
-        assert_eq!(f[0].get(&["idle", "web", "1"]), Some(1.0));
-        assert_eq!(f[0].get(&["idle", "web", "5"]), Some(2.0));
-        assert_eq!(f[0].get(&["idle", "web", "300"]), Some(2.0));
-        assert_eq!(f[0].get(&["idle", "web", "+Inf"]), Some(3.0));
-        assert_eq!(f[1].get(&["idle", "web"]), Some(403.5));
-        assert_eq!(f[2].get(&["idle", "web"]), Some(3.0));
+        let text = String::from_utf8(crate::metrics::encode(f).to_vec()).unwrap();
+        for line in [
+            "# TYPE pg_process_idle_seconds histogram",
+            "pg_process_idle_seconds_bucket{state=\"idle\",application_name=\"web\",le=\"1\"} 1",
+            "pg_process_idle_seconds_bucket{state=\"idle\",application_name=\"web\",le=\"5\"} 2",
+            "pg_process_idle_seconds_bucket{state=\"idle\",application_name=\"web\",le=\"300\"} 2",
+            "pg_process_idle_seconds_bucket{state=\"idle\",application_name=\"web\",le=\"+Inf\"} 3",
+            "pg_process_idle_seconds_sum{state=\"idle\",application_name=\"web\"} 403.5",
+            "pg_process_idle_seconds_count{state=\"idle\",application_name=\"web\"} 3",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 }
