@@ -26,8 +26,13 @@ struct Files {
 }
 
 impl Files {
+    /// A directory of its own: the tests of this file run side by side, and
+    /// one's clean-up must not delete another's config and log (it did: the
+    /// other then waited 30 s for a start-up line in a deleted file).
     fn new() -> Files {
-        let dir = std::env::temp_dir().join(format!("pgsidecar-reload-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pgsidecar-reload-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Files { dir }
     }
