@@ -169,6 +169,10 @@ pub fn defaults() -> Vec<CollectorDefaults> {
                 _ => None,
             },
             pgbouncer: d.target == Target::PgBouncer,
+            families: match &d.source {
+                Source::Table(t) => t.columns.iter().map(|c| c.metric).collect(),
+                _ => Vec::new(),
+            },
         })
         .collect()
 }
