@@ -68,6 +68,7 @@ mod pg_stat_wal;
 mod pg_stat_wal_receiver;
 mod pg_statio_user_indexes;
 mod probe;
+mod query;
 
 pub use table::Table;
 
@@ -119,6 +120,7 @@ pub const ALL: &[Definition] = &[
 enum MadeFrom {
     Probe(crate::config::Probe),
     Explain(crate::config::Explain),
+    Query(crate::config::CustomQuery),
 }
 
 /// The collectors one pgsidecar has made from its checks so far (see
@@ -141,6 +143,19 @@ pub fn from_checks(checks: &Checks, made: &mut Made) -> Vec<(&'static Definition
         .iter()
         .map(|p| MadeFrom::Probe(p.clone()))
         .chain(checks.statements.explain.iter().map(|e| MadeFrom::Explain(e.clone())));
+    make(wanted, made)
+}
+
+/// The collectors of the custom queries (`queries:`, `--extend.query-path`),
+/// one `query:<name>` each, made and remembered as [`from_checks`] does.
+pub fn from_queries(
+    queries: &[crate::config::CustomQuery],
+    made: &mut Made,
+) -> Vec<(&'static Definition, CollectorConfig)> {
+    make(queries.iter().map(|q| MadeFrom::Query(q.clone())), made)
+}
+
+fn make(wanted: impl Iterator<Item = MadeFrom>, made: &mut Made) -> Vec<(&'static Definition, CollectorConfig)> {
     wanted
         .map(|from| {
             if let Some((_, def, cfg)) = made.0.iter().find(|(f, _, _)| *f == from) {
@@ -149,6 +164,7 @@ pub fn from_checks(checks: &Checks, made: &mut Made) -> Vec<(&'static Definition
             let (def, cfg) = match &from {
                 MadeFrom::Probe(p) => probe::definition(p),
                 MadeFrom::Explain(e) => pg_stat_statements_plans::definition(e),
+                MadeFrom::Query(q) => query::definition(q),
             };
             let def: &'static Definition = Box::leak(Box::new(def));
             made.0.push((from, def, cfg.clone()));
@@ -452,6 +468,10 @@ pub enum CollectError {
     /// An `EXPLAIN` output that is not what PostgreSQL prints.
     #[error("{0}")]
     Plan(String),
+    /// A custom query's rows that cannot be series (too many, a value that
+    /// is not a number, two rows with the same labels).
+    #[error("{0}")]
+    Rows(String),
     #[error("timed out after {}", crate::config::show(*.0))]
     Timeout(Duration),
     #[error("collector panicked: {0}")]
