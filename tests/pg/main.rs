@@ -19,6 +19,7 @@ mod indexes;
 mod matviews;
 mod probes;
 mod promtool;
+mod queries;
 mod replication;
 mod stat_statements;
 mod statement_plans;
