@@ -107,7 +107,7 @@ impl Stateful for QueryCollector {
                 }
                 cells.push(out);
             }
-            let (families, notes) = families(q, &self.labels, &columns, cells)?;
+            let (families, notes) = families(q, ctx.server_version_num, &self.labels, &columns, cells)?;
             for n in notes {
                 ctx.note(n);
             }
@@ -338,6 +338,7 @@ pub fn go_duration_ms(s: &str) -> Option<f64> {
 /// row a cell per column), and notes on values left out.
 pub fn families(
     q: &CustomQuery,
+    server_version_num: u32,
     labels: &[&'static str],
     columns: &[String],
     rows: Vec<Vec<Cell>>,
@@ -356,10 +357,14 @@ pub fn families(
     let mut notes = Vec::new();
     // (column index, family, usage) for every value column returned.
     let mut values: Vec<(usize, Family, Option<&Usage>)> = Vec::new();
+    let server = crate::config::VersionRange::server(server_version_num);
     for c in &q.columns {
         let Some(metric) = c.metric(&q.name) else {
             continue;
         };
+        if c.pg_version.as_ref().is_some_and(|r| !r.matches(server)) {
+            continue;
+        }
         let Some(i) = index(&c.name) else {
             if !rows.is_empty() {
                 notes.push(format!("{name}: the query returned no column {}", c.name));
@@ -457,6 +462,7 @@ mod tests {
                     name: n.to_string(),
                     usage: u.clone(),
                     description: format!("{n} help"),
+                    pg_version: None,
                 })
                 .collect(),
             master: false,
@@ -512,7 +518,7 @@ mod tests {
                 Cell::Number(2.0),
             ],
         ];
-        let (fams, notes) = families(&q, &["status"], &columns, rows).unwrap();
+        let (fams, notes) = families(&q, 150000, &["status"], &columns, rows).unwrap();
         let names: Vec<&str> = fams.iter().map(Family::name).collect();
         assert_eq!(
             names,
@@ -537,7 +543,11 @@ mod tests {
     fn failures_say_what_and_where() {
         let q = query(&[("status", Usage::Label), ("n", Usage::Gauge)]);
         let columns = cols(&["status", "n"]);
-        let err = |rows: Vec<Vec<Cell>>| families(&q, &["status"], &columns, rows).unwrap_err().to_string();
+        let err = |rows: Vec<Vec<Cell>>| {
+            families(&q, 150000, &["status"], &columns, rows)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
             err(vec![vec![text("a"), text("lots")]]),
             "query:app: column n, row 1: the text \"lots\" is not a number"
@@ -553,11 +563,22 @@ mod tests {
             err(vec![vec![text("a"), Cell::Other("jsonb".into())]]),
             "query:app: column n, row 1: a value of type jsonb is not a number: cast it (e.g. ::float8)"
         );
-        let missing = families(&q, &["status"], &cols(&["n"]), vec![vec![Cell::Number(1.0)]]).unwrap_err();
+        let missing = families(&q, 150000, &["status"], &cols(&["n"]), vec![vec![Cell::Number(1.0)]]).unwrap_err();
         assert_eq!(
             missing.to_string(),
             "query:app: the query returned no column status (a LABEL in metrics)"
         );
+    }
+
+    #[test]
+    fn a_column_outside_its_pg_version_is_discarded() {
+        let mut q = query(&[("n", Usage::Gauge), ("m", Usage::Gauge)]);
+        q.columns[1].pg_version = Some(VersionRange::parse(">=16.0.0").unwrap());
+        let rows = || vec![vec![Cell::Number(1.0), Cell::Number(2.0)]];
+        let (fams, _) = families(&q, 150000, &[], &cols(&["n", "m"]), rows()).unwrap();
+        assert_eq!(fams.iter().map(Family::name).collect::<Vec<_>>(), ["app_n"]);
+        let (fams, _) = families(&q, 160000, &[], &cols(&["n", "m"]), rows()).unwrap();
+        assert_eq!(fams.iter().map(Family::name).collect::<Vec<_>>(), ["app_n", "app_m"]);
     }
 
     #[test]

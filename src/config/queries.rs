@@ -83,6 +83,9 @@ pub struct QueryColumn {
     pub name: String,
     pub usage: Usage,
     pub description: String,
+    /// postgres_exporter's `pg_version`: on a server outside this range the
+    /// column is discarded.
+    pub pg_version: Option<VersionRange>,
 }
 
 impl QueryColumn {
@@ -217,7 +220,7 @@ const QUERY_KEYS: &[&str] = &[
     "min_server_version",
     "max_server_version",
 ];
-const COLUMN_KEYS: &[&str] = &["usage", "description", "mapping"];
+const COLUMN_KEYS: &[&str] = &["usage", "description", "metric_mapping", "mapping", "pg_version"];
 const USAGES: &str = "LABEL, GAUGE, COUNTER, DURATION, MAPPEDMETRIC or DISCARD";
 
 /// The default row cap.
@@ -451,14 +454,29 @@ impl Walker<'_> {
                     None
                 }
             };
-            if cf.contains_key("mapping") && !matches!(usage, Some(Usage::MappedMetric(_)) | None) {
-                self.problem(&join(&cp, "mapping"), "mapping is for usage MAPPEDMETRIC only");
+            for key in ["metric_mapping", "mapping"] {
+                if cf.contains_key(key) && !matches!(usage, Some(Usage::MappedMetric(_)) | None) {
+                    self.problem(&join(&cp, key), format!("{key} is for usage MAPPEDMETRIC only"));
+                }
             }
+            let pg_version = self
+                .string(&cf, "pg_version", &cp)
+                .and_then(|text| match VersionRange::parse(&text) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        self.problem(
+                            &join(&cp, "pg_version"),
+                            format!("not a version range such as \">=13.0.0\": {e}"),
+                        );
+                        None
+                    }
+                });
             match usage {
                 Some(usage) => out.push(QueryColumn {
                     name: col.to_string(),
                     usage,
                     description,
+                    pg_version,
                 }),
                 None => ok = false,
             }
@@ -466,11 +484,24 @@ impl Walker<'_> {
         ok.then_some(out)
     }
 
-    /// A MAPPEDMETRIC's `mapping`: text to number.
+    /// A MAPPEDMETRIC's `metric_mapping` (postgres_exporter's key; also
+    /// `mapping`): text to number.
     fn mapping_values(&mut self, cf: &Fields, cp: &[&str]) -> Option<Vec<(String, f64)>> {
-        let mp = join(cp, "mapping");
-        let Some(Value::Mapping(m)) = cf.get("mapping") else {
-            self.problem(&mp, "usage MAPPEDMETRIC needs a mapping of each text to its number");
+        if cf.contains_key("metric_mapping") && cf.contains_key("mapping") {
+            self.problem(cp, "give metric_mapping or mapping, not both");
+            return None;
+        }
+        let key = if cf.contains_key("mapping") {
+            "mapping"
+        } else {
+            "metric_mapping"
+        };
+        let mp = join(cp, key);
+        let Some(Value::Mapping(m)) = cf.get(key) else {
+            self.problem(
+                &mp,
+                "usage MAPPEDMETRIC needs a metric_mapping of each text to its number",
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -593,7 +624,7 @@ mod tests {
              master: true\n    cache_seconds: 30\n    runonserver: \">=13.0.0 <19.0.0\"\n    metrics:\n      \
              - status: {usage: LABEL, description: Order status}\n      - n: {usage: GAUGE, description: Orders}\n      \
              - t: {usage: COUNTER}\n      - age: {usage: DURATION}\n      - d: {usage: DISCARD}\n      \
-             - state:\n          usage: MAPPEDMETRIC\n          mapping: {open: 1, closed: 0}\n",
+             - state:\n          usage: MAPPEDMETRIC\n          metric_mapping: {open: 1, closed: 0}\n          pg_version: '>=14.0.0'\n",
         )
         .unwrap();
         let [q] = c.queries.as_slice() else { panic!() };
@@ -622,6 +653,7 @@ mod tests {
         assert_eq!(q.columns[1].metric("app_orders").as_deref(), Some("app_orders_n"));
         assert_eq!(q.columns[0].metric("app_orders"), None);
         assert_eq!(q.skip_reason(150004), None);
+        assert!(q.columns[5].pg_version.as_ref().unwrap().matches([14, 0, 0]));
         assert!(
             q.skip_reason(190000)
                 .unwrap()
@@ -661,7 +693,7 @@ mod tests {
             "queries.pg_stat_user_tables: the prefix pg_stat_user_tables is the built-in collector stat_user_tables's",
             "queries.pg_stat_user: column tables_seq_scan: pg_stat_user_tables_seq_scan is exported by the built-in collector stat_user_tables",
             "queries.d.runonserver: not a version range",
-            "queries.d.metrics[0].x.mapping: usage MAPPEDMETRIC needs a mapping",
+            "queries.d.metrics[0].x.metric_mapping: usage MAPPEDMETRIC needs a metric_mapping",
             "queries.e.query: a custom query takes no parameters",
             "queries.e.metrics[1].x: column x is listed twice",
         ] {

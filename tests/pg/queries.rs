@@ -137,7 +137,7 @@ shop_orders:
     - load:
         usage: "MAPPEDMETRIC"
         description: "1 when busy"
-        mapping:
+        metric_mapping:
           busy: 1
           quiet: 0
     - span:
