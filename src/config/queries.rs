@@ -497,12 +497,22 @@ impl Walker<'_> {
             "metric_mapping"
         };
         let mp = join(cp, key);
-        let Some(Value::Mapping(m)) = cf.get(key) else {
-            self.problem(
-                &mp,
-                "usage MAPPEDMETRIC needs a metric_mapping of each text to its number",
-            );
-            return None;
+        let m = match cf.get(key) {
+            Some(Value::Mapping(m)) => m,
+            None => {
+                self.problem(
+                    cp,
+                    "missing key metric_mapping: usage MAPPEDMETRIC maps each text to a number",
+                );
+                return None;
+            }
+            Some(other) => {
+                self.problem(
+                    &mp,
+                    format!("expected a mapping of each text to its number, got {}", kind(other)),
+                );
+                return None;
+            }
         };
         let mut out = Vec::new();
         for (k, v) in m {
@@ -693,7 +703,7 @@ mod tests {
             "queries.pg_stat_user_tables: the prefix pg_stat_user_tables is the built-in collector stat_user_tables's",
             "queries.pg_stat_user: column tables_seq_scan: pg_stat_user_tables_seq_scan is exported by the built-in collector stat_user_tables",
             "queries.d.runonserver: not a version range",
-            "queries.d.metrics[0].x.metric_mapping: usage MAPPEDMETRIC needs a metric_mapping",
+            "queries.d.metrics[0].x: missing key metric_mapping: usage MAPPEDMETRIC maps each text to a number",
             "queries.e.query: a custom query takes no parameters",
             "queries.e.metrics[1].x: column x is listed twice",
         ] {
