@@ -148,6 +148,10 @@ shop_orders:
         description: "Whether an order is express"
 shop_settings:
   query: "SELECT name AS setting, setting::float8 AS value FROM pg_settings WHERE name IN ('max_connections', 'shared_buffers')"
+  # pgsidecar's keys, which postgres_exporter ignores.
+  interval: 2s
+  timeout: 1s
+  max_series: 10
   metrics:
     - setting:
         usage: "LABEL"
