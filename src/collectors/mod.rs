@@ -623,6 +623,26 @@ mod tests {
     }
 
     #[test]
+    fn a_query_kept_by_a_reload_keeps_its_definition() {
+        let queries = |sql: &str| {
+            let yaml =
+                format!("queries:\n  app:\n    query: {sql}\n    metrics:\n      - n:\n          usage: GAUGE\n");
+            let env = std::collections::BTreeMap::<String, String>::new();
+            crate::config::Config::from_yaml(&yaml, "c.yaml", &Default::default(), &env, &defaults())
+                .unwrap()
+                .queries
+        };
+        let mut made = Made::default();
+        let first = from_queries(&queries("SELECT 1 AS n"), &mut made);
+        let again = from_queries(&queries("SELECT 1 AS n"), &mut made);
+        let changed = from_queries(&queries("SELECT 2 AS n"), &mut made);
+        assert_eq!(first[0].0.name, "query:app");
+        assert_eq!(first[0].1.name, "query:app");
+        assert!(std::ptr::eq(first[0].0, again[0].0));
+        assert!(!std::ptr::eq(first[0].0, changed[0].0));
+    }
+
+    #[test]
     fn a_probe_kept_by_a_reload_keeps_its_definition() {
         let checks = |query: &str| {
             let yaml = format!("checks:\n  probes:\n    - name: history\n      query: {query}\n");
