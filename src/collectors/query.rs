@@ -6,8 +6,9 @@
 //! number its text maps to; a returned column that `metrics` does not list
 //! is an untyped family `<name>_<column>`, as upstream.
 //!
-//! The query runs as written in a transaction of its own, `BEGIN READ ONLY`
-//! with `SET LOCAL statement_timeout` (its `timeout`), ended by `ROLLBACK`,
+//! The query runs as written, as a subquery with `LIMIT max_series + 1`, in
+//! a transaction of its own, `BEGIN READ ONLY` with
+//! `SET LOCAL statement_timeout` (its `timeout`), ended by `ROLLBACK`,
 //! in a session of the pool (read-only, named, bounded). Server-scoped: only
 //! the leader runs it. A run fails, and only this collector with it, when
 //! the query fails, returns more rows than `max_series`, a value that is not
@@ -80,7 +81,15 @@ impl Stateful for QueryCollector {
                 q.timeout.as_millis().max(1)
             );
             client.batch_execute(&begin).await.map_err(err)?;
-            let rows = super::query(client, &what, &q.query, &[]).await;
+            // As a subquery with a LIMIT: a runaway query returns one row
+            // more than the cap, not all of them. The newlines keep a
+            // trailing `--` comment from swallowing the rest.
+            let sql = format!(
+                "SELECT * FROM (\n{}\n) AS pgsidecar_query LIMIT {}",
+                q.query,
+                q.max_series + 1
+            );
+            let rows = super::query(client, &what, &sql, &[]).await;
             let ended = client.batch_execute("ROLLBACK").await.map_err(err);
             let rows = rows?;
             ended?;
@@ -88,15 +97,14 @@ impl Stateful for QueryCollector {
                 Some(r) => r.columns().iter().map(|c| c.name().to_string()).collect(),
                 None => Vec::new(),
             };
-            let mut cells = Vec::with_capacity(rows.len().min(q.max_series + 1));
             if rows.len() > q.max_series {
                 return Err(CollectError::Rows(format!(
-                    "{}: the query returned {} rows, more than its max_series {}",
+                    "{}: the query returned more than its max_series {} rows",
                     q.collector(),
-                    rows.len(),
                     q.max_series
                 )));
             }
+            let mut cells = Vec::with_capacity(rows.len());
             for row in &rows {
                 let mut out = Vec::with_capacity(columns.len());
                 for (i, col) in columns.iter().enumerate() {

@@ -367,6 +367,7 @@ async fn each_failure_fails_only_its_collector() {
          \x20 q_error:\n    query: SELECT 1 / (random() * 0)::int AS v\n    metrics: [{{v: {{usage: GAUGE}}}}]\n\
          \x20 q_write:\n    query: SELECT bump() AS v\n    metrics: [{{v: {{usage: GAUGE}}}}]\n\
          \x20 q_old:\n    query: SELECT 1 AS v\n    runonserver: '<9.6.0'\n    metrics: [{{v: {{usage: GAUGE}}}}]\n\
+         \x20 q_comment:\n    query: SELECT 7 AS v -- a trailing comment\n    metrics: [{{v: {{usage: GAUGE}}}}]\n\
          \x20 q_null:\n    query: SELECT NULL::int AS v, 2 AS w\n    metrics: [{{v: {{usage: GAUGE}}}}, {{w: {{usage: GAUGE}}}}]\n"
     );
     let px = start_with(&test_yaml(&cluster.dsn("queries_fail_db"), &yaml), None).await;
@@ -378,6 +379,7 @@ async fn each_failure_fails_only_its_collector() {
             "q_error",
             "q_write",
             "q_null",
+            "q_comment",
             "postmaster",
         ]
         .iter()
@@ -397,6 +399,11 @@ async fn each_failure_fails_only_its_collector() {
     }
     assert_eq!(success(&m, "query:q_null"), Some(1.0));
     assert_eq!(
+        m.get("q_comment_v", &[]),
+        Some(7.0),
+        "a trailing comment ends nothing but the query"
+    );
+    assert_eq!(
         success(&m, "postmaster"),
         Some(1.0),
         "the other collectors keep working"
@@ -414,7 +421,7 @@ async fn each_failure_fails_only_its_collector() {
     );
     let page = get(px.addr, "/").await.text();
     for want in [
-        "query:q_rows: the query returned 5 rows, more than its max_series 3",
+        "query:q_rows: the query returned more than its max_series 3 rows",
         "query:q_text: column v, row 1: the text ",
         " is not a number",
         "query:q_dup: rows 1 and 2 have the same labels {k=",
