@@ -144,7 +144,13 @@ fn main() -> ExitCode {
         return admin(&config, sql, action);
     }
     if cli.config_check {
-        let enabled: Vec<_> = config.collectors.iter().filter(|c| c.enabled).map(|c| c.name).collect();
+        let enabled: Vec<String> = config
+            .collectors
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.name.to_string())
+            .chain(config.queries.iter().map(|q| q.collector()))
+            .collect();
         let pgbouncer = config.pgbouncer.as_ref().map_or_else(String::new, |p| {
             format!(", pgbouncer {} (run by {})", p.datasource.target(), p.run_by.as_str())
         });

@@ -179,6 +179,25 @@ fn the_example_file_loads_with_the_flag_and_the_environment() {
 }
 
 #[test]
+fn the_binary_checks_the_example_file_and_lists_its_collectors() {
+    let path = crate::support::root().join("examples/queries.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .arg("--config.check")
+        .env("PG_EXPORTER_EXTEND_QUERY_PATH", &path)
+        .env("DATA_SOURCE_NAME", "host=127.0.0.1 user=nobody dbname=x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.trim_end().ends_with(
+            ", query:pg_table_bloat, query:pg_prepared_transactions, query:pg_sequence_usage, query:mluvme_users, query:mluvme_words"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn the_binary_refuses_a_bad_extend_file() {
     let path = file(
         "binary",
