@@ -235,9 +235,9 @@ fn plain_name(s: &str) -> bool {
         && !s.starts_with("__")
 }
 
-/// Family names no custom query may export: pgsidecar's own and the health
-/// families.
-const RESERVED_PREFIXES: &[&str] = &["pgsidecar_", "pg_scrape_collector_", "pg_exporter_"];
+/// Family names no custom query may export: pgsidecar's own, the health
+/// families and pgbouncer_exporter's namespace.
+const RESERVED_PREFIXES: &[&str] = &["pgsidecar_", "pg_scrape_collector_", "pg_exporter_", "pgbouncer_"];
 const RESERVED: &[&str] = &["pg_up", "pgbouncer_up"];
 
 impl Walker<'_> {
@@ -537,7 +537,9 @@ impl Walker<'_> {
 }
 
 /// Problems across all custom queries, as (query, message): a family two
-/// queries export, or one that a built-in collector (enabled) exports.
+/// queries export, or one that an enabled built-in collector exports: one
+/// of a table's metric names, or for a hand-written collector (whose
+/// families are not listed) any name in its namespace `pg_<collector>`.
 pub(super) fn collisions(
     queries: &[CustomQuery],
     collectors: &[CollectorDefaults],
@@ -568,10 +570,17 @@ pub(super) fn collisions(
                     i,
                     format!("column {}: {metric} is one of pgsidecar's own families", c.name),
                 ));
-            } else if let Some(d) = collectors
-                .iter()
-                .find(|d| enabled(d.name) && d.families.contains(&metric.as_str()))
-            {
+            } else if let Some(d) = collectors.iter().find(|d| {
+                enabled(d.name)
+                    && if d.families.is_empty() {
+                        // A hand-written collector: its families are not
+                        // listed, so its namespace is kept whole.
+                        let ns = format!("pg_{}", d.name);
+                        metric == ns || metric.starts_with(&format!("{ns}_"))
+                    } else {
+                        d.families.contains(&metric.as_str())
+                    }
+            }) {
                 out.push((
                     i,
                     format!(
@@ -709,6 +718,37 @@ mod tests {
         ] {
             assert!(all.contains(want), "{want:?} not in\n{all}");
         }
+    }
+
+    #[test]
+    fn a_hand_written_collectors_namespace_is_kept_whole() {
+        let defaults = [CollectorDefaults {
+            name: "stat_activity",
+            enabled: true,
+            interval: None,
+            covered_by: None,
+            pgbouncer: false,
+            families: Vec::new(),
+        }];
+        let yaml = "queries:\n  pg_stat:\n    query: SELECT 1 AS activity_count\n    metrics: [{activity_count: {usage: GAUGE}}]\n  \
+                    pg_stat_activityx:\n    query: SELECT 1 AS n\n    metrics: [{n: {usage: GAUGE}}]\n";
+        let e = Config::from_yaml(
+            yaml,
+            "c.yaml",
+            &Flags::default(),
+            &BTreeMap::<String, String>::new(),
+            &defaults,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("queries.pg_stat: column activity_count: pg_stat_activity_count is exported by the built-in collector stat_activity"),
+            "{e}"
+        );
+        assert!(
+            e.contains("(1 problem)"),
+            "pg_stat_activityx_n is not in the namespace: {e}"
+        );
     }
 
     #[test]
