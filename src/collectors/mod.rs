@@ -521,11 +521,32 @@ pub fn float(row: &tokio_postgres::Row, name: &'static str) -> Result<f64, Colle
         .map_err(|e| CollectError::column(name, e))
 }
 
-/// Reads a text-like column (`text`, `name`); SQL NULL reads as "".
+/// Reads a text-like column (`text`, `name`); SQL NULL reads as "". Bytes
+/// that are not UTF-8 become U+FFFD (see [`Lossy`]).
 pub fn text(row: &tokio_postgres::Row, name: &'static str) -> Result<String, CollectError> {
-    row.try_get::<_, Option<String>>(name)
-        .map(Option::unwrap_or_default)
+    row.try_get::<_, Option<Lossy>>(name)
+        .map(|v| v.map(|Lossy(s)| s).unwrap_or_default())
         .map_err(|e| CollectError::column(name, e))
+}
+
+/// A text-like value read as the server sent it, with every byte sequence
+/// that is not UTF-8 replaced by U+FFFD. A `SQL_ASCII` database stores names
+/// and statement texts unchecked, so any role with `CREATEDB` can make a
+/// database whose name is not UTF-8; read strictly, that one name failed
+/// `stat_database`, `stat_activity` and `database` for every database.
+pub struct Lossy(pub String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Lossy {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Lossy, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Lossy(String::from_utf8_lossy(raw).into_owned()))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
 }
 
 /// A `WHERE` fragment that applies `checks.relations` to a schema column and
