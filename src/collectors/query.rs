@@ -174,9 +174,9 @@ impl<'a> FromSql<'a> for Cell {
                 Cell::Interval(micros as f64 / 1000.0 + (f64::from(days) + f64::from(months) * 30.0) * 86_400_000.0)
             }
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
-                Cell::Text(std::str::from_utf8(raw)?.to_string())
+                Cell::Text(String::from_utf8_lossy(raw).into_owned())
             }
-            _ if ty.name() == "citext" => Cell::Text(std::str::from_utf8(raw)?.to_string()),
+            _ if ty.name() == "citext" => Cell::Text(String::from_utf8_lossy(raw).into_owned()),
             _ => Cell::Other(ty.name().to_string()),
         })
     }
