@@ -681,6 +681,33 @@ mod tests {
     }
 
     #[test]
+    fn version_gates_say_why() {
+        let c = load(
+            "queries:\n  a:\n    query: SELECT 1 AS n\n    min_server_version: 140000\n    max_server_version: 169999\n    \
+             metrics: [{n: {usage: GAUGE}}]\n",
+        )
+        .unwrap();
+        let q = &c.queries[0];
+        assert_eq!(q.skip_reason(150004), None);
+        assert_eq!(
+            q.skip_reason(130010).as_deref(),
+            Some("min_server_version 140000: the server is 130010")
+        );
+        assert_eq!(
+            q.skip_reason(170000).as_deref(),
+            Some("max_server_version 169999: the server is 170000")
+        );
+        let p = problems(
+            "queries:\n  a:\n    query: SELECT 1 AS n\n    min_server_version: 170000\n    max_server_version: 160000\n    \
+             metrics: [{n: {usage: GAUGE}}]\n",
+        );
+        assert_eq!(
+            p,
+            ["c.yaml:5:5: queries.a.max_server_version: max_server_version 160000 is below min_server_version 170000"]
+        );
+    }
+
+    #[test]
     fn version_ranges() {
         let r = VersionRange::parse(">=10.0.0 <13.0.0 || 15").unwrap();
         assert!(r.matches(VersionRange::server(120005)));
