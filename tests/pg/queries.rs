@@ -161,6 +161,16 @@ shop_settings:
         description: "Setting value"
 "#;
 
+/// A child process killed when dropped, also when the test fails first.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A port nobody listens on now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -216,16 +226,18 @@ async fn the_same_series_as_postgres_exporter() {
         "postgresql://postgres@127.0.0.1:{}/queries_shop_db?sslmode=disable",
         cluster.port()
     );
-    let mut peer = Command::new("prometheus-postgres-exporter")
-        .arg(format!("--extend.query-path={}", file.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .args(["--disable-default-metrics", "--disable-settings-metrics"])
-        .args(["--no-collector.database", "--no-collector.bgwriter"])
-        .env("DATA_SOURCE_NAME", &dsn)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("run prometheus-postgres-exporter (Debian's package; scripts/test installs it)");
+    let peer = Killed(
+        Command::new("prometheus-postgres-exporter")
+            .arg(format!("--extend.query-path={}", file.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(["--disable-default-metrics", "--disable-settings-metrics"])
+            .args(["--no-collector.database", "--no-collector.bgwriter"])
+            .env("DATA_SOURCE_NAME", &dsn)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run prometheus-postgres-exporter (Debian's package; scripts/test installs it)"),
+    );
     let peer_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let theirs = eventually(WAIT, "postgres_exporter's custom series", async || {
         if let Err(e) = tokio::net::TcpStream::connect(peer_addr).await {
@@ -240,8 +252,7 @@ async fn the_same_series_as_postgres_exporter() {
         }
     })
     .await;
-    let _ = peer.kill();
-    let _ = peer.wait();
+    drop(peer);
 
     let px = start_with(
         &test_yaml(&cluster.dsn("queries_shop_db"), QUIET),
