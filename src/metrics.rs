@@ -24,8 +24,12 @@ pub struct Family {
     help: String,
     kind: MetricType,
     labels: Vec<&'static str>,
-    samples: BTreeMap<Vec<String>, f64>,
-    histograms: BTreeMap<Vec<String>, Histogram>,
+    /// Keyed by the label pairs as the exposition writes them
+    /// (`a="x",b="y"`, escaped; empty without labels): one allocation per
+    /// series instead of one per label value, and nothing to format again
+    /// when the family is written.
+    samples: BTreeMap<Box<str>, f64>,
+    histograms: BTreeMap<Box<str>, Histogram>,
 }
 
 /// Observations counted into buckets by upper bound (`le`), with their sum.
@@ -124,16 +128,32 @@ impl Family {
     /// Sets the sample for these label values (in the order of the label names).
     pub fn set(&mut self, values: &[&str], value: f64) {
         debug_assert_eq!(values.len(), self.labels.len(), "labels of {}", self.name);
-        self.samples
-            .insert(values.iter().map(|v| v.to_string()).collect(), value);
+        let key = self.key(values);
+        self.samples.insert(key, value);
     }
 
     /// Sets the histogram for these label values (a histogram family's).
     pub fn set_histogram(&mut self, values: &[&str], h: Histogram) {
         debug_assert_eq!(values.len(), self.labels.len(), "labels of {}", self.name);
         debug_assert_eq!(self.kind, MetricType::HISTOGRAM, "{} is not a histogram", self.name);
-        self.histograms
-            .insert(values.iter().map(|v| v.to_string()).collect(), h);
+        let key = self.key(values);
+        self.histograms.insert(key, h);
+    }
+
+    /// The label pairs of these values, as the exposition writes them.
+    fn key(&self, values: &[&str]) -> Box<str> {
+        let mut out = Vec::with_capacity(values.iter().map(|v| v.len() + 8).sum::<usize>() + 16);
+        for (i, (name, value)) in self.labels.iter().zip(values).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"=\"");
+            escape(&mut out, value, true);
+            out.push(b'"');
+        }
+        // Label names are ASCII and `escape` only inserts ASCII into UTF-8.
+        String::from_utf8(out).unwrap_or_default().into_boxed_str()
     }
 
     pub fn name(&self) -> &str {
@@ -147,8 +167,7 @@ impl Family {
     /// The value for these label values, if set (for unit tests).
     #[cfg(test)]
     pub fn get(&self, values: &[&str]) -> Option<f64> {
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        self.samples.get(&key).copied()
+        self.samples.get(&self.key(values)).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -197,20 +216,20 @@ impl Family {
     }
 
     /// One sample line: the name with `suffix`, the labels (and `le`), the value.
-    fn sample(&self, out: &mut Vec<u8>, suffix: &str, values: &[String], le: Option<&str>, v: f64) {
+    fn sample(&self, out: &mut Vec<u8>, suffix: &str, key: &str, le: Option<&str>, v: f64) {
         out.extend_from_slice(self.name.as_bytes());
         out.extend_from_slice(suffix.as_bytes());
-        let mut sep = b'{';
-        let pairs = self.labels.iter().copied().zip(values.iter().map(String::as_str));
-        for (name, value) in pairs.chain(le.map(|le| ("le", le))) {
-            out.push(sep);
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"=\"");
-            escape(out, value, true);
-            out.push(b'"');
-            sep = b',';
-        }
-        if sep == b',' {
+        if !key.is_empty() || le.is_some() {
+            out.push(b'{');
+            out.extend_from_slice(key.as_bytes());
+            if let Some(le) = le {
+                if !key.is_empty() {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"le=\"");
+                escape(out, le, true);
+                out.push(b'"');
+            }
             out.push(b'}');
         }
         out.push(b' ');
@@ -229,7 +248,8 @@ impl Family {
         mf.set_name(self.name);
         mf.set_help(self.help);
         mf.set_field_type(self.kind);
-        let labels = |values: Vec<String>| -> Vec<proto::LabelPair> {
+        let labels = |key: &str| -> Vec<proto::LabelPair> {
+            let values = unkey(key, &self.labels);
             self.labels
                 .iter()
                 .zip(values)
@@ -243,11 +263,12 @@ impl Family {
         };
         for (values, h) in &self.histograms {
             let mut m = proto::Metric::default();
-            m.set_label(labels(values.clone()));
+            m.set_label(labels(values));
             m.set_histogram(h.to_proto());
             mf.mut_metric().push(m);
         }
-        for (values, v) in self.samples.clone() {
+        for (values, v) in &self.samples {
+            let v = *v;
             let mut m = proto::Metric::default();
             m.set_label(labels(values));
             match self.kind {
@@ -266,6 +287,39 @@ impl Family {
         }
         mf
     }
+}
+
+/// The label values of a key (`labels` its names), unescaped (to compare
+/// encoders).
+#[cfg(test)]
+fn unkey(key: &str, labels: &[&str]) -> Vec<String> {
+    let mut rest = key;
+    let mut values = Vec::new();
+    for name in labels {
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+        rest = rest
+            .strip_prefix(*name)
+            .and_then(|r| r.strip_prefix("=\""))
+            .expect("a key of these labels");
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    rest = &rest[i + 1..];
+                    break;
+                }
+                '\\' => match chars.next().map(|(_, c)| c) {
+                    Some('n') => value.push('\n'),
+                    Some(c) => value.push(c),
+                    None => {}
+                },
+                c => value.push(c),
+            }
+        }
+        values.push(value);
+    }
+    values
 }
 
 /// Encodes families in the text exposition format 0.0.4, in order. Empty
