@@ -30,7 +30,9 @@ mod pgbouncer;
 mod probes;
 mod queries;
 mod web;
-pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
+pub use checks::{
+    Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, ServerThresholds, Statements,
+};
 pub use dsn::redact;
 pub use env::{Env, ProcessEnv};
 pub use pgbouncer::{PgBouncer, PgBouncerThresholds, RunBy};

@@ -30,6 +30,10 @@
 //!   since pgsidecar started (each a round of queries to Postgres; HTTP
 //!   scrapes are not counted, since they never reach Postgres).
 //! - `pgsidecar_slow_query_threshold_seconds` gauge (configuration).
+//! - the postgres-server-health alerts' thresholds (`checks.server`), gauges
+//!   (configuration): `pgsidecar_replication_lag_threshold_seconds`,
+//!   `pgsidecar_archive_age_threshold_seconds`,
+//!   `pgsidecar_wraparound_ratio_threshold`, `pgsidecar_locks_ratio_threshold`.
 //! - `pgsidecar_build_info{version,revision,rustc}` gauge, 1.
 //! - `pgsidecar_db_pool_size`, `_available`, `_waiting`, `_max_size` gauges.
 //! - the process metrics of the `prometheus` crate: `process_cpu_seconds_total`,
@@ -123,6 +127,7 @@ pub struct Health {
     collectors: Mutex<Vec<CollectorStatus>>,
     /// Configured thresholds, exported as gauges for alert rules to compare against.
     slow_query_threshold: Mutex<Duration>,
+    server_thresholds: Mutex<crate::config::ServerThresholds>,
     /// Whether the last configuration reload worked, and when one last did.
     reload: Mutex<(bool, SystemTime)>,
     process: prometheus::process_collector::ProcessCollector,
@@ -167,6 +172,7 @@ impl Health {
     pub fn new(enabled: &[(&'static Definition, CollectorConfig)], checks: &crate::config::Checks) -> Self {
         Health {
             slow_query_threshold: Mutex::new(checks.slow_query_threshold),
+            server_thresholds: Mutex::new(checks.server.clone()),
             collectors: Mutex::new(enabled.iter().map(|(def, c)| status(def, c, checks)).collect()),
             reload: Mutex::new((true, SystemTime::now())),
             process: prometheus::process_collector::ProcessCollector::for_self(),
@@ -177,6 +183,7 @@ impl Health {
     /// collector that stays keeps its counts and last outcome.
     pub fn reconfigure(&self, enabled: &[(&'static Definition, CollectorConfig)], checks: &crate::config::Checks) {
         *self.slow_query_threshold.lock().unwrap_or_else(|p| p.into_inner()) = checks.slow_query_threshold;
+        *self.server_thresholds.lock().unwrap_or_else(|p| p.into_inner()) = checks.server.clone();
         let mut all = self.lock();
         let next = enabled
             .iter()
@@ -457,6 +464,33 @@ impl Health {
         let slow = *self.slow_query_threshold.lock().unwrap_or_else(|p| p.into_inner());
         threshold.set(&[], slow.as_secs_f64());
         fams.push(threshold);
+        let server = self.server_thresholds.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (name, help, value) in [
+            (
+                "pgsidecar_replication_lag_threshold_seconds",
+                "Configured replay lag above which a standby alerts (checks.server.replication_lag)",
+                server.replication_lag.as_secs_f64(),
+            ),
+            (
+                "pgsidecar_archive_age_threshold_seconds",
+                "Configured age of the last archived segment above which archiving is stalled (checks.server.archive_age)",
+                server.archive_age.as_secs_f64(),
+            ),
+            (
+                "pgsidecar_wraparound_ratio_threshold",
+                "Configured XID or multixact age over its freeze_max_age above which wraparound alerts (checks.server.wraparound_ratio)",
+                server.wraparound_ratio,
+            ),
+            (
+                "pgsidecar_locks_ratio_threshold",
+                "Configured share of the lock table above which locks alert (checks.server.locks_ratio)",
+                server.locks_ratio,
+            ),
+        ] {
+            let mut g = Family::gauge(name, help, &[]);
+            g.set(&[], value);
+            fams.push(g);
+        }
 
         let (reload_ok, reloaded) = *self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let mut ok = Family::gauge(
@@ -697,6 +731,55 @@ mod tests {
         .unwrap();
         assert!(text.contains("pg_exporter_last_scrape_error 0\n"), "{text}");
         assert!(text.contains("pg_exporter_scrapes_total 1\n"), "{text}");
+    }
+
+    /// The server-health thresholds are exported whoever leads, and a
+    /// reload changes them.
+    #[test]
+    fn server_thresholds_are_exported_and_follow_a_reload() {
+        let pool = deadpool_postgres::Status {
+            max_size: 3,
+            size: 1,
+            available: 1,
+            waiting: 0,
+        };
+        let render = |h: &Health| {
+            String::from_utf8(
+                h.render(pool, &Leadership::new(CoordinationMode::LeaderElection))
+                    .to_vec(),
+            )
+            .unwrap()
+        };
+        let h = Health::new(&[cfg("postmaster")], &crate::config::Checks::default());
+        let text = render(&h);
+        for want in [
+            "pgsidecar_replication_lag_threshold_seconds 300\n",
+            "pgsidecar_archive_age_threshold_seconds 900\n",
+            "pgsidecar_wraparound_ratio_threshold 1.5\n",
+            "pgsidecar_locks_ratio_threshold 0.8\n",
+            "# TYPE pgsidecar_locks_ratio_threshold gauge\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        let checks = crate::config::Checks {
+            server: crate::config::ServerThresholds {
+                replication_lag: Duration::from_secs(60),
+                archive_age: Duration::from_millis(1500),
+                wraparound_ratio: 2.0,
+                locks_ratio: 0.5,
+            },
+            ..crate::config::Checks::default()
+        };
+        h.reconfigure(&[cfg("postmaster")], &checks);
+        let text = render(&h);
+        for want in [
+            "pgsidecar_replication_lag_threshold_seconds 60\n",
+            "pgsidecar_archive_age_threshold_seconds 1.5\n",
+            "pgsidecar_wraparound_ratio_threshold 2\n",
+            "pgsidecar_locks_ratio_threshold 0.5\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
     }
 
     #[test]

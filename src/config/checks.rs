@@ -1,7 +1,7 @@
 //! The `checks:` section: the application team's checklist as thresholds and
-//! expectations (slow-query threshold, connection pools, materialized views,
-//! expected indexes, the migration revision, and which relations per-table
-//! collectors may report). Parsed by the same walker as the rest of the
+//! expectations (slow-query threshold, the server-health alerts' thresholds,
+//! connection pools, materialized views, expected indexes, the migration
+//! revision, and which relations per-table collectors may report). Parsed by the same walker as the rest of the
 //! configuration, so its problems carry file, line, column and key. The
 //! probes and `slow_queries.explain` have a file of their own, `probes.rs`.
 
@@ -25,6 +25,8 @@ pub struct Checks {
     pub index_patterns: Vec<IndexPattern>,
     pub migrations: Option<Migrations>,
     pub relations: Relations,
+    /// The postgres-server-health alerts' thresholds (`checks.server`).
+    pub server: ServerThresholds,
     /// The PgBouncer alerts' thresholds (`pgbouncer.thresholds`).
     pub pgbouncer: super::PgBouncerThresholds,
     /// `checks.probes`: the team's hot queries, planned (and timed) on their
@@ -43,8 +45,39 @@ impl Default for Checks {
             index_patterns: Vec::new(),
             migrations: None,
             relations: Relations::default(),
+            server: ServerThresholds::default(),
             pgbouncer: super::PgBouncerThresholds::default(),
             probes: Vec::new(),
+        }
+    }
+}
+
+/// The thresholds of the postgres-server-health alerts that a team tunes,
+/// exported as gauges by `health.rs` for the rules to compare against. The
+/// defaults are the constants the rules had before.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerThresholds {
+    /// A standby replaying further behind than this alerts
+    /// (PostgresReplicationLag, PostgresStandbyReplayLag).
+    pub replication_lag: Duration,
+    /// No segment archived for longer than this, while WAL is written,
+    /// alerts (PostgresArchivingStalled).
+    pub archive_age: Duration,
+    /// XID or multixact age over its freeze_max_age setting above this
+    /// alerts (PostgresWraparoundApproaching, warning).
+    pub wraparound_ratio: f64,
+    /// Locks over the shared lock table's size above this alerts
+    /// (PostgresTooManyLocks).
+    pub locks_ratio: f64,
+}
+
+impl Default for ServerThresholds {
+    fn default() -> Self {
+        ServerThresholds {
+            replication_lag: Duration::from_secs(300),
+            archive_age: Duration::from_secs(900),
+            wraparound_ratio: 1.5,
+            locks_ratio: 0.8,
         }
     }
 }
@@ -222,6 +255,7 @@ impl Default for Relations {
 
 const CHECK_KEYS: &[&str] = &[
     "slow_queries",
+    "server",
     "pools",
     "materialized_views",
     "indexes",
@@ -237,6 +271,7 @@ const SLOW_KEYS: &[&str] = &[
     "exclude_own_role",
     "explain",
 ];
+const SERVER_KEYS: &[&str] = &["replication_lag", "archive_age", "wraparound_ratio", "locks_ratio"];
 const POOL_KEYS: &[&str] = &[
     "name",
     "application_name",
@@ -278,6 +313,7 @@ impl Walker<'_> {
         st.exclude_own_role = self.boolean(&s, "exclude_own_role", &sp).unwrap_or(true);
         st.explain = self.explain(&s, &sp);
 
+        checks.server = self.server(get("server"));
         checks.pools = self.pools(get("pools"));
         checks.matviews = self.matviews(get("materialized_views"));
 
@@ -344,6 +380,53 @@ impl Walker<'_> {
             .map_or(rel.max_series, |n| n as usize);
         checks.probes = self.probes(get("probes"));
         checks
+    }
+
+    /// `checks.server`: durations and ratios, each greater than zero.
+    fn server(&mut self, v: &Value) -> ServerThresholds {
+        let p = ["checks", "server"];
+        let f = self.mapping(v, &p, SERVER_KEYS);
+        let mut t = ServerThresholds::default();
+        for (key, slot) in [
+            ("replication_lag", &mut t.replication_lag),
+            ("archive_age", &mut t.archive_age),
+        ] {
+            if let Some(d) = self.duration(&f, key, &p) {
+                if d.is_zero() {
+                    self.problem(&join(&p, key), "must be greater than zero");
+                } else {
+                    *slot = d;
+                }
+            }
+        }
+        for (key, slot) in [
+            ("wraparound_ratio", &mut t.wraparound_ratio),
+            ("locks_ratio", &mut t.locks_ratio),
+        ] {
+            if let Some(r) = self.ratio(&f, key, &p) {
+                *slot = r;
+            }
+        }
+        t
+    }
+
+    /// A number greater than zero, such as 0.8 or 1.5.
+    fn ratio(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<f64> {
+        let v = f.get(key)?;
+        match v.as_f64() {
+            Some(r) if r.is_finite() && r > 0.0 => Some(r),
+            Some(r) => {
+                self.problem(&join(path, key), format!("must be a number greater than zero, got {r}"));
+                None
+            }
+            None => {
+                self.problem(
+                    &join(path, key),
+                    format!("expected a number greater than zero such as 0.8, got {}", kind(v)),
+                );
+                None
+            }
+        }
     }
 
     fn pools(&mut self, v: &Value) -> Vec<PoolCheck> {
@@ -508,6 +591,54 @@ mod tests {
             .to_string();
         assert!(
             err.contains("c.yaml:3:5: checks.migrations.query: must be a single statement"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn server_thresholds_default_to_the_rules_constants_and_are_validated() {
+        let load = |yaml: &str| {
+            crate::config::Config::from_yaml(
+                yaml,
+                "c.yaml",
+                &crate::config::Flags::default(),
+                &std::collections::BTreeMap::<String, String>::new(),
+                &[],
+            )
+        };
+        let t = load("").unwrap().checks.server.clone();
+        assert_eq!(t, ServerThresholds::default());
+        assert_eq!(t.replication_lag, Duration::from_secs(300));
+        assert_eq!(t.archive_age, Duration::from_secs(900));
+        assert_eq!((t.wraparound_ratio, t.locks_ratio), (1.5, 0.8));
+
+        let c = load("checks:\n  server:\n    replication_lag: 1m\n    archive_age: 1h\n    wraparound_ratio: 2\n    locks_ratio: 0.5\n").unwrap();
+        let t = &c.checks.server;
+        assert_eq!(t.replication_lag, Duration::from_secs(60));
+        assert_eq!(t.archive_age, Duration::from_secs(3600));
+        assert_eq!((t.wraparound_ratio, t.locks_ratio), (2.0, 0.5));
+
+        let err = load("checks:\n  server:\n    replication_lag: 0s\n    archive_age: soon\n    wraparound_ratio: -1\n    locks_ratio: \"80%\"\n    lag: 5m\n")
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "c.yaml:3:5: checks.server.replication_lag: must be greater than zero",
+            "c.yaml:4:5: checks.server.archive_age: invalid duration \"soon\"",
+            "c.yaml:5:5: checks.server.wraparound_ratio: must be a number greater than zero, got -1",
+            "c.yaml:6:5: checks.server.locks_ratio: expected a number greater than zero such as 0.8, got a string (\"80%\")",
+            "c.yaml:7:5: checks.server.lag: unknown key",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+        let err = load("checks:\n  server:\n    locks_ratio: 0\n    wraparound_ratio: .inf\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.yaml:3:5: checks.server.locks_ratio: must be a number greater than zero, got 0"),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.yaml:4:5: checks.server.wraparound_ratio: must be a number greater than zero, got inf"),
             "{err}"
         );
     }

@@ -355,12 +355,19 @@ fn checks_errors_get_the_same_clear_messages() {
       - min_count: 11
   migrations:
     expected: 3
+  server:
+    replication_lag: 0s
+    locks_ratio: high
+    lock_ratio: 2
 ";
     let got = problems(yaml, &Flags::default(), &[]);
     assert_eq!(
         got,
         vec![
             "test.yaml:3:5: checks.slow_queries.threshold: invalid duration \"fast\": expected a number with a unit (ms, s, m, h), e.g. 15s or 500ms",
+            "test.yaml:22:5: checks.server.lock_ratio: unknown key (did you mean \"locks_ratio\"?); expected one of: replication_lag, archive_age, wraparound_ratio, locks_ratio",
+            "test.yaml:20:5: checks.server.replication_lag: must be greater than zero",
+            "test.yaml:21:5: checks.server.locks_ratio: expected a number greater than zero such as 0.8, got a string (\"high\")",
             "test.yaml:5:5: checks.pools[0]: a pool needs at least one of application_name, usename, client_addr, datname to recognise its connections",
             "test.yaml:10:7: checks.pools[1].client_addr: invalid address \"10.0.0.0/40\": expected an IP address or a network such as 10.0.0.0/8",
             "test.yaml:9:7: checks.pools[1].size: expected a whole number between 1 and 100000, got a string (\"lots\")",

@@ -45,6 +45,17 @@ pub const PER_POD: &[&str] = &[
     "process_*",
 ];
 
+/// Configuration that every sidecar of a job exports alike, leader or not:
+/// server-wide in meaning (queries aggregate `instance` and `pod` away), but
+/// present on a follower's scrape too.
+pub const JOB_CONFIG: &[&str] = &[
+    "pgsidecar_slow_query_threshold_seconds",
+    "pgsidecar_replication_lag_threshold_seconds",
+    "pgsidecar_archive_age_threshold_seconds",
+    "pgsidecar_wraparound_ratio_threshold",
+    "pgsidecar_locks_ratio_threshold",
+];
+
 /// Whether `metric` is one of [`PER_POD`].
 pub fn per_pod(metric: &str) -> bool {
     PER_POD.iter().any(|p| match p.strip_suffix('*') {

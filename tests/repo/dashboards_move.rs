@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::dashboards::{PER_POD, dashboards, exprs, per_pod, server_wide, substitute};
+use crate::dashboards::{JOB_CONFIG, PER_POD, dashboards, exprs, per_pod, server_wide, substitute};
 use crate::e2e::{percent_encode, start_prometheus, wait_http};
 use crate::leader::Fleet;
 use crate::support::fixture::{example_config, monitored_app_db};
@@ -163,14 +163,14 @@ async fn until_scraped_times(prom: SocketAddr, addr: SocketAddr, since: f64, n: 
 }
 
 /// What a sidecar exports while it does not lead is [`PER_POD`], plus the
-/// health of its `pools` collector and the job-wide slow-query threshold;
+/// health of its `pools` collector and the job-wide thresholds ([`JOB_CONFIG`]);
 /// and each entry of [`PER_POD`] is among it.
 fn check_per_pod_list(follower: &crate::support::scrape::Metrics) {
     let mut problems = Vec::new();
     for s in &follower.samples {
         let pools_health = (s.name.starts_with("pg_scrape_collector_") || s.name.starts_with("pgsidecar_collector_"))
             && s.labels.get("collector").map(String::as_str) == Some("pools");
-        if !per_pod(&s.name) && !pools_health && s.name != "pgsidecar_slow_query_threshold_seconds" {
+        if !per_pod(&s.name) && !pools_health && !JOB_CONFIG.contains(&s.name.as_str()) {
             problems.push(format!("a follower exports {} {:?}, not in PER_POD", s.name, s.labels));
         }
     }

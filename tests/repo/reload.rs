@@ -129,13 +129,19 @@ async fn sighup_reloads_and_other_signals_are_harmless() {
             .ok_or(log)
     })
     .await;
-    assert_eq!(scrape(addr).await.get("pg_up", &[]), Some(1.0));
+    let m = scrape(addr).await;
+    assert_eq!(m.get("pg_up", &[]), Some(1.0));
+    assert_eq!(m.get("pgsidecar_replication_lag_threshold_seconds", &[]), Some(300.0));
+    assert_eq!(m.get("pgsidecar_locks_ratio_threshold", &[]), Some(0.8));
 
-    // A new threshold, a new interval, a collector turned off.
-    std::fs::write(&cfg, config(&cluster, &password, "250ms", "2s", false)).unwrap();
+    // New thresholds, a new interval, a collector turned off.
+    let server = "  server:\n    replication_lag: 2m\n    locks_ratio: 0.5\n";
+    std::fs::write(&cfg, config(&cluster, &password, "250ms", "2s", false) + server).unwrap();
     signal(&px, "-HUP");
     let m = until_keeping(addr, "the new configuration", |m| {
         m.get("pgsidecar_slow_query_threshold_seconds", &[]) == Some(0.25)
+            && m.get("pgsidecar_replication_lag_threshold_seconds", &[]) == Some(120.0)
+            && m.get("pgsidecar_locks_ratio_threshold", &[]) == Some(0.5)
             && m.get(
                 "pgsidecar_collector_interval_seconds",
                 &[("collector", "stat_database")],
@@ -160,6 +166,7 @@ async fn sighup_reloads_and_other_signals_are_harmless() {
     })
     .await;
     assert_eq!(m.get("pgsidecar_slow_query_threshold_seconds", &[]), Some(0.25));
+    assert_eq!(m.get("pgsidecar_locks_ratio_threshold", &[]), Some(0.5));
     assert!(
         px.log().contains("configuration not reloaded; the old one stays"),
         "{}",
@@ -178,7 +185,7 @@ async fn sighup_reloads_and_other_signals_are_harmless() {
         .await
         .unwrap();
     std::fs::write(&password, "second-secret\n").unwrap();
-    std::fs::write(&cfg, config(&cluster, &password, "250ms", "2s", false)).unwrap();
+    std::fs::write(&cfg, config(&cluster, &password, "250ms", "2s", false) + server).unwrap();
     signal(&px, "-HUP");
     until(addr, WAIT, "the reload with the new password", |m| {
         (m.get("pgsidecar_config_last_reload_successful", &[]) == Some(1.0)).then_some(())
