@@ -325,10 +325,29 @@ fn unkey(key: &str, labels: &[&str]) -> Vec<String> {
 /// Encodes families in the text exposition format 0.0.4, in order. Empty
 /// families are left out.
 pub fn encode(families: Vec<Family>) -> Bytes {
-    let mut out = Vec::new();
+    // Sized once from the families (a sample line is its name, its key and
+    // at most 26 bytes of value and punctuation), and cut to the length:
+    // growing by doubling copied the text several times and left up to half
+    // of the buffer unused for as long as the snapshot holds the part.
+    let estimate: usize = families
+        .iter()
+        .map(|f| {
+            let line = |key: &str| f.name.len() + key.len() + 32;
+            f.help.len() * 2
+                + f.name.len() * 2
+                + 32
+                + f.samples.keys().map(|k| line(k)).sum::<usize>()
+                + f.histograms
+                    .iter()
+                    .map(|(k, h)| (h.bounds.len() + 4) * (line(k) + 24))
+                    .sum::<usize>()
+        })
+        .sum();
+    let mut out = Vec::with_capacity(estimate);
     for f in families.iter().filter(|f| !f.is_empty()) {
         f.write(&mut out);
     }
+    out.shrink_to_fit();
     Bytes::from(out)
 }
 
