@@ -139,7 +139,7 @@ impl Runner for Pooled {
         let client = timeout_at(deadline, db.client())
             .await
             .map_err(|_| CollectError::Timeout(cfg.timeout))??;
-        let ctx = Ctx::new(db.server_version(), checks);
+        let ctx = Ctx::new(db.server_version(), checks).in_database(db.database());
         match timeout_at(deadline, def.collect(&client, &ctx)).await {
             Ok(r) => r.map(|families| Collected {
                 body: encode(families),

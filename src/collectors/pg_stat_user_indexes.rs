@@ -1,12 +1,13 @@
-//! `stat_user_indexes`: per-index scans, size and block I/O, from
+//! `stat_user_indexes`: per-index scans and block I/O, from
 //! `pg_stat_user_indexes`, `pg_statio_user_indexes`, `pg_index` and
-//! `pg_relation_size()`.
+//! `pg_class.relpages` (to pick the biggest).
 //!
 //! Metrics, labels `datname`, `schemaname`, `relname`, `indexrelname`
 //! (postgres_exporter has no per-index scans; these names are pgsidecar's):
 //! - counters `pg_stat_user_indexes_idx_scan_total`,
 //!   `_idx_tup_read_total`, `_idx_tup_fetch_total`.
-//! - `pg_stat_user_indexes_size_bytes` gauge.
+//! - `pg_stat_user_indexes_size_bytes` is `relation_sizes`'s
+//!   (`pg_class_sizes.rs`), on its own longer interval.
 //! - PostgreSQL ≥ 16: `pg_stat_user_indexes_last_idx_scan_timestamp_seconds`
 //!   gauge (unix time of the last scan, 0 if never).
 //! - `pgsidecar_index_unused` gauge: 1 for an index never scanned that is
@@ -19,7 +20,8 @@
 //!
 //! `datname` is the database pgsidecar is connected to. `checks.relations`
 //! picks the tables; at most `max_series` indexes are reported, the biggest
-//! first (see [`super::cap`]).
+//! first by `pg_class.relpages`: no size function, so the query takes no
+//! lock on any index or table.
 
 use super::Definition;
 use super::table::{Column, Params, Table, label};
@@ -32,8 +34,9 @@ const STATIO_LABELS: &[&str] = &["schemaname", "relname", "indexrelname"];
 
 const TABLE: Table = Table {
     from: "pg_stat_user_indexes s JOIN pg_index x ON x.indexrelid = s.indexrelid \
+           JOIN pg_class ic ON ic.oid = s.indexrelid \
            LEFT JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid \
-           WHERE {relations} ORDER BY size_bytes DESC, schemaname, indexrelname",
+           WHERE {relations} ORDER BY ic.relpages DESC, s.schemaname, s.indexrelname",
     labels: &[
         label("datname").from("current_database()"),
         label("schemaname").from("s.schemaname"),
@@ -59,12 +62,6 @@ const TABLE: Table = Table {
             "Number of live table rows fetched by simple index scans using this index",
         )
         .expr("s.idx_tup_fetch"),
-        Column::gauge(
-            "size_bytes",
-            "pg_stat_user_indexes_size_bytes",
-            "Disk space used by this index",
-        )
-        .expr("pg_relation_size(s.indexrelid)"),
         Column::gauge(
             "last_idx_scan",
             "pg_stat_user_indexes_last_idx_scan_timestamp_seconds",
@@ -115,7 +112,9 @@ mod tests {
     #[test]
     fn version_gates_pick_columns() {
         assert!(!TABLE.sql(150000).contains("last_idx_scan"));
-        assert!(TABLE.sql(160000).contains("extract(epoch FROM s.last_idx_scan)"));
+        let s = TABLE.sql(160000);
+        assert!(s.contains("extract(epoch FROM s.last_idx_scan)"), "{s}");
+        assert!(s.contains("ORDER BY ic.relpages DESC") && !s.contains("_size("), "{s}");
     }
 
     #[test]
@@ -123,11 +122,11 @@ mod tests {
         let big = ["app", "public", "t", "big"];
         let small = ["app", "public", "t", "small"];
         let rows = [
-            Row::new(&big, &[("idx_scan", 0.0), ("size_bytes", 900.0), ("idx_blks_hit", 5.0)]),
-            Row::new(&small, &[("idx_scan", 0.0), ("size_bytes", 10.0), ("unused", 1.0)]),
+            Row::new(&big, &[("idx_scan", 0.0), ("idx_blks_hit", 5.0)]),
+            Row::new(&small, &[("idx_scan", 0.0), ("unused", 1.0)]),
         ];
         let f = TABLE.families(150000, &rows);
-        assert_eq!(value(&f, "pg_stat_user_indexes_size_bytes", &big), Some(900.0));
+        assert_eq!(value(&f, "pg_stat_user_indexes_idx_scan_total", &big), Some(0.0));
         assert_eq!(
             value(&f, "pg_statio_user_indexes_idx_blks_hit_total", &big[1..]),
             Some(5.0)

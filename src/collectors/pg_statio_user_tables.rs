@@ -9,7 +9,8 @@
 //! without indexes or TOAST table reports 0 for those.
 //!
 //! `datname` is the database pgsidecar is connected to. Tables are filtered
-//! by `checks.relations` and capped at its `max_series`, biggest first.
+//! by `checks.relations` and capped at its `max_series`, biggest first by
+//! `pg_class.relpages`: no size function, so no lock on any table.
 //!
 //! Version gates: none.
 
@@ -19,16 +20,17 @@ use super::table::{Column, Params, Table, label};
 pub const DEFINITION: Definition = Definition::table("statio_user_tables", TABLE);
 
 const TABLE: Table = Table {
-    from: "pg_statio_user_tables WHERE {relations} ORDER BY pg_table_size(relid) DESC NULLS LAST, schemaname, relname",
+    from: "pg_statio_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE {relations} \
+           ORDER BY c.relpages DESC, s.schemaname, s.relname",
     labels: &[
         label("datname").from("current_database()"),
-        label("schemaname"),
-        label("relname"),
+        label("schemaname").from("s.schemaname"),
+        label("relname").from("s.relname"),
     ],
     columns: COLUMNS,
     params: Params::Relations {
-        schema: "schemaname",
-        relname: "relname",
+        schema: "s.schemaname::text",
+        relname: "s.relname::text",
     },
 };
 
@@ -105,6 +107,8 @@ mod tests {
             text.contains("# TYPE pg_statio_user_tables_heap_blocks_hit counter"),
             "{text}"
         );
-        assert!(TABLE.sql(150000).contains("heap_blks_hit::float8 AS heap_blks_hit"));
+        let s = TABLE.sql(150000);
+        assert!(s.contains("heap_blks_hit::float8 AS heap_blks_hit"), "{s}");
+        assert!(s.contains("ORDER BY c.relpages DESC") && !s.contains("_size("), "{s}");
     }
 }

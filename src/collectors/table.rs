@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Client, CollectError, Ctx, cap, query, relation_filter, relation_params};
+use super::{Client, CollectError, Ctx, float, query, relation_filter, relation_params};
 use crate::metrics::Family;
 
 /// A metric type, as the exposition format names it.
@@ -204,7 +204,11 @@ pub enum Params {
     None,
     /// `checks.relations` as `$1`..`$4`, applied where `from` says
     /// `{relations}`, to these schema and relation-name columns. The rows
-    /// are capped at `max_series`, so `from` orders them biggest first.
+    /// are capped at `max_series` (`LIMIT $5`), so `from` orders them
+    /// biggest first, by `pg_class.relpages`: a size function would stat
+    /// every file of every relation on every round, and wait behind any
+    /// `ACCESS EXCLUSIVE` lock (sizes are `relation_sizes`'s, on a longer
+    /// interval).
     Relations {
         schema: &'static str,
         relname: &'static str,
@@ -212,6 +216,10 @@ pub enum Params {
     /// `checks.slow_queries.threshold` in seconds, as `$1` (`float8`).
     SlowQueryThreshold,
 }
+
+/// The result column of a capped query that counts every row the filter
+/// let through, before the cap.
+const RELATIONS_TOTAL: &str = "pgsidecar_relations_total";
 
 /// A collector over one wide view.
 #[derive(Debug, Clone, Copy)]
@@ -260,13 +268,17 @@ impl Table {
             .map(Label::select)
             .chain(self.columns_for(version).map(Column::select))
             .collect();
-        let from = match self.params {
+        match self.params {
             Params::Relations { schema, relname } => {
-                self.from.replace("{relations}", &relation_filter(schema, relname, 1))
+                let from = self.from.replace("{relations}", &relation_filter(schema, relname, 1));
+                // The cap in SQL, with the count it left out.
+                format!(
+                    "SELECT {}, count(*) OVER ()::float8 AS {RELATIONS_TOTAL} FROM {from} LIMIT $5",
+                    select.join(", ")
+                )
             }
-            _ => self.from.to_string(),
-        };
-        format!("SELECT {} FROM {from}", select.join(", "))
+            _ => format!("SELECT {} FROM {}", select.join(", "), self.from),
+        }
     }
 
     /// Reads one result row.
@@ -324,16 +336,21 @@ impl Table {
             Params::None => query(client, what, &sql, &[]).await?,
             Params::Relations { .. } => {
                 let [a, b, c, d] = relation_params(&ctx.checks.relations);
-                query(client, what, &sql, &[a, b, c, d]).await?
+                let limit = i64::try_from(ctx.checks.relations.max_series).unwrap_or(i64::MAX);
+                query(client, what, &sql, &[a, b, c, d, &limit]).await?
             }
             Params::SlowQueryThreshold => query(client, what, &sql, &[&threshold]).await?,
         };
-        let mut rows = found
+        let rows = found
             .iter()
             .map(|r| self.read(r, version))
             .collect::<Result<Vec<_>, _>>()?;
         if let Params::Relations { .. } = self.params {
-            rows = cap(ctx, rows);
+            let total = match found.first() {
+                Some(r) => float(r, RELATIONS_TOTAL)? as usize,
+                None => 0,
+            };
+            ctx.omitted(total.saturating_sub(rows.len()));
         }
         Ok(self.families(version, &rows))
     }
@@ -363,8 +380,8 @@ mod tests {
     #[test]
     fn sql_follows_the_version_gates_and_expressions() {
         let s = TABLE.sql(130000);
-        assert!(s.starts_with("SELECT (current_database())::text AS datname, (relname)::text AS relname, n::float8 AS n, (pg_table_size(relid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag FROM v WHERE schemaname NOT IN"), "{s}");
-        assert!(s.ends_with("ORDER BY size DESC"), "{s}");
+        assert!(s.starts_with("SELECT (current_database())::text AS datname, (relname)::text AS relname, n::float8 AS n, (pg_table_size(relid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag, count(*) OVER ()::float8 AS pgsidecar_relations_total FROM v WHERE schemaname NOT IN"), "{s}");
+        assert!(s.ends_with("ORDER BY size DESC LIMIT $5"), "{s}");
         assert!(!s.contains("AS ms"), "{s}");
         let s = TABLE.sql(170000);
         assert!(s.contains("ms::float8 AS ms") && !s.contains("AS old"), "{s}");
