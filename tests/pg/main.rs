@@ -16,6 +16,7 @@ mod compat;
 mod faults;
 mod health;
 mod indexes;
+mod locks;
 mod matviews;
 mod probes;
 mod promtool;
