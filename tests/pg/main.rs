@@ -13,6 +13,7 @@ mod support;
 
 mod collectors;
 mod compat;
+mod cost;
 mod faults;
 mod health;
 mod indexes;
