@@ -34,9 +34,7 @@ const STATIO_LABELS: &[&str] = &["schemaname", "relname", "indexrelname"];
 
 const TABLE: Table = Table {
     from: "pg_stat_user_indexes s JOIN pg_index x ON x.indexrelid = s.indexrelid \
-           JOIN pg_class ic ON ic.oid = s.indexrelid \
-           LEFT JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid \
-           WHERE {relations} ORDER BY ic.relpages DESC, s.schemaname, s.indexrelname",
+           LEFT JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid",
     labels: &[
         label("datname").from("current_database()"),
         label("schemaname").from("s.schemaname"),
@@ -100,6 +98,9 @@ const TABLE: Table = Table {
     params: Params::Relations {
         schema: "s.schemaname::text",
         relname: "s.relname::text",
+        key: "s.indexrelid",
+        pick_from: "pg_stat_user_indexes s JOIN pg_class ic ON ic.oid = s.indexrelid",
+        order: "ic.relpages DESC, s.schemaname, s.indexrelname",
     },
 };
 

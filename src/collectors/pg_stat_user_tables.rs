@@ -27,8 +27,7 @@ use super::table::{Column, Params, Table, label};
 pub const DEFINITION: Definition = Definition::table("stat_user_tables", TABLE);
 
 const TABLE: Table = Table {
-    from: "pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE {relations} \
-           ORDER BY c.relpages DESC, s.schemaname, s.relname",
+    from: "pg_stat_user_tables s",
     labels: &[
         label("datname").from("current_database()"),
         label("schemaname").from("s.schemaname"),
@@ -38,6 +37,9 @@ const TABLE: Table = Table {
     params: Params::Relations {
         schema: "s.schemaname::text",
         relname: "s.relname::text",
+        key: "s.relid",
+        pick_from: "pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid",
+        order: "c.relpages DESC, s.schemaname, s.relname",
     },
 };
 
