@@ -320,6 +320,11 @@ pub struct Definition {
     /// After failures in a row it waits longer and longer between attempts
     /// (see `scheduler`), instead of trying on every tick.
     pub backs_off: bool,
+    /// Where in its interval it runs after the first run, in quarters of
+    /// the interval (0: with the others). The costly per-relation
+    /// collectors take one quarter each, so that their queries do not
+    /// compete with each other for the server's CPUs every round.
+    pub phase: u8,
     pub source: Source,
 }
 
@@ -336,6 +341,7 @@ impl Definition {
             since_note: "",
             target: Target::Postgres,
             backs_off: false,
+            phase: 0,
             source: Source::Table(table),
         }
     }
@@ -352,6 +358,7 @@ impl Definition {
             since_note: "",
             target: Target::Postgres,
             backs_off: false,
+            phase: 0,
             source: Source::Custom(collect),
         }
     }
@@ -368,6 +375,7 @@ impl Definition {
             since_note: "",
             target: Target::Postgres,
             backs_off: false,
+            phase: 0,
             source: Source::CoveredBy(by),
         }
     }
@@ -419,6 +427,14 @@ impl Definition {
     pub const fn pgbouncer(self) -> Self {
         Definition {
             target: Target::PgBouncer,
+            ..self
+        }
+    }
+
+    /// Runs `quarters` quarters of its interval after the others (0..=3).
+    pub const fn phase(self, quarters: u8) -> Self {
+        Definition {
+            phase: quarters % 4,
             ..self
         }
     }
