@@ -90,8 +90,10 @@ const TABLE: Table = Table {
             "1 for an index never scanned that is not unique, not a primary key and backs no constraint",
         )
         .expr(
+            // NOT IN an uncorrelated subquery: one hashed scan of
+            // pg_constraint per query, not one per index (conindid has no index).
             "CASE WHEN s.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary \
-             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) THEN 1 END",
+             AND s.indexrelid NOT IN (SELECT conindid FROM pg_constraint) THEN 1 END",
         )
         .skip_null(),
     ],
