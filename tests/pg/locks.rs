@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::fixture::create_app_db;
-use crate::support::scrape::{Metrics, until};
+use crate::support::scrape::{Metrics, get, until};
 use crate::support::{WAIT, pg, start, test_yaml};
 
 const DB: &str = "locks_db";
@@ -161,6 +161,13 @@ async fn a_locked_table_and_a_slow_refresh_leave_the_other_relations_reported() 
     assert_eq!(
         m.get("pgsidecar_relation_sizes_skipped", &[("kind", "matview")]),
         Some(1.0)
+    );
+
+    // The status page names what was skipped.
+    let page = get(px.addr, "/").await.text();
+    assert!(
+        page.contains("with an ACCESS EXCLUSIVE lock held or awaited") && page.contains("table public.migrating"),
+        "{page}"
     );
 
     // Both finish undisturbed, and the sizes come back.
