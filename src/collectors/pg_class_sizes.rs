@@ -8,9 +8,9 @@
 //! migration, a `REFRESH MATERIALIZED VIEW`, a `VACUUM FULL`). Sizes change
 //! slowly, so they are read here, apart from the per-relation counters,
 //! which run every round and take no relation lock at all. Each query first
-//! reads `pg_locks` once and does not size a relation (or its TOAST table,
-//! or one of its indexes) that has an `AccessExclusiveLock` granted or
-//! awaited: such a relation is skipped, counted and named in a note, and the
+//! reads `pg_locks` once and does not size a relation that has an
+//! `AccessExclusiveLock` granted or awaited (for a table or a view, also on
+//! its TOAST table or one of its indexes, which the size function opens): such a relation is skipped, counted and named in a note, and the
 //! others are reported. A lock taken between that reading and the size
 //! function is met by the session's `lock_timeout`, which fails only this
 //! collector's run.
