@@ -101,7 +101,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let found = match result {
             Ok(found) => found,
             Err(e) => {
-                return Err(match unavailable(client, ctx, &e).await {
+                return Err(match unavailable(client, &e).await {
                     Some(u) => u,
                     None => CollectError::query("pg_stat_statements", e),
                 });
@@ -140,17 +140,13 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
 }
 
 /// The missing prerequisite behind a failed query, if that is what failed.
-pub(super) async fn unavailable(client: &Client, ctx: &Ctx, e: &tokio_postgres::Error) -> Option<CollectError> {
+pub(super) async fn unavailable(client: &Client, e: &tokio_postgres::Error) -> Option<CollectError> {
     let db = e.as_db_error()?;
     let code = db.code();
     let reason = if *code == SqlState::UNDEFINED_FUNCTION || *code == SqlState::UNDEFINED_TABLE {
-        // Known from the connection; asked only if it is not.
-        let datname = match ctx.datname.as_str() {
-            "" => match client.query_one("SELECT current_database()::text", &[]).await {
-                Ok(row) => row.try_get::<_, String>(0).unwrap_or_default(),
-                Err(_) => "(unknown)".to_string(),
-            },
-            known => known.to_string(),
+        let datname = match client.query_one("SELECT current_database()::text", &[]).await {
+            Ok(row) => row.try_get::<_, String>(0).unwrap_or_default(),
+            Err(_) => "(unknown)".to_string(),
         };
         format!("pg_stat_statements is not installed in database {datname}: CREATE EXTENSION pg_stat_statements")
     } else if *code == SqlState::UNDEFINED_COLUMN {

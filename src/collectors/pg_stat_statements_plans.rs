@@ -240,7 +240,7 @@ impl StatementPlans {
         {
             Ok(rows) => rows,
             Err(err) => {
-                return Err(match super::pg_stat_statements::unavailable(client, ctx, &err).await {
+                return Err(match super::pg_stat_statements::unavailable(client, &err).await {
                     Some(u) => u,
                     None => CollectError::query("pg_stat_statements", err),
                 });
