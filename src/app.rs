@@ -80,7 +80,8 @@ impl Reloads {
 }
 
 /// The collectors a configuration enables, in registration order, then
-/// those its checks make (a probe each, the statement plans).
+/// those its checks make (a probe each, the statement plans), then one per
+/// custom query.
 fn enabled(config: &Config, made: &mut collectors::Made) -> Vec<(&'static Definition, CollectorConfig)> {
     collectors::ALL
         .iter()
@@ -89,6 +90,7 @@ fn enabled(config: &Config, made: &mut collectors::Made) -> Vec<(&'static Defini
             c.enabled.then_some((def, c))
         })
         .chain(collectors::from_checks(&config.checks, made))
+        .chain(collectors::from_queries(&config.queries, made))
         .collect()
 }
 

@@ -28,12 +28,14 @@ mod env;
 mod fuzz;
 mod pgbouncer;
 mod probes;
+mod queries;
 mod web;
 pub use checks::{Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, Statements};
 pub use dsn::redact;
 pub use env::{Env, ProcessEnv};
 pub use pgbouncer::{PgBouncer, PgBouncerThresholds, RunBy};
 pub use probes::{Explain, Probe, ProbeMode, Qualified};
+pub use queries::{CustomQuery, DEFAULT_MAX_SERIES, QueryColumn, Usage, VersionRange};
 pub use web::{RateLimit, WebSecurity, load as load_web_file};
 
 /// Default listen port: one above postgres_exporter's 9187, so both can run
@@ -54,6 +56,9 @@ pub struct Config {
     pub coordination: Coordination,
     /// The PgBouncer admin console, if one is watched (`pgbouncer:`).
     pub pgbouncer: Option<PgBouncer>,
+    /// Custom queries (`queries:` and `--extend.query-path`), in the
+    /// files' order: one collector `query:<name>` each.
+    pub queries: Vec<CustomQuery>,
 }
 
 /// The advisory-lock key used when `coordination.lock_key` is not set: the
@@ -264,6 +269,9 @@ pub struct CollectorDefaults {
     /// It reads PgBouncer's admin console: enabled by default only when
     /// `pgbouncer:` is configured.
     pub pgbouncer: bool,
+    /// The families it exports that are known without running it (a
+    /// table's columns), which no custom query may export.
+    pub families: Vec<&'static str>,
 }
 
 /// Values given on the command line; `None` where the flag was absent.
@@ -295,6 +303,8 @@ pub struct Flags {
     pub disable_default_metrics: bool,
     /// `--web.enable-lifecycle`: serve `POST /-/reload`.
     pub enable_lifecycle: bool,
+    /// `--extend.query-path`: a postgres_exporter `queries.yaml`.
+    pub extend_query_path: Option<String>,
 }
 
 /// One `--collector.<name>` (on) or `--no-collector.<name>` (off) flag.
@@ -510,6 +520,7 @@ const TOP_KEYS: &[&str] = &[
     "checks",
     "coordination",
     "pgbouncer",
+    "queries",
 ];
 const DATASOURCE_KEYS: &[&str] = &[
     "dsn",
@@ -693,6 +704,7 @@ impl Walker<'_> {
         self.stat_statements_flags(flags, &mut checks);
         checks.pgbouncer = pgbouncer_thresholds;
         let coordination = self.coordination(get("coordination"));
+        let queries = self.all_queries(get("queries"), flags, env, default_interval, &collectors);
         Some(Config {
             datasource: datasource?,
             web: web?,
@@ -701,7 +713,92 @@ impl Walker<'_> {
             checks: std::sync::Arc::new(checks),
             coordination: coordination?,
             pgbouncer,
+            queries,
         })
+    }
+
+    /// The `queries:` section, then the extend file's queries
+    /// (`--extend.query-path`, else `PG_EXPORTER_EXTEND_QUERY_PATH`), each
+    /// problem with its own file; then the collisions between them and with
+    /// the enabled built-in collectors.
+    fn all_queries(
+        &mut self,
+        section: &Value,
+        flags: &Flags,
+        env: &dyn Env,
+        default_interval: Duration,
+        collectors: &[CollectorConfig],
+    ) -> Vec<CustomQuery> {
+        let mut queries = self.queries(section, &["queries"], default_interval);
+        let in_section = queries.len();
+        let path = flags
+            .extend_query_path
+            .clone()
+            .filter(|p| !p.is_empty())
+            .map(|p| (p, "--extend.query-path"))
+            .or_else(|| {
+                env::nonempty(env, "PG_EXPORTER_EXTEND_QUERY_PATH").map(|p| (p, "PG_EXPORTER_EXTEND_QUERY_PATH"))
+            });
+        let mut file_text = String::new();
+        if let Some((path, from)) = &path {
+            match std::fs::read_to_string(path) {
+                Err(e) => self.other_problem(from, "", format!("cannot read {}: {e}", shown_path(path))),
+                Ok(text) => {
+                    file_text = text;
+                    let mut w = Walker {
+                        source: path,
+                        text: &file_text,
+                        env: self.env,
+                        collectors: self.collectors,
+                        problems: Vec::new(),
+                        secrets: Vec::new(),
+                    };
+                    match serde_yaml::from_str::<Value>(&file_text) {
+                        Ok(v) => {
+                            for q in w.queries(&v, &[], default_interval) {
+                                if queries.iter().any(|o| o.name == q.name) {
+                                    w.problem(
+                                        &[q.name.as_str()],
+                                        format!("query {} is defined in the config file's queries: too", q.name),
+                                    );
+                                } else {
+                                    queries.push(q);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let loc = e.location();
+                            w.problems.push(Problem {
+                                source: path.clone(),
+                                line: loc.as_ref().map(|l| l.line()),
+                                column: loc.as_ref().map(|l| l.column()),
+                                key: String::new(),
+                                message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+                            });
+                        }
+                    }
+                    self.problems.append(&mut w.problems);
+                }
+            }
+        }
+        let enabled = |name: &str| collectors.iter().any(|c| c.name == name && c.enabled);
+        for (i, message) in queries::collisions(&queries, self.collectors, &enabled) {
+            let name = queries[i].name.clone();
+            if i < in_section {
+                self.problem(&["queries", name.as_str()], message);
+            } else if let Some((path, _)) = &path {
+                let (line, column) =
+                    locate(&file_text, &[name.as_str()]).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+                self.problems.push(Problem {
+                    source: path.clone(),
+                    line,
+                    column,
+                    key: name,
+                    message,
+                });
+            }
+        }
+        queries
     }
 
     fn collectors(

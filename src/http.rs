@@ -284,11 +284,11 @@ impl Server {
         let body = self.view.state.snapshot.body();
         let values = req.headers().get_all(header::ACCEPT_ENCODING);
         let gzip = accepts_gzip(values.iter().filter_map(|v| v.to_str().ok()));
-        let bytes = if gzip { body.gzip() } else { body.text.clone() };
+        let parts = if gzip { vec![body.gzip()] } else { body.parts().to_vec() };
         let body = if req.method() == Method::HEAD {
-            Tracked::plain(bytes)
+            Tracked::parts(parts, None)
         } else {
-            self.registry.start_scrape(conn, bytes)
+            self.registry.start_scrape(conn, parts)
         };
         let mut r = Response::new(body);
         let h = r.headers_mut();

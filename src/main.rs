@@ -43,6 +43,10 @@ struct Cli {
     /// interval [default: collection.timeout].
     #[arg(long = "collection-timeout", value_name = "DURATION")]
     collection_timeout: Option<String>,
+    /// A postgres_exporter queries.yaml of custom queries, added to the
+    /// config file's queries: [env: PG_EXPORTER_EXTEND_QUERY_PATH].
+    #[arg(long = "extend.query-path", value_name = "PATH")]
+    extend_query_path: Option<String>,
     /// Turn the settings collector (pg_settings_*) off.
     #[arg(long = "disable-settings-metrics")]
     disable_settings_metrics: bool,
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         disable_settings_metrics: cli.disable_settings_metrics,
         disable_default_metrics: cli.disable_default_metrics,
         enable_lifecycle: cli.enable_lifecycle,
+        extend_query_path: cli.extend_query_path,
     };
     let (sql, action) = match cli.command {
         Some(Command::Install { print_sql: true }) => return print(pgsidecar::install::INSTALL_SQL),
@@ -139,7 +144,13 @@ fn main() -> ExitCode {
         return admin(&config, sql, action);
     }
     if cli.config_check {
-        let enabled: Vec<_> = config.collectors.iter().filter(|c| c.enabled).map(|c| c.name).collect();
+        let enabled: Vec<String> = config
+            .collectors
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.name.to_string())
+            .chain(config.queries.iter().map(|q| q.collector()))
+            .collect();
         let pgbouncer = config.pgbouncer.as_ref().map_or_else(String::new, |p| {
             format!(", pgbouncer {} (run by {})", p.datasource.target(), p.run_by.as_str())
         });

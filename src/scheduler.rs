@@ -508,7 +508,7 @@ mod tests {
     }
 
     fn body(state: &State) -> String {
-        String::from_utf8(state.snapshot.body().text.to_vec()).unwrap()
+        String::from_utf8(state.snapshot.body().to_vec()).unwrap()
     }
 
     /// Lets the scheduler's tasks run up to `at` after the start (time is paused).

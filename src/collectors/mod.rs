@@ -69,6 +69,7 @@ mod pg_stat_wal;
 mod pg_stat_wal_receiver;
 mod pg_statio_user_indexes;
 mod probe;
+mod query;
 
 pub use table::Table;
 
@@ -121,6 +122,7 @@ pub const ALL: &[Definition] = &[
 enum MadeFrom {
     Probe(crate::config::Probe),
     Explain(crate::config::Explain),
+    Query(crate::config::CustomQuery),
 }
 
 /// The collectors one pgsidecar has made from its checks so far (see
@@ -143,6 +145,19 @@ pub fn from_checks(checks: &Checks, made: &mut Made) -> Vec<(&'static Definition
         .iter()
         .map(|p| MadeFrom::Probe(p.clone()))
         .chain(checks.statements.explain.iter().map(|e| MadeFrom::Explain(e.clone())));
+    make(wanted, made)
+}
+
+/// The collectors of the custom queries (`queries:`, `--extend.query-path`),
+/// one `query:<name>` each, made and remembered as [`from_checks`] does.
+pub fn from_queries(
+    queries: &[crate::config::CustomQuery],
+    made: &mut Made,
+) -> Vec<(&'static Definition, CollectorConfig)> {
+    make(queries.iter().map(|q| MadeFrom::Query(q.clone())), made)
+}
+
+fn make(wanted: impl Iterator<Item = MadeFrom>, made: &mut Made) -> Vec<(&'static Definition, CollectorConfig)> {
     wanted
         .map(|from| {
             if let Some((_, def, cfg)) = made.0.iter().find(|(f, _, _)| *f == from) {
@@ -151,6 +166,7 @@ pub fn from_checks(checks: &Checks, made: &mut Made) -> Vec<(&'static Definition
             let (def, cfg) = match &from {
                 MadeFrom::Probe(p) => probe::definition(p),
                 MadeFrom::Explain(e) => pg_stat_statements_plans::definition(e),
+                MadeFrom::Query(q) => query::definition(q),
             };
             let def: &'static Definition = Box::leak(Box::new(def));
             made.0.push((from, def, cfg.clone()));
@@ -171,6 +187,10 @@ pub fn defaults() -> Vec<CollectorDefaults> {
                 _ => None,
             },
             pgbouncer: d.target == Target::PgBouncer,
+            families: match &d.source {
+                Source::Table(t) => t.columns.iter().map(|c| c.metric).collect(),
+                _ => Vec::new(),
+            },
         })
         .collect()
 }
@@ -487,6 +507,10 @@ pub enum CollectError {
     /// An `EXPLAIN` output that is not what PostgreSQL prints.
     #[error("{0}")]
     Plan(String),
+    /// A custom query's rows that cannot be series (too many, a value that
+    /// is not a number, two rows with the same labels).
+    #[error("{0}")]
+    Rows(String),
     #[error("timed out after {}", crate::config::show(*.0))]
     Timeout(Duration),
     #[error("collector panicked: {0}")]
@@ -536,11 +560,32 @@ pub fn float(row: &tokio_postgres::Row, name: &'static str) -> Result<f64, Colle
         .map_err(|e| CollectError::column(name, e))
 }
 
-/// Reads a text-like column (`text`, `name`); SQL NULL reads as "".
+/// Reads a text-like column (`text`, `name`); SQL NULL reads as "". Bytes
+/// that are not UTF-8 become U+FFFD (see [`Lossy`]).
 pub fn text(row: &tokio_postgres::Row, name: &'static str) -> Result<String, CollectError> {
-    row.try_get::<_, Option<String>>(name)
-        .map(Option::unwrap_or_default)
+    row.try_get::<_, Option<Lossy>>(name)
+        .map(|v| v.map(|Lossy(s)| s).unwrap_or_default())
         .map_err(|e| CollectError::column(name, e))
+}
+
+/// A text-like value read as the server sent it, with every byte sequence
+/// that is not UTF-8 replaced by U+FFFD. A `SQL_ASCII` database stores names
+/// and statement texts unchecked, so any role with `CREATEDB` can make a
+/// database whose name is not UTF-8; read strictly, that one name failed
+/// `stat_database`, `stat_activity` and `database` for every database.
+pub struct Lossy(pub String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Lossy {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Lossy, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Lossy(String::from_utf8_lossy(raw).into_owned()))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
 }
 
 /// A `WHERE` fragment that applies `checks.relations` to a schema column and
@@ -622,6 +667,26 @@ mod tests {
             let deciders: Vec<_> = ALL.iter().filter(|d| d.decides_up && d.target == target).collect();
             assert_eq!(deciders.len(), 1, "{target:?}");
         }
+    }
+
+    #[test]
+    fn a_query_kept_by_a_reload_keeps_its_definition() {
+        let queries = |sql: &str| {
+            let yaml =
+                format!("queries:\n  app:\n    query: {sql}\n    metrics:\n      - n:\n          usage: GAUGE\n");
+            let env = std::collections::BTreeMap::<String, String>::new();
+            crate::config::Config::from_yaml(&yaml, "c.yaml", &Default::default(), &env, &defaults())
+                .unwrap()
+                .queries
+        };
+        let mut made = Made::default();
+        let first = from_queries(&queries("SELECT 1 AS n"), &mut made);
+        let again = from_queries(&queries("SELECT 1 AS n"), &mut made);
+        let changed = from_queries(&queries("SELECT 2 AS n"), &mut made);
+        assert_eq!(first[0].0.name, "query:app");
+        assert_eq!(first[0].1.name, "query:app");
+        assert!(std::ptr::eq(first[0].0, again[0].0));
+        assert!(!std::ptr::eq(first[0].0, changed[0].0));
     }
 
     #[test]

@@ -95,9 +95,28 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let st = &ctx.checks.statements;
         let top = i64::try_from(st.top).unwrap_or(i64::MAX);
         let sql = sql(ctx.server_version_num);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&top, &st.include_query_text, &st.exclude_own_role];
-        let result = async { client.query(&client.prepare_cached(&sql).await?, &params).await }.await;
+        let run = async |texts: bool| {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&top, &texts, &st.exclude_own_role];
+            client.query(&client.prepare_cached(&sql).await?, &params).await
+        };
+        let mut texts = st.include_query_text;
+        let mut result = run(texts).await;
+        // The server refuses to send every text when one is not valid in its
+        // encoding (a statement run in a SQL_ASCII database); the statistics
+        // are still worth having.
+        if let Err(e) = &result
+            && texts
+            && e.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
+        {
+            ctx.note(format!(
+                "query texts left out: {}: a statement's text is not valid in the server's encoding \
+                 (it ran in a SQL_ASCII database); the statistics are complete",
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
+            ));
+            texts = false;
+            result = run(texts).await;
+        }
         let found = match result {
             Ok(found) => found,
             Err(e) => {
@@ -135,7 +154,13 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
                 blk_write_time: float(&r, "blk_write_time")?,
             });
         }
-        Ok(families(&rows, left_out, &ctx.checks))
+        if texts == st.include_query_text {
+            Ok(families(&rows, left_out, &ctx.checks))
+        } else {
+            let mut checks = (*ctx.checks).clone();
+            checks.statements.include_query_text = false;
+            Ok(families(&rows, left_out, &checks))
+        }
     })
 }
 
@@ -145,7 +170,10 @@ pub(super) async fn unavailable(client: &Client, e: &tokio_postgres::Error) -> O
     let code = db.code();
     let reason = if *code == SqlState::UNDEFINED_FUNCTION || *code == SqlState::UNDEFINED_TABLE {
         let datname = match client.query_one("SELECT current_database()::text", &[]).await {
-            Ok(row) => row.try_get::<_, String>(0).unwrap_or_default(),
+            Ok(row) => row
+                .try_get::<_, super::Lossy>(0)
+                .map(|super::Lossy(s)| s)
+                .unwrap_or_default(),
             Err(_) => "(unknown)".to_string(),
         };
         format!("pg_stat_statements is not installed in database {datname}: CREATE EXTENSION pg_stat_statements")

@@ -27,7 +27,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -172,7 +171,7 @@ impl Registry {
     /// `conn` starts writing a `/metrics` body: beyond the cap, the quietest
     /// other scrape in flight is cut. The returned body ends the scrape once
     /// hyper has taken it and flushed it.
-    pub fn start_scrape(&self, conn: &Arc<Conn>, body: Bytes) -> Tracked {
+    pub fn start_scrape(&self, conn: &Arc<Conn>, body: Vec<Bytes>) -> Tracked {
         conn.body_done.store(false, Ordering::Release);
         conn.scraping.store(true, Ordering::Release);
         let mut inner = self.lock();
@@ -193,10 +192,7 @@ impl Registry {
             c.scraping.store(false, Ordering::Release);
             c.abort.notify_one();
         }
-        Tracked {
-            inner: Full::new(body),
-            conn: Some(conn.clone()),
-        }
+        Tracked::parts(body, Some(conn.clone()))
     }
 
     #[cfg(test)]
@@ -213,18 +209,27 @@ fn quietest(conns: &HashMap<u64, Arc<Conn>>, pick: impl Fn(&Conn) -> bool) -> Op
         .map(|c| c.id)
 }
 
-/// A response body; a `/metrics` one tells its connection when hyper is
-/// done with it.
+/// A response body, written as its parts in order (one frame each, with
+/// the total length known up front); a `/metrics` one tells its connection
+/// when hyper is done with it.
 pub struct Tracked {
-    inner: Full<Bytes>,
+    parts: std::collections::VecDeque<Bytes>,
+    left: u64,
     conn: Option<Arc<Conn>>,
 }
 
 impl Tracked {
     pub fn plain(body: Bytes) -> Tracked {
+        Tracked::parts(vec![body], None)
+    }
+
+    /// `parts`, of `/metrics` for `conn` if given.
+    pub fn parts(parts: Vec<Bytes>, conn: Option<Arc<Conn>>) -> Tracked {
+        let parts: std::collections::VecDeque<Bytes> = parts.into_iter().filter(|p| !p.is_empty()).collect();
         Tracked {
-            inner: Full::new(body),
-            conn: None,
+            left: parts.iter().map(|p| p.len() as u64).sum(),
+            parts,
+            conn,
         }
     }
 }
@@ -243,16 +248,20 @@ impl Body for Tracked {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.pop_front();
+        if let Some(p) = &next {
+            self.left -= p.len() as u64;
+        }
+        Poll::Ready(next.map(|p| Ok(Frame::data(p))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.parts.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        SizeHint::with_exact(self.left)
     }
 }
 
@@ -416,7 +425,7 @@ mod tests {
     async fn beyond_the_scrape_cap_the_quietest_scrape_is_cut() {
         let r = Registry::new(10, 2);
         let conns: Vec<_> = (0..3).map(|_| r.admit()).collect();
-        let body = Bytes::from_static(b"x 1\n");
+        let body = vec![Bytes::from_static(b"x 1\n")];
         let _b0 = r.start_scrape(&conns[0].conn, body.clone());
         tokio::time::advance(Duration::from_millis(5)).await;
         conns[1].conn.touch();

@@ -245,3 +245,89 @@ async fn collector_over_its_timeout_leaves_the_others_running() {
     .await;
     px.stop().await.unwrap();
 }
+
+/// Regression: in a `SQL_ASCII` database names and statement texts are
+/// stored unchecked, so a role with `CREATEDB` can make a database whose
+/// name is not UTF-8, and any role can run a statement whose text is not.
+/// Read strictly, that one name failed `stat_database`,
+/// `stat_database_conflicts`, `stat_activity` and `database` for every
+/// database, and the text failed `stat_statements`. Now the name reads with
+/// U+FFFD for the bytes; the server itself refuses to send the texts (ERROR
+/// 22021), so they are left out, said on the status page, and the
+/// statistics stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_texts_that_are_not_utf8_blind_nothing() {
+    let cluster = Cluster::init();
+    cluster.start();
+    cluster.create_extension_in_postgres_db();
+    let admin = cluster.connect("postgres", "it-encoding").await;
+    for sql in [
+        "CREATE DATABASE ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+        "CREATE DATABASE victim",
+    ] {
+        admin.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // chr(233) is the single byte 0xE9 in a SQL_ASCII database: "caf\xe9",
+    // not UTF-8. The rename runs there, the shared catalog keeps the bytes.
+    let ascii = cluster.connect("ascii", "it-encoding").await;
+    ascii
+        .batch_execute(
+            "SET pg_stat_statements.track = 'all'; \
+             DO $$ BEGIN EXECUTE 'ALTER DATABASE victim RENAME TO ' || quote_ident('caf' || chr(233)); \
+             EXECUTE 'SELECT 1 AS ' || quote_ident('caf' || chr(233)); END $$",
+        )
+        .await
+        .unwrap();
+    let bad: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname::bytea = '\\x636166e9'::bytea",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bad, 1, "the database with a name that is not UTF-8 exists");
+
+    let extra = "checks:\n  slow_queries:\n    include_query_text: true\n    exclude_own_role: false\n";
+    let px = start(&test_yaml(&cluster.dsn("postgres"), extra)).await;
+    let collectors = [
+        "stat_database",
+        "stat_database_conflicts",
+        "stat_activity",
+        "database",
+        "stat_statements",
+    ];
+    let m = until(px.addr, WAIT, "every collector succeeding, caf\u{FFFD} included", |m| {
+        let ok = collectors
+            .iter()
+            .all(|c| m.get("pg_scrape_collector_success", &[("collector", c)]) == Some(1.0));
+        (ok && !m
+            .all("pg_stat_database_xact_commit", &[("datname", "caf\u{FFFD}")])
+            .is_empty())
+        .then(|| m.clone())
+    })
+    .await;
+    assert!(
+        !m.all("pg_database_size_bytes", &[("datname", "caf\u{FFFD}")])
+            .is_empty(),
+        "{}",
+        m.text
+    );
+    assert!(
+        !m.all("pg_stat_database_xact_commit", &[("datname", "postgres")])
+            .is_empty(),
+        "the other databases are still there:\n{}",
+        m.text
+    );
+    // The server itself refuses to send the texts then (ERROR 22021), so
+    // they are left out, said on the status page, and the statistics stay.
+    assert!(
+        !m.all("pg_stat_statements_calls_total", &[("datname", "ascii")])
+            .is_empty(),
+        "{}",
+        m.text
+    );
+    let page = get(px.addr, "/").await.text();
+    assert!(page.contains("query texts left out"), "{page}");
+    px.stop().await.unwrap();
+}

@@ -21,6 +21,7 @@ mod locks;
 mod matviews;
 mod probes;
 mod promtool;
+mod queries;
 mod replication;
 mod stat_statements;
 mod statement_plans;

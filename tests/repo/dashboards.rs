@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-const DASHBOARDS: [&str; 7] = [
+const DASHBOARDS: [&str; 8] = [
     "pgsidecar-overview.json",
     "pgsidecar-queries.json",
     "pgsidecar-connections.json",
@@ -19,6 +19,7 @@ const DASHBOARDS: [&str; 7] = [
     "pgsidecar-self.json",
     "pgsidecar-pgbouncer.json",
     "pgsidecar-probes.json",
+    "pgsidecar-server.json",
 ];
 
 /// Metrics about one pgsidecar process or its pod, which every sidecar

@@ -36,13 +36,23 @@ use crate::support::scrape::{get, until};
 use crate::support::{WAIT, eventually};
 
 /// Metrics that have no series here: autovacuum is off, no collector
-/// misses a prerequisite, and no statement is slow enough to be planned.
-/// Every other server-wide query must have data before the move.
-const EMPTY_HERE: [&str; 4] = [
+/// misses a prerequisite, and no statement is slow enough to be planned;
+/// the server has no standby and no slot, archives nothing, is no standby
+/// itself, runs no VACUUM, and the wraparound collector is opt-in (the e2e
+/// test has all of these). Every other server-wide query must have data
+/// before the move.
+const EMPTY_HERE: [&str; 11] = [
     "pg_stat_user_tables_last_autovacuum",
     "pg_stat_user_tables_last_autoanalyze",
     "pgsidecar_collector_unavailable",
     "pgsidecar_statement_plan_seq_scans",
+    "pg_stat_replication_",
+    "pg_replication_slots_",
+    "pg_replication_replay_lag_bytes",
+    "pg_replication_wal_receiver_",
+    "pg_stat_archiver_last_archive_age",
+    "pg_stat_progress_vacuum_",
+    "pg_database_wraparound_",
 ];
 
 type Labels = BTreeMap<String, String>;

@@ -5,7 +5,12 @@
 //! Each checklist condition is created for real and its alert must reach
 //! the webhook; then every dashboard query must return data. A PgBouncer
 //! (Debian package `pgbouncer`) stands in front of the cluster, and clients
-//! kept waiting in it page too.
+//! kept waiting in it page too. The cluster is a primary that archives its
+//! WAL, with a streaming standby through a slot; a third pgsidecar watches
+//! the standby in a job of its own (with the opt-in `database_wraparound`),
+//! so the server dashboard's replication, slot, archiving and wraparound
+//! panels have real data, and a VACUUM slowed down by its cost settings is
+//! seen in progress and pages.
 //!
 //! The only test-only changes to the shipped files: every `for:` of the rules
 //! becomes 1s, by a transform of `alerts/pgsidecar.rules.yml` (not a copy),
@@ -165,8 +170,7 @@ fn received(bodies: &Mutex<Vec<String>>) -> Vec<BTreeMap<String, String>> {
 async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data() {
     let dir = std::env::temp_dir().join(format!("pgsidecar-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cluster = Cluster::init();
-    cluster.start();
+    let cluster = Cluster::primary();
     let (db, dsn) = monitored_app_db(&cluster, "e2e-pw").await;
     // Autovacuum on a short nap, so the maintenance panels have data to show.
     db.batch_execute("ALTER SYSTEM SET autovacuum_naptime = '1s'")
@@ -204,6 +208,17 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         &dir.join("pgsidecar2.log"),
     )
     .await;
+    // A streaming standby (slot standby1), watched by a pgsidecar of its own
+    // job: one job per server, as the rules expect.
+    let standby = cluster.standby("standby1");
+    let (px3, px3_addr) = Proc::pgsidecar(
+        Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .arg("--collector.database_wraparound")
+            .env("DATA_SOURCE_NAME", standby.dsn("postgres")),
+        "pgsidecar (standby)",
+        &dir.join("pgsidecar3.log"),
+    )
+    .await;
     let (hook_addr, bodies) = webhook().await;
     std::fs::write(
         dir.join("alertmanager.yml"),
@@ -231,7 +246,8 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
              alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am_addr}']\n\
-             scrape_configs:\n  - job_name: pgsidecar\n    static_configs:\n      - targets: ['{px_addr}', '{px2_addr}']\n",
+             scrape_configs:\n  - job_name: pgsidecar\n    static_configs:\n      - targets: ['{px_addr}', '{px2_addr}']\n\
+             \x20 - job_name: pgsidecar-standby\n    static_configs:\n      - targets: ['{px3_addr}']\n",
             rules.display()
         ),
     )
@@ -307,6 +323,24 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
     }
     let waiter = bouncer.connect("e2e-waiter").await;
     let waiting = tokio::spawn(async move { waiter.simple_query("SELECT 1").await.map(|_| ()) });
+    // 7. A long VACUUM: about ten pages a second (every page costs at least
+    // 1, the limit is 1, and each time it is reached it sleeps 100 ms), on a
+    // table of some 5 000 pages, so it runs for the rest of the test. The
+    // table's WAL fills segments, which the primary archives; the switch
+    // archives the last one too.
+    db.batch_execute(
+        "CREATE TABLE slow_vacuum WITH (autovacuum_enabled = off) AS \
+         SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 300000) g; \
+         SELECT pg_switch_wal()",
+    )
+    .await
+    .unwrap();
+    let vacuum = cluster.connect("mluvme", "e2e-vacuum").await;
+    vacuum
+        .batch_execute("SET vacuum_cost_delay = '100ms'; SET vacuum_cost_limit = 1")
+        .await
+        .unwrap();
+    let vacuuming = tokio::spawn(async move { vacuum.batch_execute("VACUUM slow_vacuum").await });
     for s in slow {
         s.await.unwrap();
     }
@@ -341,6 +375,14 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         (
             "PgBouncerServerConnectionsNearPoolSize",
             vec![("severity", "critical"), ("database", "postgres")],
+        ),
+        (
+            "PostgresVacuumRunningLong",
+            vec![
+                ("severity", "warning"),
+                ("datname", "mluvme"),
+                ("relname", "slow_vacuum"),
+            ],
         ),
         (
             "PostgresProbePlanLostIndex",
@@ -396,6 +438,8 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         "PgsidecarCollectorFailing",
         "PostgresMatviewNotPopulated",
         "PgsidecarProbeFailing",
+        "PostgresStandbyNotStreaming",
+        "PostgresArchivingFailing",
     ] {
         assert!(
             !got.iter()
@@ -430,6 +474,8 @@ async fn checklist_conditions_page_through_alertmanager_and_dashboards_have_data
         h.batch_execute("COMMIT").await.unwrap();
     }
     waiting.await.unwrap().unwrap();
-    drop((px, px2, am, prometheus));
+    vacuuming.abort();
+    drop((px, px2, px3, am, prometheus));
+    drop(standby);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,6 +28,7 @@ mod leader;
 mod logins;
 mod pgbouncer;
 mod probe_config;
+mod query_config;
 mod reload;
 mod secrets;
 mod tls;

@@ -4,7 +4,8 @@
 //! SIGHUP now reloads the configuration: a valid one applies without a
 //! restart, keeping the series of the collectors that did not change; an
 //! invalid one is logged and changes nothing. Password files are read again,
-//! so rotated credentials apply. `POST /-/reload` does the same with
+//! so rotated credentials apply, and so is the custom-queries file
+//! (`--extend.query-path`). `POST /-/reload` does the same with
 //! `--web.enable-lifecycle`.
 
 use std::net::SocketAddr;
@@ -240,4 +241,58 @@ async fn post_reload_needs_the_lifecycle_flag() {
         Some(0.0)
     );
     drop(px);
+}
+
+/// SIGHUP reads the `--extend.query-path` file again: a changed query runs
+/// as changed, and a bad file is logged with its problem while the running
+/// query stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_the_custom_queries_again() {
+    let cluster = crate::support::pg::shared();
+    let files = Files::new();
+    let q = |sql: &str| format!("app:\n  query: {sql}\n  interval: 1s\n  metrics:\n    - n:\n        usage: GAUGE\n");
+    let queries = files.write("queries.yaml", &q("SELECT 1 AS n"));
+    let cfg = files.write(
+        "config.yaml",
+        &format!(
+            "datasource:\n  dsn: \"{}\"\ncollection:\n  interval: 1s\n  timeout: 900ms\ncollectors:\n  database:\n    enabled: false\n",
+            cluster.dsn("postgres")
+        ),
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgsidecar"));
+    cmd.arg("--config.file")
+        .arg(&cfg)
+        .arg("--extend.query-path")
+        .arg(&queries)
+        .env_remove("DATA_SOURCE_NAME")
+        .env_remove("PG_EXPORTER_EXTEND_QUERY_PATH");
+    let (px, addr) = Proc::pgsidecar(&mut cmd, "pgsidecar", &files.dir.join("queries.log")).await;
+    until(addr, WAIT, "app_n 1", |m| {
+        (m.get("app_n", &[]) == Some(1.0)).then_some(())
+    })
+    .await;
+    files.write("queries.yaml", &q("SELECT 2 AS n"));
+    signal(&px, "-HUP");
+    until(addr, WAIT, "app_n 2", |m| {
+        (m.get("app_n", &[]) == Some(2.0)).then_some(())
+    })
+    .await;
+    files.write("queries.yaml", &q("DELETE FROM t"));
+    signal(&px, "-HUP");
+    eventually(WAIT, "the bad file logged", async || {
+        let log = px.log();
+        if log.contains("app.query: must be a query (SELECT, WITH, VALUES or TABLE)") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    let m = scrape(addr).await;
+    assert_eq!(m.get("app_n", &[]), Some(2.0));
+    assert_eq!(
+        m.get("pg_scrape_collector_success", &[("collector", "query:app")]),
+        Some(1.0)
+    );
+    px.terminate();
 }

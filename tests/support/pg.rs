@@ -485,7 +485,7 @@ impl Cluster {
     /// `pg_stat_statements` in the `postgres` database (not in template1, so
     /// new databases start without it). On a thread of its own: the caller
     /// may be inside a tokio runtime.
-    fn create_extension_in_postgres_db(&self) {
+    pub fn create_extension_in_postgres_db(&self) {
         self.sql_in_postgres_db("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
     }
 
