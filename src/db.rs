@@ -151,6 +151,8 @@ pub struct Db {
     login: tokio::sync::Mutex<()>,
     connect_timeout: Duration,
     server_version: Arc<AtomicU32>,
+    /// `current_database()`, read with the version by the same query.
+    database: Arc<Mutex<String>>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -163,6 +165,8 @@ impl Db {
 
         let server_version = Arc::new(AtomicU32::new(0));
         let version = server_version.clone();
+        let database = Arc::new(Mutex::new(String::new()));
+        let datname = database.clone();
         let manager = Manager::from_config(
             pg,
             tls.clone(),
@@ -178,13 +182,20 @@ impl Db {
             .recycle_timeout(Some(ds.connect_timeout))
             .post_create(Hook::async_fn(move |client, _| {
                 let version = version.clone();
+                let datname = datname.clone();
                 Box::pin(async move {
                     let row = client
-                        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+                        .query_one(
+                            "SELECT current_setting('server_version_num')::int4, current_database()::text",
+                            &[],
+                        )
                         .await
                         .map_err(HookError::Backend)?;
                     let v: i32 = row.get(0);
                     version.store(u32::try_from(v).unwrap_or(0), Ordering::Relaxed);
+                    if let Ok(name) = row.try_get::<_, String>(1) {
+                        *datname.lock().unwrap_or_else(|p| p.into_inner()) = name;
+                    }
                     Ok(())
                 })
             }))
@@ -200,6 +211,7 @@ impl Db {
             login: tokio::sync::Mutex::new(()),
             connect_timeout: ds.connect_timeout,
             server_version,
+            database,
         })
     }
 
@@ -210,6 +222,12 @@ impl Db {
     /// `server_version_num` as of the newest connection (0 before the first).
     pub fn server_version(&self) -> u32 {
         self.server_version.load(Ordering::Relaxed)
+    }
+
+    /// The database the pool's sessions are connected to, as of the newest
+    /// connection ("" before the first).
+    pub fn database(&self) -> String {
+        self.database.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A session outside the pool with the same datasource, TLS and bounding

@@ -139,7 +139,7 @@ impl Runner for Pooled {
         let client = timeout_at(deadline, db.client())
             .await
             .map_err(|_| CollectError::Timeout(cfg.timeout))??;
-        let ctx = Ctx::new(db.server_version(), checks);
+        let ctx = Ctx::new(db.server_version(), checks).in_database(db.database());
         match timeout_at(deadline, def.collect(&client, &ctx)).await {
             Ok(r) => r.map(|families| Collected {
                 body: encode(families),
@@ -292,9 +292,17 @@ async fn collector_loop<R: Runner>(
     let (mut failures, mut skip) = (0u32, 0u32);
     let server = def.scope == Scope::Server && !cfg.every_pod;
     let mut leader = state.leadership.subscribe();
+    // The first run is at once (readiness); a phased collector's next ones
+    // fall its phase into each interval.
+    let mut phased = def.phase == 0;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            at = ticker.tick() => {
+                if !phased {
+                    phased = true;
+                    ticker.reset_at(at + cfg.interval + cfg.interval.mul_f64(f64::from(def.phase) / 4.0));
+                }
+            }
             changed = leader.changed(), if server => {
                 // The sender lives in `state`, which this loop holds.
                 if changed.is_err() {
@@ -651,6 +659,18 @@ mod tests {
         let s = &state.health.statuses()[0];
         assert_eq!((s.runs, s.failures), (8, 6));
         assert!(body(&state).contains("p 2\n"));
+        stop.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_phased_collector_runs_at_once_then_its_phase_into_each_interval() {
+        let t0 = Instant::now();
+        // stat_user_indexes: phase 3 of 4, so 750 ms into each 1 s interval.
+        let (_state, stop, runs) =
+            start_recorded("stat_user_indexes", CoordinationMode::All, vec![Some(Ok("i 1\n")); 4]);
+        until(t0, Duration::from_millis(3_900)).await;
+        let at: Vec<u128> = runs.lock().unwrap().iter().map(|t| (*t - t0).as_millis()).collect();
+        assert_eq!(at, [0, 1_750, 2_750, 3_750]);
         stop.stop().await;
     }
 

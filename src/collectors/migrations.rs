@@ -49,9 +49,12 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         };
         let reading = match &m.query {
             Some(custom) => {
-                let datname = match query(client, "current_database()", DATNAME_SQL, &[]).await?.first() {
-                    Some(r) => text(r, "datname")?,
-                    None => String::new(),
+                let datname = match ctx.datname.as_str() {
+                    "" => match query(client, "current_database()", DATNAME_SQL, &[]).await?.first() {
+                        Some(r) => text(r, "datname")?,
+                        None => String::new(),
+                    },
+                    known => known.to_string(),
                 };
                 let mut revisions = Vec::new();
                 for msg in client

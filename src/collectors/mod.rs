@@ -28,6 +28,7 @@ pub mod table;
 
 mod console;
 mod migrations;
+mod pg_class_sizes;
 mod pg_database;
 mod pg_indexes;
 mod pg_matviews;
@@ -89,6 +90,7 @@ pub const ALL: &[Definition] = &[
     pg_stat_user_indexes::DEFINITION,
     pg_stat_user_tables::DEFINITION,
     pg_statio_user_tables::DEFINITION,
+    pg_class_sizes::DEFINITION,
     migrations::DEFINITION,
     pg_locks::DEFINITION,
     pg_replication::DEFINITION,
@@ -204,6 +206,7 @@ pub fn upstream_names() -> impl Iterator<Item = &'static str> {
         .flatten()
         .filter(|c| c.upstream)
         .map(|c| c.metric)
+        .chain(pg_class_sizes::UPSTREAM.iter().copied())
 }
 
 /// What a collector knows (the server it talks to, the configured checks),
@@ -212,6 +215,10 @@ pub fn upstream_names() -> impl Iterator<Item = &'static str> {
 pub struct Ctx {
     /// `server_version_num`, e.g. 150004; read once per new connection.
     pub server_version_num: u32,
+    /// `current_database()`, read with the version once per new connection,
+    /// so that no collector pays a round trip for it ("" if unknown: a
+    /// collector then reads it in its own query).
+    pub datname: String,
     pub checks: std::sync::Arc<crate::config::Checks>,
     report: std::sync::Mutex<Report>,
 }
@@ -219,7 +226,7 @@ pub struct Ctx {
 /// What a successful run says besides its families.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
-    /// Set by [`cap`]: relations left out by `checks.relations.max_series`
+    /// Set by [`Ctx::omitted`]: relations left out by `checks.relations.max_series`
     /// (`None`: no cap applied).
     pub omitted: Option<usize>,
     /// What the run could not read or left out, for the status page and the
@@ -232,9 +239,25 @@ impl Ctx {
     pub fn new(server_version_num: u32, checks: std::sync::Arc<crate::config::Checks>) -> Self {
         Ctx {
             server_version_num,
+            datname: String::new(),
             checks,
             report: std::sync::Mutex::new(Report::default()),
         }
+    }
+
+    /// The same, for a session connected to `datname`.
+    pub fn in_database(self, datname: String) -> Self {
+        Ctx { datname, ..self }
+    }
+
+    /// Records relations left out by `checks.relations.max_series`; the
+    /// health families report it as `pgsidecar_collector_series_truncated`
+    /// and `pgsidecar_collector_relations_omitted`, once per collector.
+    /// Capped queries end in `LIMIT` and count what the filter let through
+    /// with `count(*) OVER ()`, so rows beyond the cap are never sent.
+    pub fn omitted(&self, n: usize) {
+        let mut report = self.report_mut();
+        report.omitted = Some(report.omitted.unwrap_or(0) + n);
     }
 
     fn report_mut(&self) -> std::sync::MutexGuard<'_, Report> {
@@ -317,6 +340,11 @@ pub struct Definition {
     /// After failures in a row it waits longer and longer between attempts
     /// (see `scheduler`), instead of trying on every tick.
     pub backs_off: bool,
+    /// Where in its interval it runs after the first run, in quarters of
+    /// the interval (0: with the others). The costly per-relation
+    /// collectors take one quarter each, so that their queries do not
+    /// compete with each other for the server's CPUs every round.
+    pub phase: u8,
     pub source: Source,
 }
 
@@ -333,6 +361,7 @@ impl Definition {
             since_note: "",
             target: Target::Postgres,
             backs_off: false,
+            phase: 0,
             source: Source::Table(table),
         }
     }
@@ -349,6 +378,7 @@ impl Definition {
             since_note: "",
             target: Target::Postgres,
             backs_off: false,
+            phase: 0,
             source: Source::Custom(collect),
         }
     }
@@ -365,6 +395,7 @@ impl Definition {
             since_note: "",
             target: Target::Postgres,
             backs_off: false,
+            phase: 0,
             source: Source::CoveredBy(by),
         }
     }
@@ -416,6 +447,14 @@ impl Definition {
     pub const fn pgbouncer(self) -> Self {
         Definition {
             target: Target::PgBouncer,
+            ..self
+        }
+    }
+
+    /// Runs `quarters` quarters of its interval after the others (0..=3).
+    pub const fn phase(self, quarters: u8) -> Self {
+        Definition {
+            phase: quarters % 4,
             ..self
         }
     }
@@ -569,33 +608,20 @@ pub fn relation_params(r: &crate::config::Relations) -> [&Vec<String>; 4] {
     [&r.include_schemas, &r.exclude_schemas, &r.include, &r.exclude]
 }
 
-/// Keeps the first `checks.relations.max_series` items (callers sort the
-/// biggest first) and records how many were left out in `ctx`; the health
-/// families report it as `pgsidecar_collector_series_truncated` and
-/// `pgsidecar_collector_relations_omitted`, once per collector.
-pub fn cap<T>(ctx: &Ctx, mut items: Vec<T>) -> Vec<T> {
-    let limit = ctx.checks.relations.max_series;
-    let omitted = items.len().saturating_sub(limit);
-    items.truncate(limit);
-    let mut report = ctx.report_mut();
-    report.omitted = Some(report.omitted.unwrap_or(0) + omitted);
-    items
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cap_keeps_the_first_items_and_records_the_rest() {
-        let mut checks = crate::config::Checks::default();
-        checks.relations.max_series = 2;
-        let ctx = Ctx::new(150000, std::sync::Arc::new(checks));
+    fn omitted_relations_add_up_and_notes_are_kept() {
+        let ctx = Ctx::new(150000, std::sync::Arc::new(crate::config::Checks::default()));
         assert_eq!(ctx.report().omitted, None);
-        assert_eq!(cap(&ctx, vec![3, 2, 1]), vec![3, 2]);
+        ctx.omitted(1);
         assert_eq!(ctx.report().omitted, Some(1));
-        assert_eq!(cap(&ctx, vec![9]), vec![9]);
+        ctx.omitted(0);
         assert_eq!(ctx.report().omitted, Some(1));
+        ctx.omitted(2);
+        assert_eq!(ctx.report().omitted, Some(3));
         ctx.note("x");
         assert_eq!(ctx.report().notes, vec!["x".to_string()]);
     }

@@ -89,9 +89,11 @@ pub struct InvalidRow {
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let checks = &ctx.checks;
-        let mut datname = String::new();
-        for r in query(client, "current_database()", DATNAME_SQL, &[]).await? {
-            datname = text(&r, "datname")?;
+        let mut datname = ctx.datname.clone();
+        if datname.is_empty() {
+            for r in query(client, "current_database()", DATNAME_SQL, &[]).await? {
+                datname = text(&r, "datname")?;
+            }
         }
 
         let mut expected = Vec::new();

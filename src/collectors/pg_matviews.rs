@@ -4,7 +4,10 @@
 //!
 //! Metrics, labels `datname`, `schemaname`, `matviewname`:
 //! - `pg_matview_populated` gauge: 1 if the view holds data (`WITH DATA`).
-//! - `pg_matview_size_bytes` gauge, `pg_matview_rows_estimate` gauge (`reltuples`).
+//! - `pg_matview_rows_estimate` gauge (`reltuples`). `pg_matview_size_bytes`
+//!   is `relation_sizes`'s (`pg_class_sizes.rs`): a size function would wait
+//!   behind the `ACCESS EXCLUSIVE` lock of a `REFRESH`, and this collector's
+//!   queries take no lock on any view.
 //! - `pg_matview_last_refresh_timestamp_seconds` gauge: unix time the last
 //!   refresh ended (from the refresh log or the freshness query; absent when
 //!   unknown).
@@ -50,7 +53,7 @@ fn sql(with_log: bool) -> String {
     format!(
         "SELECT m.schemaname::text AS schemaname, m.matviewname::text AS matviewname, \
          (CASE WHEN m.ispopulated THEN 1 ELSE 0 END)::float8 AS populated, \
-         pg_total_relation_size(c.oid)::float8 AS size_bytes, GREATEST(c.reltuples, 0)::float8 AS rows, {cols} \
+         GREATEST(c.reltuples, 0)::float8 AS rows, {cols} \
          FROM pg_matviews m \
          JOIN pg_namespace n ON n.nspname = m.schemaname \
          JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = m.matviewname {join} \
@@ -64,7 +67,6 @@ pub struct Row {
     pub schemaname: String,
     pub matviewname: String,
     pub populated: f64,
-    pub size_bytes: f64,
     pub rows: f64,
     pub last_refresh: Option<f64>,
     pub duration: Option<f64>,
@@ -87,7 +89,6 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
                 schemaname: text(&r, "schemaname")?,
                 matviewname: text(&r, "matviewname")?,
                 populated: float(&r, "populated")?,
-                size_bytes: float(&r, "size_bytes")?,
                 rows: float(&r, "rows")?,
                 last_refresh: opt("last_refresh"),
                 duration: opt("duration"),
@@ -134,11 +135,6 @@ pub fn families(
 ) -> Vec<Family> {
     let l = &["datname", "schemaname", "matviewname"];
     let mut populated = Family::gauge("pg_matview_populated", "1 if the materialized view holds data", l);
-    let mut size = Family::gauge(
-        "pg_matview_size_bytes",
-        "Disk space used by the materialized view and its indexes",
-        l,
-    );
     let mut rows_est = Family::gauge(
         "pg_matview_rows_estimate",
         "Rows in the materialized view, as the planner estimates",
@@ -180,7 +176,6 @@ pub fn families(
     for r in rows {
         let labels = [datname, r.schemaname.as_str(), r.matviewname.as_str()];
         populated.set(&labels, r.populated);
-        size.set(&labels, r.size_bytes);
         rows_est.set(&labels, r.rows);
         let fresh = freshness.get(&(r.schemaname.clone(), r.matviewname.clone()));
         let source = match (fresh, installed) {
@@ -215,9 +210,7 @@ pub fn families(
             tracking.set(&[datname, m.schema.as_str(), m.name.as_str(), "missing"], 1.0);
         }
     }
-    vec![
-        populated, size, rows_est, last, duration, refreshes, max_age, tracking, log,
-    ]
+    vec![populated, rows_est, last, duration, refreshes, max_age, tracking, log]
 }
 
 #[cfg(test)]

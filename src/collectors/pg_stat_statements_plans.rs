@@ -88,6 +88,7 @@ pub fn definition(e: &Explain) -> (Definition, CollectorConfig) {
         since_note: "",
         target: super::Target::Postgres,
         backs_off: true,
+        phase: 0,
         source: Source::Stateful(Box::leak(Box::new(StatementPlans {
             explain: e.clone(),
             memory: Mutex::new(Memory::default()),

@@ -1,12 +1,13 @@
-//! `stat_user_indexes`: per-index scans, size and block I/O, from
+//! `stat_user_indexes`: per-index scans and block I/O, from
 //! `pg_stat_user_indexes`, `pg_statio_user_indexes`, `pg_index` and
-//! `pg_relation_size()`.
+//! `pg_class.relpages` (to pick the biggest).
 //!
 //! Metrics, labels `datname`, `schemaname`, `relname`, `indexrelname`
 //! (postgres_exporter has no per-index scans; these names are pgsidecar's):
 //! - counters `pg_stat_user_indexes_idx_scan_total`,
 //!   `_idx_tup_read_total`, `_idx_tup_fetch_total`.
-//! - `pg_stat_user_indexes_size_bytes` gauge.
+//! - `pg_stat_user_indexes_size_bytes` is `relation_sizes`'s
+//!   (`pg_class_sizes.rs`), on its own longer interval.
 //! - PostgreSQL ≥ 16: `pg_stat_user_indexes_last_idx_scan_timestamp_seconds`
 //!   gauge (unix time of the last scan, 0 if never).
 //! - `pgsidecar_index_unused` gauge: 1 for an index never scanned that is
@@ -19,12 +20,13 @@
 //!
 //! `datname` is the database pgsidecar is connected to. `checks.relations`
 //! picks the tables; at most `max_series` indexes are reported, the biggest
-//! first (see [`super::cap`]).
+//! first by `pg_class.relpages`: no size function, so the query takes no
+//! lock on any index or table.
 
 use super::Definition;
 use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition::table("stat_user_indexes", TABLE);
+pub const DEFINITION: Definition = Definition::table("stat_user_indexes", TABLE).phase(3);
 
 const PG16: u32 = 160000;
 
@@ -32,8 +34,7 @@ const STATIO_LABELS: &[&str] = &["schemaname", "relname", "indexrelname"];
 
 const TABLE: Table = Table {
     from: "pg_stat_user_indexes s JOIN pg_index x ON x.indexrelid = s.indexrelid \
-           LEFT JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid \
-           WHERE {relations} ORDER BY size_bytes DESC, schemaname, indexrelname",
+           LEFT JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid",
     labels: &[
         label("datname").from("current_database()"),
         label("schemaname").from("s.schemaname"),
@@ -59,12 +60,6 @@ const TABLE: Table = Table {
             "Number of live table rows fetched by simple index scans using this index",
         )
         .expr("s.idx_tup_fetch"),
-        Column::gauge(
-            "size_bytes",
-            "pg_stat_user_indexes_size_bytes",
-            "Disk space used by this index",
-        )
-        .expr("pg_relation_size(s.indexrelid)"),
         Column::gauge(
             "last_idx_scan",
             "pg_stat_user_indexes_last_idx_scan_timestamp_seconds",
@@ -95,14 +90,19 @@ const TABLE: Table = Table {
             "1 for an index never scanned that is not unique, not a primary key and backs no constraint",
         )
         .expr(
+            // NOT IN an uncorrelated subquery: one hashed scan of
+            // pg_constraint per query, not one per index (conindid has no index).
             "CASE WHEN s.idx_scan = 0 AND NOT x.indisunique AND NOT x.indisprimary \
-             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid) THEN 1 END",
+             AND s.indexrelid NOT IN (SELECT conindid FROM pg_constraint) THEN 1 END",
         )
         .skip_null(),
     ],
     params: Params::Relations {
         schema: "s.schemaname::text",
         relname: "s.relname::text",
+        key: "s.indexrelid",
+        pick_from: "pg_stat_user_indexes s JOIN pg_class ic ON ic.oid = s.indexrelid",
+        order: "ic.relpages DESC, s.schemaname, s.indexrelname",
     },
 };
 
@@ -115,7 +115,9 @@ mod tests {
     #[test]
     fn version_gates_pick_columns() {
         assert!(!TABLE.sql(150000).contains("last_idx_scan"));
-        assert!(TABLE.sql(160000).contains("extract(epoch FROM s.last_idx_scan)"));
+        let s = TABLE.sql(160000);
+        assert!(s.contains("extract(epoch FROM s.last_idx_scan)"), "{s}");
+        assert!(s.contains("ORDER BY ic.relpages DESC") && !s.contains("_size("), "{s}");
     }
 
     #[test]
@@ -123,11 +125,11 @@ mod tests {
         let big = ["app", "public", "t", "big"];
         let small = ["app", "public", "t", "small"];
         let rows = [
-            Row::new(&big, &[("idx_scan", 0.0), ("size_bytes", 900.0), ("idx_blks_hit", 5.0)]),
-            Row::new(&small, &[("idx_scan", 0.0), ("size_bytes", 10.0), ("unused", 1.0)]),
+            Row::new(&big, &[("idx_scan", 0.0), ("idx_blks_hit", 5.0)]),
+            Row::new(&small, &[("idx_scan", 0.0), ("unused", 1.0)]),
         ];
         let f = TABLE.families(150000, &rows);
-        assert_eq!(value(&f, "pg_stat_user_indexes_size_bytes", &big), Some(900.0));
+        assert_eq!(value(&f, "pg_stat_user_indexes_idx_scan_total", &big), Some(0.0));
         assert_eq!(
             value(&f, "pg_statio_user_indexes_idx_blks_hit_total", &big[1..]),
             Some(5.0)

@@ -1,5 +1,5 @@
-//! `stat_user_tables`: per-table scan, row and maintenance counters and
-//! sizes, from `pg_stat_user_tables`.
+//! `stat_user_tables`: per-table scan, row and maintenance counters, from
+//! `pg_stat_user_tables` (and `pg_class.relpages` to pick the biggest).
 //!
 //! Metrics, labels `datname`, `schemaname`, `relname` (postgres_exporter's
 //! names and types; its counters carry no `_total`, so neither do these):
@@ -9,32 +9,37 @@
 //!   `_autovacuum_count`, `_analyze_count`, `_autoanalyze_count`.
 //! - gauges: `_n_live_tup`, `_n_dead_tup`, `_n_mod_since_analyze`,
 //!   `_last_vacuum`, `_last_autovacuum`, `_last_analyze`, `_last_autoanalyze`
-//!   (unix time, 0 if never), `pg_stat_user_tables_index_size_bytes`,
-//!   `pg_stat_user_tables_table_size_bytes`.
+//!   (unix time, 0 if never). The sizes, `pg_stat_user_tables_index_size_bytes`
+//!   and `_table_size_bytes`, are `relation_sizes`'s (`pg_class_sizes.rs`).
 //! - new in pgsidecar: `pg_stat_user_tables_dead_tuple_ratio` gauge,
 //!   `n_dead_tup / (n_live_tup + n_dead_tup)`, 0 for an empty table.
 //!
 //! `datname` is the database pgsidecar is connected to. Tables are filtered
-//! by `checks.relations` and capped at its `max_series`, biggest first.
+//! by `checks.relations` and capped at its `max_series`, biggest first by
+//! `pg_class.relpages` (what the last VACUUM or ANALYZE counted): no size
+//! function, so the query takes no lock on any table and stats no file.
 //!
 //! Version gates: none.
 
 use super::Definition;
 use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition::table("stat_user_tables", TABLE);
+pub const DEFINITION: Definition = Definition::table("stat_user_tables", TABLE).phase(1);
 
 const TABLE: Table = Table {
-    from: "pg_stat_user_tables WHERE {relations} ORDER BY table_size DESC NULLS LAST, schemaname, relname",
+    from: "pg_stat_user_tables s",
     labels: &[
         label("datname").from("current_database()"),
-        label("schemaname"),
-        label("relname"),
+        label("schemaname").from("s.schemaname"),
+        label("relname").from("s.relname"),
     ],
     columns: COLUMNS,
     params: Params::Relations {
-        schema: "schemaname",
-        relname: "relname",
+        schema: "s.schemaname::text",
+        relname: "s.relname::text",
+        key: "s.relid",
+        pick_from: "pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid",
+        order: "c.relpages DESC, s.schemaname, s.relname",
     },
 };
 
@@ -143,20 +148,6 @@ const COLUMNS: &[Column] = &[
     .epoch()
     .upstream(),
     Column::gauge(
-        "index_size",
-        "pg_stat_user_tables_index_size_bytes",
-        "Total disk space used by the table's indexes, in bytes",
-    )
-    .expr("pg_indexes_size(relid)")
-    .upstream(),
-    Column::gauge(
-        "table_size",
-        "pg_stat_user_tables_table_size_bytes",
-        "Disk space used by the table without its indexes (TOAST included), in bytes",
-    )
-    .expr("pg_table_size(relid)")
-    .upstream(),
-    Column::gauge(
         "dead_tuple_ratio",
         "pg_stat_user_tables_dead_tuple_ratio",
         "Share of the table's rows that are dead: n_dead_tup / (n_live_tup + n_dead_tup), 0 if both are 0",
@@ -177,7 +168,6 @@ mod tests {
             &[
                 ("seq_scan", 12.0),
                 ("n_dead_tup", 4.0),
-                ("table_size", 8192.0),
                 ("last_vacuum", 0.0),
                 ("dead_tuple_ratio", 0.5),
             ],
@@ -185,7 +175,6 @@ mod tests {
         let f = TABLE.families(150000, &rows);
         let labels = ["app", "public", "messages"];
         assert_eq!(value(&f, "pg_stat_user_tables_seq_scan", &labels), Some(12.0));
-        assert_eq!(value(&f, "pg_stat_user_tables_table_size_bytes", &labels), Some(8192.0));
         assert_eq!(value(&f, "pg_stat_user_tables_last_vacuum", &labels), Some(0.0));
         assert_eq!(value(&f, "pg_stat_user_tables_dead_tuple_ratio", &labels), Some(0.5));
         let text = String::from_utf8(crate::metrics::encode(f).to_vec()).unwrap();
@@ -195,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn sql_filters_orders_by_size_and_reads_times_as_epochs() {
+    fn sql_filters_orders_by_pages_without_size_functions_and_reads_times_as_epochs() {
         let s = TABLE.sql(150000);
         assert!(s.contains("idx_scan::float8 AS idx_scan"), "{s}");
         assert!(
@@ -203,6 +192,7 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("$4::text[]"), "{s}");
-        assert!(s.contains("ORDER BY table_size DESC"), "{s}");
+        assert!(s.contains("ORDER BY c.relpages DESC"), "{s}");
+        assert!(!s.contains("_size("), "{s}");
     }
 }

@@ -9,26 +9,30 @@
 //! without indexes or TOAST table reports 0 for those.
 //!
 //! `datname` is the database pgsidecar is connected to. Tables are filtered
-//! by `checks.relations` and capped at its `max_series`, biggest first.
+//! by `checks.relations` and capped at its `max_series`, biggest first by
+//! `pg_class.relpages`: no size function, so no lock on any table.
 //!
 //! Version gates: none.
 
 use super::Definition;
 use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition::table("statio_user_tables", TABLE);
+pub const DEFINITION: Definition = Definition::table("statio_user_tables", TABLE).phase(2);
 
 const TABLE: Table = Table {
-    from: "pg_statio_user_tables WHERE {relations} ORDER BY pg_table_size(relid) DESC NULLS LAST, schemaname, relname",
+    from: "pg_statio_user_tables s",
     labels: &[
         label("datname").from("current_database()"),
-        label("schemaname"),
-        label("relname"),
+        label("schemaname").from("s.schemaname"),
+        label("relname").from("s.relname"),
     ],
     columns: COLUMNS,
     params: Params::Relations {
-        schema: "schemaname",
-        relname: "relname",
+        schema: "s.schemaname::text",
+        relname: "s.relname::text",
+        key: "s.relid",
+        pick_from: "pg_statio_user_tables s JOIN pg_class c ON c.oid = s.relid",
+        order: "c.relpages DESC, s.schemaname, s.relname",
     },
 };
 
@@ -105,6 +109,8 @@ mod tests {
             text.contains("# TYPE pg_statio_user_tables_heap_blocks_hit counter"),
             "{text}"
         );
-        assert!(TABLE.sql(150000).contains("heap_blks_hit::float8 AS heap_blks_hit"));
+        let s = TABLE.sql(150000);
+        assert!(s.contains("heap_blks_hit::float8 AS heap_blks_hit"), "{s}");
+        assert!(s.contains("ORDER BY c.relpages DESC") && !s.contains("_size("), "{s}");
     }
 }

@@ -115,6 +115,7 @@ pub fn definition(probe: &Probe) -> (Definition, CollectorConfig) {
         since_note: "",
         target: super::Target::Postgres,
         backs_off: true,
+        phase: 0,
         source: Source::Stateful(Box::leak(Box::new(ProbeCollector {
             probe: probe.clone(),
             memory: Mutex::new(Memory::new(probe)),

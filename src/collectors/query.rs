@@ -59,6 +59,7 @@ pub fn definition(q: &CustomQuery) -> (Definition, CollectorConfig) {
         since_note: "",
         target: super::Target::Postgres,
         backs_off: false,
+        phase: 0,
         source: Source::Stateful(Box::leak(Box::new(QueryCollector {
             query: q.clone(),
             labels,

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Client, CollectError, Ctx, cap, query, relation_filter, relation_params};
+use super::{Client, CollectError, Ctx, float, query, relation_filter, relation_params};
 use crate::metrics::Family;
 
 /// A metric type, as the exposition format names it.
@@ -202,16 +202,29 @@ impl Label {
 #[derive(Debug, Clone, Copy)]
 pub enum Params {
     None,
-    /// `checks.relations` as `$1`..`$4`, applied where `from` says
-    /// `{relations}`, to these schema and relation-name columns. The rows
-    /// are capped at `max_series`, so `from` orders them biggest first.
+    /// `checks.relations` as `$1`..`$4`, applied to these schema and
+    /// relation-name columns of `pick_from`, and capped at `max_series`
+    /// (`$5`). The cap picks the biggest relations first by `order` over
+    /// `pick_from`, which joins `pg_class` for `relpages`: a size function
+    /// would stat every file of every relation on every round and wait
+    /// behind any `ACCESS EXCLUSIVE` lock (sizes are `relation_sizes`'s, on a
+    /// longer interval). The picking sorts only the narrow rows of `key`;
+    /// the view's wide rows are then read for the picked keys, unsorted.
     Relations {
         schema: &'static str,
         relname: &'static str,
+        /// The relation's OID column, the same in `from` and `pick_from`.
+        key: &'static str,
+        pick_from: &'static str,
+        order: &'static str,
     },
     /// `checks.slow_queries.threshold` in seconds, as `$1` (`float8`).
     SlowQueryThreshold,
 }
+
+/// The result column of a capped query that counts every row the filter
+/// let through, before the cap.
+const RELATIONS_TOTAL: &str = "pgsidecar_relations_total";
 
 /// A collector over one wide view.
 #[derive(Debug, Clone, Copy)]
@@ -260,13 +273,27 @@ impl Table {
             .map(Label::select)
             .chain(self.columns_for(version).map(Column::select))
             .collect();
-        let from = match self.params {
-            Params::Relations { schema, relname } => {
-                self.from.replace("{relations}", &relation_filter(schema, relname, 1))
+        match self.params {
+            Params::Relations {
+                schema,
+                relname,
+                key,
+                pick_from,
+                order,
+            } => {
+                // The cap in SQL, with the count it left out.
+                format!(
+                    "WITH picked AS MATERIALIZED (SELECT {key} AS key, count(*) OVER () AS total \
+                     FROM {pick_from} WHERE {} ORDER BY {order} LIMIT $5) \
+                     SELECT {}, (SELECT max(total) FROM picked)::float8 AS {RELATIONS_TOTAL} \
+                     FROM {} WHERE {key} IN (SELECT key FROM picked)",
+                    relation_filter(schema, relname, 1),
+                    select.join(", "),
+                    self.from
+                )
             }
-            _ => self.from.to_string(),
-        };
-        format!("SELECT {} FROM {from}", select.join(", "))
+            _ => format!("SELECT {} FROM {}", select.join(", "), self.from),
+        }
     }
 
     /// Reads one result row.
@@ -327,16 +354,21 @@ impl Table {
             Params::None => query(client, what, &sql, &[]).await?,
             Params::Relations { .. } => {
                 let [a, b, c, d] = relation_params(&ctx.checks.relations);
-                query(client, what, &sql, &[a, b, c, d]).await?
+                let limit = i64::try_from(ctx.checks.relations.max_series).unwrap_or(i64::MAX);
+                query(client, what, &sql, &[a, b, c, d, &limit]).await?
             }
             Params::SlowQueryThreshold => query(client, what, &sql, &[&threshold]).await?,
         };
-        let mut rows = found
+        let rows = found
             .iter()
             .map(|r| self.read(r, version))
             .collect::<Result<Vec<_>, _>>()?;
         if let Params::Relations { .. } = self.params {
-            rows = cap(ctx, rows);
+            let total = match found.first() {
+                Some(r) => float(r, RELATIONS_TOTAL)? as usize,
+                None => 0,
+            };
+            ctx.omitted(total.saturating_sub(rows.len()));
         }
         Ok(self.families(version, &rows))
     }
@@ -347,7 +379,7 @@ mod tests {
     use super::*;
 
     const TABLE: Table = Table {
-        from: "v WHERE {relations} ORDER BY size DESC",
+        from: "v",
         labels: &[label("datname").from("current_database()"), label("relname")],
         columns: &[
             Column::counter("n", "t_n", "n"),
@@ -360,14 +392,17 @@ mod tests {
         params: Params::Relations {
             schema: "schemaname",
             relname: "relname",
+            key: "relid",
+            pick_from: "v JOIN pg_class c ON c.oid = relid",
+            order: "c.relpages DESC",
         },
     };
 
     #[test]
     fn sql_follows_the_version_gates_and_expressions() {
         let s = TABLE.sql(130000);
-        assert!(s.starts_with("SELECT (current_database())::text AS datname, (relname)::text AS relname, n::float8 AS n, (pg_table_size(relid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag FROM v WHERE schemaname NOT IN"), "{s}");
-        assert!(s.ends_with("ORDER BY size DESC"), "{s}");
+        assert!(s.starts_with("WITH picked AS MATERIALIZED (SELECT relid AS key, count(*) OVER () AS total FROM v JOIN pg_class c ON c.oid = relid WHERE schemaname NOT IN"), "{s}");
+        assert!(s.contains("ORDER BY c.relpages DESC LIMIT $5) SELECT (current_database())::text AS datname, (relname)::text AS relname, n::float8 AS n, (pg_table_size(relid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag, (SELECT max(total) FROM picked)::float8 AS pgsidecar_relations_total FROM v WHERE relid IN (SELECT key FROM picked)"), "{s}");
         assert!(!s.contains("AS ms"), "{s}");
         let s = TABLE.sql(170000);
         assert!(s.contains("ms::float8 AS ms") && !s.contains("AS old"), "{s}");

@@ -129,8 +129,9 @@ async fn index_scans_are_counted_and_unused_indexes_flagged() {
         .unwrap()
         .get(0);
     let px = start(&test_yaml(&pg::shared().dsn(name), "")).await;
-    let m = until(px.addr, WAIT, "idx_users_level unused", |m| {
-        (m.get(UNUSED, &[("indexrelname", "idx_users_level")]) == Some(1.0)).then(|| m.clone())
+    // Sizes come from relation_sizes, a collector of their own.
+    let m = until(px.addr, WAIT, "idx_users_level unused, and index sizes", |m| {
+        (m.get(UNUSED, &[("indexrelname", "idx_users_level")]) == Some(1.0) && m.has(SIZE)).then(|| m.clone())
     })
     .await;
     let target = [
@@ -211,8 +212,8 @@ async fn the_cap_and_the_schema_filter_limit_the_indexes() {
     };
 
     let px = start(&test_yaml(&dsn, "checks:\n  relations:\n    max_series: 3\n")).await;
-    let m = until(px.addr, WAIT, "truncated", |m| {
-        (truncated(m) == Some(1.0)).then(|| m.clone())
+    let m = until(px.addr, WAIT, "truncated, and index sizes", |m| {
+        (truncated(m) == Some(1.0) && m.has(SIZE)).then(|| m.clone())
     })
     .await;
     assert_eq!(m.all(SIZE, &[]).len(), 3, "{}", m.text);

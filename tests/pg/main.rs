@@ -13,9 +13,11 @@ mod support;
 
 mod collectors;
 mod compat;
+mod cost;
 mod faults;
 mod health;
 mod indexes;
+mod locks;
 mod matviews;
 mod probes;
 mod promtool;

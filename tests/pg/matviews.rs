@@ -35,8 +35,9 @@ async fn refreshes_are_recorded_by_the_event_triggers() {
 
     let extra = "checks:\n  materialized_views:\n    - name: public.user_stats_summary\n      max_age: 1h\n    - name: public.not_there\n      max_age: 5m\n";
     let px = start(&test_yaml(&dsn, extra)).await;
-    let m = until(px.addr, WAIT, "matviews", |m| {
-        m.has("pg_matview_populated").then(|| m.clone())
+    // The size comes from relation_sizes, a collector of its own.
+    let m = until(px.addr, WAIT, "matviews and their sizes", |m| {
+        (m.has("pg_matview_populated") && m.has("pg_matview_size_bytes")).then(|| m.clone())
     })
     .await;
     assert_eq!(

@@ -241,12 +241,12 @@ fn check_container(dir: &str, deployment: &Value) -> Vec<Value> {
     );
     assert_eq!(
         str_at(c, &["resources", "requests", "memory"]),
-        "16Mi",
+        "48Mi",
         "{dir}: memory request"
     );
     assert_eq!(
         str_at(c, &["resources", "limits", "memory"]),
-        "64Mi",
+        "128Mi",
         "{dir}: memory limit"
     );
 
