@@ -241,12 +241,12 @@ fn check_container(dir: &str, deployment: &Value) -> Vec<Value> {
     );
     assert_eq!(
         str_at(c, &["resources", "requests", "memory"]),
-        "48Mi",
+        "32Mi",
         "{dir}: memory request"
     );
     assert_eq!(
         str_at(c, &["resources", "limits", "memory"]),
-        "128Mi",
+        "64Mi",
         "{dir}: memory limit"
     );
 
