@@ -650,6 +650,28 @@ impl Walker<'_> {
         }
     }
 
+    /// The `timeout` key of a probe or a query run every `interval`: 5 s or
+    /// the interval if shorter by default, greater than zero and not longer
+    /// than the interval.
+    fn timeout_within(&mut self, f: &Fields, path: &[&str], interval: Duration) -> Duration {
+        let timeout = self
+            .duration(f, "timeout", path)
+            .unwrap_or_else(|| interval.min(Duration::from_secs(5)));
+        if timeout.is_zero() {
+            self.problem(&join(path, "timeout"), "must be greater than zero");
+        } else if timeout > interval {
+            self.problem(
+                &join(path, "timeout"),
+                format!(
+                    "timeout {} is longer than the interval {}",
+                    show(timeout),
+                    show(interval)
+                ),
+            );
+        }
+        timeout
+    }
+
     fn duration(&mut self, f: &Fields, key: &str, path: &[&str]) -> Option<Duration> {
         let v = f.get(key)?;
         let text = match v {

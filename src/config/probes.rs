@@ -204,21 +204,7 @@ impl Walker<'_> {
                 format!("must be at least {}, got {}", show(MIN_INTERVAL), show(interval)),
             );
         }
-        let timeout = self
-            .duration(&f, "timeout", p)
-            .unwrap_or_else(|| interval.min(Duration::from_secs(5)));
-        if timeout.is_zero() {
-            self.problem(&join(p, "timeout"), "must be greater than zero");
-        } else if timeout > interval {
-            self.problem(
-                &join(p, "timeout"),
-                format!(
-                    "timeout {} is longer than the interval {}",
-                    show(timeout),
-                    show(interval)
-                ),
-            );
-        }
+        let timeout = self.timeout_within(&f, p, interval);
         let budget = self.duration(&f, "budget", p);
         if budget.is_some_and(|b| b.is_zero()) {
             self.problem(&join(p, "budget"), "must be greater than zero");

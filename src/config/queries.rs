@@ -336,21 +336,7 @@ impl Walker<'_> {
                 format!("must be at least 1s, got {}", show(interval)),
             );
         }
-        let timeout = self
-            .duration(&f, "timeout", p)
-            .unwrap_or_else(|| interval.min(Duration::from_secs(5)));
-        if timeout.is_zero() {
-            self.problem(&join(p, "timeout"), "must be greater than zero");
-        } else if timeout > interval {
-            self.problem(
-                &join(p, "timeout"),
-                format!(
-                    "timeout {} is longer than the interval {}",
-                    show(timeout),
-                    show(interval)
-                ),
-            );
-        }
+        let timeout = self.timeout_within(&f, p, interval);
         let max_series = self
             .integer(&f, "max_series", p, 1, 100_000)
             .map_or(DEFAULT_MAX_SERIES, |n| n as usize);

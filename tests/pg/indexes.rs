@@ -212,8 +212,14 @@ async fn the_cap_and_the_schema_filter_limit_the_indexes() {
     };
 
     let px = start(&test_yaml(&dsn, "checks:\n  relations:\n    max_series: 3\n")).await;
-    let m = until(px.addr, WAIT, "truncated, and index sizes", |m| {
-        (truncated(m) == Some(1.0) && m.has(SIZE)).then(|| m.clone())
+    // Sizes come from relation_sizes, scans from stat_user_indexes: two
+    // collectors, which run at different moments of the interval.
+    let m = until(px.addr, WAIT, "truncated, index sizes and scans", |m| {
+        (truncated(m) == Some(1.0)
+            && m.has(SIZE)
+            && m.has(SCANS)
+            && m.has("pg_statio_user_indexes_idx_blks_read_total"))
+        .then(|| m.clone())
     })
     .await;
     assert_eq!(m.all(SIZE, &[]).len(), 3, "{}", m.text);
