@@ -1639,6 +1639,19 @@ fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
     None
 }
 
+/// A test's configuration: `yaml` as the file `c.yaml`, no flags, no
+/// environment, and these collectors' defaults.
+#[cfg(test)]
+pub(crate) fn test_load(yaml: &str, collectors: &[CollectorDefaults]) -> Result<Config, ConfigError> {
+    Config::from_yaml(
+        yaml,
+        "c.yaml",
+        &Flags::default(),
+        &BTreeMap::<String, String>::new(),
+        collectors,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1680,13 +1693,7 @@ mod tests {
     }
 
     fn load(yaml: &str) -> Result<Config, ConfigError> {
-        Config::from_yaml(
-            yaml,
-            "c.yaml",
-            &Flags::default(),
-            &BTreeMap::<String, String>::new(),
-            &[],
-        )
+        test_load(yaml, &[])
     }
 
     #[test]

@@ -674,10 +674,7 @@ mod tests {
         let queries = |sql: &str| {
             let yaml =
                 format!("queries:\n  app:\n    query: {sql}\n    metrics:\n      - n:\n          usage: GAUGE\n");
-            let env = std::collections::BTreeMap::<String, String>::new();
-            crate::config::Config::from_yaml(&yaml, "c.yaml", &Default::default(), &env, &defaults())
-                .unwrap()
-                .queries
+            crate::config::test_load(&yaml, &defaults()).unwrap().queries
         };
         let mut made = Made::default();
         let first = from_queries(&queries("SELECT 1 AS n"), &mut made);
@@ -693,10 +690,7 @@ mod tests {
     fn a_probe_kept_by_a_reload_keeps_its_definition() {
         let checks = |query: &str| {
             let yaml = format!("checks:\n  probes:\n    - name: history\n      query: {query}\n");
-            let env = std::collections::BTreeMap::<String, String>::new();
-            crate::config::Config::from_yaml(&yaml, "c.yaml", &Default::default(), &env, &defaults())
-                .unwrap()
-                .checks
+            crate::config::test_load(&yaml, &defaults()).unwrap().checks
         };
         let mut made = Made::default();
         let first = from_checks(&checks("SELECT 1"), &mut made);

@@ -572,15 +572,7 @@ mod tests {
     /// statements".
     #[test]
     fn user_queries_are_read_by_the_lexer() {
-        let w = |yaml: &str| {
-            crate::config::Config::from_yaml(
-                yaml,
-                "c.yaml",
-                &crate::config::Flags::default(),
-                &std::collections::BTreeMap::<String, String>::new(),
-                &[],
-            )
-        };
+        let w = |yaml: &str| crate::config::test_load(yaml, &[]);
         let c = w("checks:\n  materialized_views:\n    - name: v\n      max_age: 1h\n      freshness_query: \"SELECT max(t) FROM log WHERE note <> ';' -- newest\"\n").unwrap();
         assert_eq!(
             c.checks.matviews[0].freshness_query.as_deref(),
@@ -597,15 +589,7 @@ mod tests {
 
     #[test]
     fn server_thresholds_default_to_the_rules_constants_and_are_validated() {
-        let load = |yaml: &str| {
-            crate::config::Config::from_yaml(
-                yaml,
-                "c.yaml",
-                &crate::config::Flags::default(),
-                &std::collections::BTreeMap::<String, String>::new(),
-                &[],
-            )
-        };
+        let load = |yaml: &str| crate::config::test_load(yaml, &[]);
         let t = load("").unwrap().checks.server.clone();
         assert_eq!(t, ServerThresholds::default());
         assert_eq!(t.replication_lag, Duration::from_secs(300));

@@ -349,19 +349,12 @@ impl Walker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::{Config, ConfigError, Flags};
+    use crate::config::{Config, ConfigError};
 
     fn load(yaml: &str) -> Result<Config, ConfigError> {
-        Config::from_yaml(
-            yaml,
-            "c.yaml",
-            &Flags::default(),
-            &BTreeMap::<String, String>::new(),
-            &[],
-        )
+        crate::config::test_load(yaml, &[])
     }
 
     #[test]

@@ -606,13 +606,7 @@ mod tests {
             pgbouncer: false,
             families: vec!["pg_stat_user_tables_seq_scan"],
         }];
-        Config::from_yaml(
-            yaml,
-            "c.yaml",
-            &Flags::default(),
-            &BTreeMap::<String, String>::new(),
-            &defaults,
-        )
+        crate::config::test_load(yaml, &defaults)
     }
 
     fn problems(yaml: &str) -> Vec<String> {
