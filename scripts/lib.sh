@@ -61,6 +61,11 @@ pgs_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# pgs_proc_kib PID FIELD: a /proc/PID/status field in KiB (VmRSS, VmHWM).
+pgs_proc_kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+# pgs_cpu_ticks PID: the process's user plus system CPU, in clock ticks.
+pgs_cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
 # Runs a command as the postgres system user when root (initdb refuses root).
 pgs_as_pg() {
   if pgs_is_root; then runuser -u postgres -- "$@"; else "$@"; fi

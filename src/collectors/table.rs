@@ -300,11 +300,7 @@ impl Table {
     pub fn read(&self, row: &tokio_postgres::Row, version: u32) -> Result<Row, CollectError> {
         let mut labels = Vec::with_capacity(self.labels.len());
         for l in self.labels {
-            let v: Option<String> = row
-                .try_get::<_, Option<super::Lossy>>(l.name)
-                .map_err(|e| CollectError::column(l.name, e))?
-                .map(|super::Lossy(s)| s);
-            labels.push(v.unwrap_or_default());
+            labels.push(super::text(row, l.name)?);
         }
         let mut values = BTreeMap::new();
         for c in self.columns_for(version) {
