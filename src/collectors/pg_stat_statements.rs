@@ -27,7 +27,7 @@
 use tokio_postgres::error::SqlState;
 
 use super::{Client, CollectError, CollectFuture, Ctx, Definition, float, text};
-use crate::config::Checks;
+use crate::config::Statements;
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition::custom("stat_statements", collect);
@@ -155,11 +155,13 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
             });
         }
         if texts == st.include_query_text {
-            Ok(families(&rows, left_out, &ctx.checks))
+            Ok(families(&rows, left_out, st))
         } else {
-            let mut checks = (*ctx.checks).clone();
-            checks.statements.include_query_text = false;
-            Ok(families(&rows, left_out, &checks))
+            let without = Statements {
+                include_query_text: false,
+                ..st.clone()
+            };
+            Ok(families(&rows, left_out, &without))
         }
     })
 }
@@ -204,8 +206,7 @@ pub fn query_label(query: &str, max: usize) -> String {
 }
 
 /// `left_out`: statements the own-role filter left out.
-pub fn families(rows: &[Row], left_out: f64, checks: &Checks) -> Vec<Family> {
-    let st = &checks.statements;
+pub fn families(rows: &[Row], left_out: f64, st: &Statements) -> Vec<Family> {
     let mut calls = Family::counter(
         "pg_stat_statements_calls_total",
         "Number of times the statement was executed",
@@ -273,7 +274,7 @@ pub fn families(rows: &[Row], left_out: f64, checks: &Checks) -> Vec<Family> {
         "Statements left out by a filter; reason own_role: pgsidecar's own role's (checks.slow_queries.exclude_own_role)",
         &["reason"],
     );
-    if checks.statements.exclude_own_role {
+    if st.exclude_own_role {
         excluded.set(&["own_role"], left_out);
     }
     vec![calls, seconds, rows_total, read, write, mean, max, texts, top, excluded]
@@ -284,6 +285,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Checks;
 
     fn row() -> Row {
         Row {
@@ -318,7 +320,7 @@ mod tests {
             ..Checks::default()
         };
         checks.statements.top = 7;
-        let f = families(&[row()], 3.0, &checks);
+        let f = families(&[row()], 3.0, &checks.statements);
         let l = ["app", "shop", "-42"];
         assert_eq!(get(&f, "pg_stat_statements_calls_total", &l), Some(4.0));
         assert_eq!(get(&f, "pg_stat_statements_seconds_total", &l), Some(1.0));
@@ -347,7 +349,7 @@ mod tests {
             total_exec_time: 10.0,
             ..row()
         };
-        let f = families(&[row(), other], 0.0, &checks);
+        let f = families(&[row(), other], 0.0, &checks.statements);
         assert_eq!(
             get(&f, "pg_stat_statements_query_id", &["-42", "SELECT * FROM orders"]),
             Some(1.0)
