@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::collectors::{self, Definition};
 use crate::config::{CollectorConfig, Config, ConfigError, CoordinationMode};
-use crate::db::{Bouncer, Db, DbError};
+use crate::db::{Bouncer, Db, DbError, Others};
 use crate::health::Health;
 use crate::http::View;
 use crate::leader::Leadership;
@@ -81,8 +81,12 @@ impl Reloads {
 
 /// The collectors a configuration enables, in registration order, then
 /// those its checks make (a probe each, the statement plans), then one per
-/// custom query.
-fn enabled(config: &Config, made: &mut collectors::Made) -> Vec<(&'static Definition, CollectorConfig)> {
+/// custom query, then the discovery of the other databases.
+fn enabled(
+    config: &Config,
+    made: &mut collectors::Made,
+    databases: Option<&Databases>,
+) -> Vec<(&'static Definition, CollectorConfig)> {
     collectors::ALL
         .iter()
         .filter_map(|def| {
@@ -91,7 +95,27 @@ fn enabled(config: &Config, made: &mut collectors::Made) -> Vec<(&'static Defini
         })
         .chain(collectors::from_checks(&config.checks, made))
         .chain(collectors::from_queries(&config.queries, made))
+        .chain(databases.map(|d| d.discovery.clone()))
         .collect()
+}
+
+/// With `databases:`: the sessions to the other databases and the
+/// collector that discovers them, made anew only when the section or the
+/// datasource changes.
+struct Databases {
+    others: Arc<Others>,
+    discovery: (&'static Definition, CollectorConfig),
+}
+
+impl Databases {
+    fn new(config: &Config) -> Result<Option<Databases>, DbError> {
+        let Some(d) = &config.databases else { return Ok(None) };
+        let others = Arc::new(Others::new(&config.datasource, d)?);
+        Ok(Some(Databases {
+            discovery: collectors::from_databases(others.clone()),
+            others,
+        }))
+    }
 }
 
 /// Half the shortest interval: the longest wait between logins after a
@@ -146,6 +170,7 @@ struct Wired {
     config: Config,
     /// The collectors made from the checks so far.
     made: collectors::Made,
+    databases: Option<Databases>,
     db: Arc<Swap<Db>>,
     runner: Arc<Pooled>,
     scheduler: Scheduler<Pooled>,
@@ -176,7 +201,18 @@ impl Wired {
                 "coordination.mode changes need a restart; the old mode stays"
             );
         }
-        let collectors = enabled(&new, &mut self.made);
+        if new.databases != old.databases || new.datasource != old.datasource {
+            let next = Databases::new(&new)?;
+            let prev = self
+                .runner
+                .others
+                .set(Arc::new(next.as_ref().map(|d| d.others.clone())));
+            if let Some(o) = prev.as_ref() {
+                o.close();
+            }
+            self.databases = next;
+        }
+        let collectors = enabled(&new, &mut self.made, self.databases.as_ref());
         if new.datasource != old.datasource {
             let db = Arc::new(Db::new(&new.datasource, max_backoff(&collectors))?);
             self.view.target.set(Arc::new(db.target().to_string()));
@@ -236,7 +272,8 @@ pub async fn run(
     reloads: Option<Reloads>,
 ) -> Result<(), RunError> {
     let mut made = collectors::Made::default();
-    let collectors = enabled(&config, &mut made);
+    let databases = Databases::new(&config)?;
+    let collectors = enabled(&config, &mut made, databases.as_ref());
     let db = Arc::new(Swap::new(Arc::new(Db::new(
         &config.datasource,
         max_backoff(&collectors),
@@ -260,6 +297,7 @@ pub async fn run(
         db: db.clone(),
         bouncer: Swap::new(Arc::new(bouncer(&config, &collectors)?)),
         checks: Swap::new(config.checks.clone()),
+        others: Swap::new(Arc::new(databases.as_ref().map(|d| d.others.clone()))),
     });
     let scheduler = Scheduler::start(runner.clone(), state.clone(), collectors);
     let election = Election::start(&db, &config, &leadership);
@@ -295,6 +333,7 @@ pub async fn run(
     let mut wired = Wired {
         config,
         made,
+        databases,
         db,
         runner,
         scheduler,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 mod checks;
+mod databases;
 mod dsn;
 mod env;
 #[cfg(test)]
@@ -33,6 +34,7 @@ mod web;
 pub use checks::{
     Checks, Cidr, ExpectedIndex, IndexPattern, Matview, Migrations, PoolCheck, Relations, ServerThresholds, Statements,
 };
+pub use databases::{DatabaseChecks, Databases, glob};
 pub use dsn::redact;
 pub use env::{Env, ProcessEnv};
 pub use pgbouncer::{PgBouncer, PgBouncerThresholds, RunBy};
@@ -61,6 +63,9 @@ pub struct Config {
     /// Custom queries (`queries:` and `--extend.query-path`), in the
     /// files' order: one collector `query:<name>` each.
     pub queries: Vec<CustomQuery>,
+    /// The other databases the per-database collectors read (`databases:`);
+    /// `None`: only the DSN's.
+    pub databases: Option<Databases>,
 }
 
 /// The advisory-lock key used when `coordination.lock_key` is not set: the
@@ -307,6 +312,12 @@ pub struct Flags {
     pub enable_lifecycle: bool,
     /// `--extend.query-path`: a postgres_exporter `queries.yaml`.
     pub extend_query_path: Option<String>,
+    /// `--auto-discover-databases`: `databases: auto`.
+    pub auto_discover_databases: bool,
+    /// `--include-databases`: comma-separated names (`databases.include`).
+    pub include_databases: Option<String>,
+    /// `--exclude-databases`: comma-separated names (`databases.exclude`).
+    pub exclude_databases: Option<String>,
 }
 
 /// One `--collector.<name>` (on) or `--no-collector.<name>` (off) flag.
@@ -456,6 +467,7 @@ impl Config {
             collectors,
             problems: Vec::new(),
             secrets: Vec::new(),
+            prefix: Vec::new(),
         };
         // YAML merge keys (`<<: *defaults`) are applied before the schema walk.
         let parsed = serde_yaml::from_str::<Value>(text).and_then(|mut v| v.apply_merge().map(|()| v));
@@ -509,6 +521,9 @@ struct Walker<'a> {
     problems: Vec<Problem>,
     /// Passwords read so far, scrubbed from every problem at the end.
     secrets: Vec<String>,
+    /// Put before every problem's path: the entry whose section is walked
+    /// with the top level's walker (a database's `checks`).
+    prefix: Vec<String>,
 }
 
 type Fields<'v> = BTreeMap<String, &'v Value>;
@@ -523,6 +538,7 @@ const TOP_KEYS: &[&str] = &[
     "coordination",
     "pgbouncer",
     "queries",
+    "databases",
 ];
 const DATASOURCE_KEYS: &[&str] = &[
     "dsn",
@@ -552,6 +568,18 @@ const COORDINATION_KEYS: &[&str] = &["mode", "lock_key", "check_interval"];
 
 impl Walker<'_> {
     fn problem(&mut self, path: &[&str], message: impl Into<String>) {
+        let prefixed: Vec<&str>;
+        let path = if self.prefix.is_empty() {
+            path
+        } else {
+            prefixed = self
+                .prefix
+                .iter()
+                .map(String::as_str)
+                .chain(path.iter().copied())
+                .collect();
+            &prefixed
+        };
         let (line, column) = locate(self.text, path).map_or((None, None), |(l, c)| (Some(l), Some(c)));
         self.problems.push(Problem {
             source: self.source.to_string(),
@@ -729,6 +757,7 @@ impl Walker<'_> {
         checks.pgbouncer = pgbouncer_thresholds;
         let coordination = self.coordination(get("coordination"));
         let queries = self.all_queries(get("queries"), flags, env, default_interval, &collectors);
+        let databases = self.databases(get("databases"), flags, env);
         Some(Config {
             datasource: datasource?,
             web: web?,
@@ -738,6 +767,7 @@ impl Walker<'_> {
             coordination: coordination?,
             pgbouncer,
             queries,
+            databases,
         })
     }
 
@@ -776,6 +806,7 @@ impl Walker<'_> {
                         collectors: self.collectors,
                         problems: Vec::new(),
                         secrets: Vec::new(),
+                        prefix: Vec::new(),
                     };
                     match serde_yaml::from_str::<Value>(&file_text) {
                         Ok(v) => {

@@ -35,7 +35,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{Datasource, SslMode};
 
+mod others;
 mod pgbouncer;
+pub use others::Others;
 pub use pgbouncer::Bouncer;
 
 /// A pooled connection, as collectors get it.

@@ -422,6 +422,11 @@ impl Health {
             "Age after which a failing collector's last good series are dropped",
             l,
         );
+        let mut in_database = Family::gauge(
+            "pgsidecar_collector_database_success",
+            "Whether the last run of a per-database collector read this database (databases:); the status page says why not",
+            &["collector", "datname"],
+        );
         for s in self.lock().iter().filter(|s| s.active(leader)) {
             let n = &[s.name];
             if let Some(ok) = s.ok() {
@@ -440,6 +445,9 @@ impl Health {
             if let Some(Outcome::Unavailable(reason)) = &s.last {
                 unavailable.set(&[s.name, reason], 1.0);
             }
+            for (datname, ok) in &s.report.databases {
+                in_database.set(&[s.name, datname], if *ok { 1.0 } else { 0.0 });
+            }
         }
         fams.extend([
             success,
@@ -452,6 +460,7 @@ impl Health {
             unavailable,
             truncated,
             omitted,
+            in_database,
         ]);
 
         fams.extend(self.probe_families(leader));
@@ -614,7 +623,7 @@ mod tests {
     fn ok(omitted: Option<usize>) -> Outcome {
         Outcome::Ok(Report {
             omitted,
-            notes: Vec::new(),
+            ..Report::default()
         })
     }
 

@@ -47,6 +47,18 @@ struct Cli {
     /// config file's queries: [env: PG_EXPORTER_EXTEND_QUERY_PATH].
     #[arg(long = "extend.query-path", value_name = "PATH")]
     extend_query_path: Option<String>,
+    /// Read every database the role may connect to (databases: auto)
+    /// [env: PG_EXPORTER_AUTO_DISCOVER_DATABASES].
+    #[arg(long = "auto-discover-databases")]
+    auto_discover_databases: bool,
+    /// Databases to read besides the DSN's, comma-separated (databases.include)
+    /// [env: PG_EXPORTER_INCLUDE_DATABASES].
+    #[arg(long = "include-databases", value_name = "NAMES")]
+    include_databases: Option<String>,
+    /// Databases not to read, comma-separated (databases.exclude); alone it
+    /// means every other database [env: PG_EXPORTER_EXCLUDE_DATABASES].
+    #[arg(long = "exclude-databases", value_name = "NAMES")]
+    exclude_databases: Option<String>,
     /// Turn the settings collector (pg_settings_*) off.
     #[arg(long = "disable-settings-metrics")]
     disable_settings_metrics: bool,
@@ -125,6 +137,9 @@ fn main() -> ExitCode {
         disable_default_metrics: cli.disable_default_metrics,
         enable_lifecycle: cli.enable_lifecycle,
         extend_query_path: cli.extend_query_path,
+        auto_discover_databases: cli.auto_discover_databases,
+        include_databases: cli.include_databases,
+        exclude_databases: cli.exclude_databases,
     };
     let (sql, action) = match cli.command {
         Some(Command::Install { print_sql: true }) => return print(pgsidecar::install::INSTALL_SQL),

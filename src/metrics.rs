@@ -160,6 +160,14 @@ impl Family {
         &self.name
     }
 
+    /// Takes `other`'s samples (a family of the same name, from another
+    /// database): a label set both have keeps `other`'s value.
+    pub fn absorb(&mut self, other: Family) {
+        debug_assert_eq!(self.name, other.name);
+        self.samples.extend(other.samples);
+        self.histograms.extend(other.histograms);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty() && self.histograms.is_empty()
     }
@@ -320,6 +328,18 @@ fn unkey(key: &str, labels: &[&str]) -> Vec<String> {
         values.push(value);
     }
     values
+}
+
+/// Adds `more` to `into`, family by family: one of a name `into` has
+/// takes its samples, a new one goes at the end. The exposition then has
+/// each family once, whichever database its series came from.
+pub fn merge(into: &mut Vec<Family>, more: Vec<Family>) {
+    for f in more {
+        match into.iter_mut().find(|g| g.name == f.name) {
+            Some(g) => g.absorb(f),
+            None => into.push(f),
+        }
+    }
 }
 
 /// Encodes families in the text exposition format 0.0.4, in order. Empty

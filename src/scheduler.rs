@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 
 use crate::collectors::{CollectError, Ctx, Definition, Report, Scope, Target};
 use crate::config::{Checks, CollectorConfig};
-use crate::db::{Bouncer, Db};
+use crate::db::{Bouncer, Db, Others};
 use crate::health::Outcome;
 use crate::logging::ErrorLog;
 use crate::metrics::encode;
@@ -103,6 +103,8 @@ pub struct Pooled {
     /// The admin console's pool, if `pgbouncer:` is configured.
     pub bouncer: Swap<Option<Bouncer>>,
     pub checks: Swap<Checks>,
+    /// The sessions to the other databases, if `databases:` is configured.
+    pub others: Swap<Option<Arc<Others>>>,
 }
 
 impl Pooled {
@@ -129,6 +131,29 @@ impl Pooled {
     }
 }
 
+/// One run of a per-database collector in another database, on a session
+/// from `others`, within the collector's time limit of its own.
+async fn in_database(
+    def: &'static Definition,
+    cfg: &CollectorConfig,
+    others: &Arc<Others>,
+    name: &str,
+    ctx: Ctx,
+) -> Result<(Vec<crate::metrics::Family>, Report), CollectError> {
+    let deadline = Instant::now() + cfg.timeout;
+    let session = timeout_at(deadline, others.client(name))
+        .await
+        .map_err(|_| CollectError::Timeout(cfg.timeout))??;
+    let ctx = ctx.in_database(name.to_string());
+    match timeout_at(deadline, def.collect(&session, &ctx)).await {
+        Ok(r) => r.map(|families| (families, ctx.report())),
+        Err(_) => {
+            session.discard();
+            Err(CollectError::Timeout(cfg.timeout))
+        }
+    }
+}
+
 impl Runner for Pooled {
     async fn run(&self, def: &'static Definition, cfg: &CollectorConfig) -> Result<Collected, CollectError> {
         if def.target == Target::PgBouncer {
@@ -139,17 +164,51 @@ impl Runner for Pooled {
         let client = timeout_at(deadline, db.client())
             .await
             .map_err(|_| CollectError::Timeout(cfg.timeout))??;
-        let ctx = Ctx::new(db.server_version(), checks).in_database(db.database());
-        match timeout_at(deadline, def.collect(&client, &ctx)).await {
-            Ok(r) => r.map(|families| Collected {
-                body: encode(families),
-                report: ctx.report(),
-            }),
+        let ctx = Ctx::new(db.server_version(), checks.clone()).in_database(db.database());
+        let mut families = match timeout_at(deadline, def.collect(&client, &ctx)).await {
+            Ok(r) => r?,
             Err(_) => {
                 db.cancel(client);
-                Err(CollectError::Timeout(cfg.timeout))
+                return Err(CollectError::Timeout(cfg.timeout));
+            }
+        };
+        drop(client);
+        let mut report = ctx.report();
+        if let (Some(wanted), Some(others)) = (def.per_database, self.others.get().as_ref()) {
+            let version = db.server_version();
+            // At start-up the discovery runs with the first runs: wait for
+            // it, within this run's time limit.
+            let _ = timeout_at(deadline, others.discovered()).await;
+            for name in others.found().iter() {
+                let checks = others.config.checks_for(name, &checks);
+                if !wanted(&checks) {
+                    continue;
+                }
+                let read = in_database(def, cfg, others, name, Ctx::new(version, Arc::new(checks))).await;
+                match read {
+                    Ok((more, r)) => {
+                        crate::metrics::merge(&mut families, more);
+                        if let Some(n) = r.omitted {
+                            report.omitted = Some(report.omitted.unwrap_or(0) + n);
+                        }
+                        report
+                            .notes
+                            .extend(r.notes.into_iter().map(|n| format!("database {name}: {n}")));
+                        report.databases.push((name.clone(), true));
+                    }
+                    Err(e) => {
+                        report
+                            .notes
+                            .push(format!("database {name}: {}", others.scrub(&e.to_string())));
+                        report.databases.push((name.clone(), false));
+                    }
+                }
             }
         }
+        Ok(Collected {
+            body: encode(families),
+            report,
+        })
     }
 
     fn pool(&self) -> PoolStatus {

@@ -23,7 +23,8 @@
 use super::{Client, CollectError, CollectFuture, Ctx, Definition, query, text};
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition::custom("migrations", collect);
+pub const DEFINITION: Definition =
+    Definition::custom("migrations", collect).per_database_if(|c| c.migrations.is_some());
 
 /// `$1` the table, `$2` the column; `select_sql` is the quoted query to run.
 const RESOLVE_SQL: &str = "SELECT current_database()::text AS datname, \

@@ -30,6 +30,7 @@ mod console;
 mod migrations;
 mod pg_class_sizes;
 mod pg_database;
+mod pg_database_discovery;
 mod pg_indexes;
 mod pg_matviews;
 mod pg_postmaster;
@@ -175,6 +176,12 @@ fn make(wanted: impl Iterator<Item = MadeFrom>, made: &mut Made) -> Vec<(&'stati
         .collect()
 }
 
+/// The discovery of the other databases (`databases:`), collector
+/// `databases`, which hands what it finds to `others`.
+pub fn from_databases(others: std::sync::Arc<crate::db::Others>) -> (&'static Definition, CollectorConfig) {
+    pg_database_discovery::definition(others)
+}
+
 /// Each collector's name and defaults, as configuration loading takes them.
 pub fn defaults() -> Vec<CollectorDefaults> {
     ALL.iter()
@@ -233,6 +240,9 @@ pub struct Report {
     /// log: one object's failed query, statements a filter hid. The other
     /// objects' series are still reported.
     pub notes: Vec<String>,
+    /// With `databases:`, whether the run read each other database it
+    /// tried (a failed one's error is among the notes).
+    pub databases: Vec<(String, bool)>,
 }
 
 impl Ctx {
@@ -345,6 +355,10 @@ pub struct Definition {
     /// collectors take one quarter each, so that their queries do not
     /// compete with each other for the server's CPUs every round.
     pub phase: u8,
+    /// It reads one database's own catalogs: with `databases:` it runs in
+    /// each discovered database too, where this says yes for the checks of
+    /// that database (the migrations only where they are configured).
+    pub per_database: Option<fn(&Checks) -> bool>,
     pub source: Source,
 }
 
@@ -362,6 +376,7 @@ impl Definition {
             target: Target::Postgres,
             backs_off: false,
             phase: 0,
+            per_database: None,
             source: Source::Table(table),
         }
     }
@@ -379,6 +394,7 @@ impl Definition {
             target: Target::Postgres,
             backs_off: false,
             phase: 0,
+            per_database: None,
             source: Source::Custom(collect),
         }
     }
@@ -396,6 +412,7 @@ impl Definition {
             target: Target::Postgres,
             backs_off: false,
             phase: 0,
+            per_database: None,
             source: Source::CoveredBy(by),
         }
     }
@@ -459,6 +476,24 @@ impl Definition {
         }
     }
 
+    /// Reads one database's own catalogs: runs in every database of
+    /// `databases:` too.
+    pub const fn per_database(self) -> Self {
+        Definition {
+            per_database: Some(always),
+            ..self
+        }
+    }
+
+    /// Runs in the other databases of `databases:` where `wanted` says yes
+    /// for their checks.
+    pub const fn per_database_if(self, wanted: fn(&Checks) -> bool) -> Self {
+        Definition {
+            per_database: Some(wanted),
+            ..self
+        }
+    }
+
     /// Backs off after failures in a row.
     pub const fn backs_off(self) -> Self {
         Definition {
@@ -484,6 +519,10 @@ impl Definition {
             Source::Stateful(s) => s.collect(client, ctx),
         }
     }
+}
+
+fn always(_: &Checks) -> bool {
+    true
 }
 
 #[derive(Debug, thiserror::Error)]

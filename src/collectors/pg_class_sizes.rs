@@ -38,7 +38,9 @@ use std::time::Duration;
 use super::{Client, CollectFuture, Ctx, Definition, float, query, relation_filter, relation_params, text};
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition::custom("relation_sizes", collect).every(Duration::from_secs(300));
+pub const DEFINITION: Definition = Definition::custom("relation_sizes", collect)
+    .every(Duration::from_secs(300))
+    .per_database();
 
 /// The metric names that are postgres_exporter's.
 pub const UPSTREAM: &[&str] = &[

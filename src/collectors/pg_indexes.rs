@@ -28,7 +28,7 @@
 use super::{Client, CollectFuture, Ctx, Definition, float, query, relation_filter, relation_params, text};
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition::custom("indexes", collect);
+pub const DEFINITION: Definition = Definition::custom("indexes", collect).per_database();
 
 const DATNAME_SQL: &str = "SELECT current_database()::text AS datname";
 

@@ -32,7 +32,7 @@ use super::{
 use crate::config::Matview;
 use crate::metrics::Family;
 
-pub const DEFINITION: Definition = Definition::custom("matviews", collect);
+pub const DEFINITION: Definition = Definition::custom("matviews", collect).per_database();
 
 const LOG_PRESENT: &str = "SELECT current_database()::text AS datname, \
      (to_regclass('pgsidecar.matview_refresh') IS NOT NULL) AS installed";

@@ -89,6 +89,7 @@ pub fn definition(e: &Explain) -> (Definition, CollectorConfig) {
         target: super::Target::Postgres,
         backs_off: true,
         phase: 0,
+        per_database: None,
         source: Source::Stateful(Box::leak(Box::new(StatementPlans {
             explain: e.clone(),
             memory: Mutex::new(Memory::default()),

@@ -26,7 +26,7 @@
 use super::Definition;
 use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition::table("stat_user_indexes", TABLE).phase(3);
+pub const DEFINITION: Definition = Definition::table("stat_user_indexes", TABLE).phase(3).per_database();
 
 const PG16: u32 = 160000;
 

@@ -24,7 +24,7 @@
 use super::Definition;
 use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition::table("stat_user_tables", TABLE).phase(1);
+pub const DEFINITION: Definition = Definition::table("stat_user_tables", TABLE).phase(1).per_database();
 
 const TABLE: Table = Table {
     from: "pg_stat_user_tables s",

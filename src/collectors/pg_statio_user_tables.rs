@@ -17,7 +17,7 @@
 use super::Definition;
 use super::table::{Column, Params, Table, label};
 
-pub const DEFINITION: Definition = Definition::table("statio_user_tables", TABLE).phase(2);
+pub const DEFINITION: Definition = Definition::table("statio_user_tables", TABLE).phase(2).per_database();
 
 const TABLE: Table = Table {
     from: "pg_statio_user_tables s",

@@ -116,6 +116,7 @@ pub fn definition(probe: &Probe) -> (Definition, CollectorConfig) {
         target: super::Target::Postgres,
         backs_off: true,
         phase: 0,
+        per_database: None,
         source: Source::Stateful(Box::leak(Box::new(ProbeCollector {
             probe: probe.clone(),
             memory: Mutex::new(Memory::new(probe)),

@@ -60,6 +60,7 @@ pub fn definition(q: &CustomQuery) -> (Definition, CollectorConfig) {
         target: super::Target::Postgres,
         backs_off: false,
         phase: 0,
+        per_database: None,
         source: Source::Stateful(Box::leak(Box::new(QueryCollector {
             query: q.clone(),
             labels,

@@ -14,7 +14,7 @@ use serde_yaml::Value;
 use super::probes::{Explain, Probe};
 use super::{Fields, Walker, join, kind};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Checks {
     /// A statement or query slower than this is slow (default 100 ms).
     pub slow_query_threshold: Duration,
@@ -83,7 +83,7 @@ impl Default for ServerThresholds {
 }
 
 /// How `pg_stat_statements` is read.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Statements {
     /// The top N statements by total execution time.
     pub top: usize,

@@ -168,6 +168,7 @@ fn from_text(text: &str, path: &Path) -> Result<WebSecurity, Vec<Problem>> {
         collectors: &[],
         problems: Vec::new(),
         secrets: pem_lines(text),
+        prefix: Vec::new(),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut security = w.web_file(&root, dir);

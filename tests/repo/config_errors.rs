@@ -29,7 +29,7 @@ fn each_bad_input_gets_its_exact_message() {
     let cases: Vec<(&str, String)> = vec![
         (
             "colectors:\n  database:\n    interval: 5m\n",
-            "test.yaml:1:1: colectors: unknown key (did you mean \"collectors\"?); expected one of: datasource, web, log, collection, collectors, checks, coordination, pgbouncer, queries".into(),
+            "test.yaml:1:1: colectors: unknown key (did you mean \"collectors\"?); expected one of: datasource, web, log, collection, collectors, checks, coordination, pgbouncer, queries, databases".into(),
         ),
         (
             "datasource:\n  pool_size: many\n",

@@ -16,6 +16,7 @@ mod alerts;
 mod config_errors;
 mod dashboards;
 mod dashboards_move;
+mod databases;
 mod demo;
 mod e2e;
 mod flags;

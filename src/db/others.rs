@@ -1,0 +1,268 @@
+//! Sessions to the server's other databases (`databases:`), within one
+//! budget: [`Others`] keeps at most `databases.max_connections` of them open
+//! at once, in use or idle, for all databases together.
+//!
+//! Each database gets a pool of one session, made when a run first needs
+//! it and kept for the next runs while the budget allows. A run takes a
+//! permit first (at most the budget in use), and when a new database's
+//! pool would take the count of pools past the budget, the least recently
+//! used pool with nothing in use is dropped, which closes its session. So
+//! with 50 databases and a budget of 2, two sessions are open at most and
+//! the others are opened as the runs come to them.
+//!
+//! The sessions are the pool's kind ([`session_config`]: the bounding
+//! options, `application_name`, TLS), with the datasource's database
+//! replaced. A database whose login fails is not tried again before
+//! `retry` has passed (its error is returned at once until then), so one
+//! database that refuses the role costs one attempt per `retry`, not one per
+//! collector run. Its failures never touch the main pool's backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{Client, DbError, describe_pool, scrub, session_config, tls_connector};
+use crate::config::{Databases, Datasource};
+
+/// The sessions to the other databases.
+pub struct Others {
+    /// The `databases:` section these sessions serve.
+    pub config: Databases,
+    /// The databases the last discovery chose, besides the DSN's.
+    found: Mutex<Arc<Vec<String>>>,
+    /// True from the first discovery on.
+    discovered: tokio::sync::watch::Sender<bool>,
+    ds: Datasource,
+    tls: MakeRustlsConnect,
+    budget: usize,
+    retry: Duration,
+    permits: Arc<Semaphore>,
+    password: Option<String>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Least recently used first, each with the number of runs using it
+    /// (from the choice of the pool to the end of its [`Session`]).
+    pools: Vec<(String, Pool, usize)>,
+    /// Databases whose last login failed: when, and why.
+    refused: HashMap<String, (Instant, String)>,
+}
+
+/// A session to one database, and its share of the budget.
+pub struct Session {
+    pub client: Client,
+    _lease: Lease,
+}
+
+/// A run's hold on a database's pool and on a share of the budget, given
+/// back when the run is done with the session.
+struct Lease {
+    datname: String,
+    others: Arc<Others>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.others.release(&self.datname);
+    }
+}
+
+impl Session {
+    /// Closes the session instead of keeping it (its query overran the
+    /// collector's time limit; the server's `statement_timeout` ends it).
+    pub fn discard(self) {
+        let Session { client, _lease } = self;
+        drop(deadpool_postgres::Object::take(client));
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Others {
+    /// At most `databases.max_connections` sessions; a refused database is
+    /// retried after a minute, or the discovery interval if shorter.
+    pub fn new(ds: &Datasource, databases: &Databases) -> Result<Others, DbError> {
+        let budget = databases.max_connections.max(1);
+        let retry = databases.discovery_interval.min(Duration::from_secs(60));
+        Ok(Others {
+            config: databases.clone(),
+            found: Mutex::new(Arc::new(Vec::new())),
+            discovered: tokio::sync::watch::Sender::new(false),
+            ds: ds.clone(),
+            tls: tls_connector(ds)?,
+            budget,
+            retry,
+            permits: Arc::new(Semaphore::new(budget)),
+            password: ds.password(),
+            inner: Mutex::new(Inner {
+                pools: Vec::new(),
+                refused: HashMap::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A poisoned lock only means a panic elsewhere; the data stays usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `user@host:port/datname`, for messages.
+    fn target(&self, datname: &str) -> String {
+        let mut ds = self.ds.clone();
+        ds.pg.dbname(datname);
+        ds.target()
+    }
+
+    /// A session to `datname`, waiting for a share of the budget.
+    pub async fn client(self: &Arc<Self>, datname: &str) -> Result<Session, DbError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::Tls("the sessions to other databases are closed".into()))?;
+        let pool = {
+            let mut inner = self.lock();
+            if let Some((at, why)) = inner.refused.get(datname) {
+                let left = self.retry.saturating_sub(at.elapsed());
+                if !left.is_zero() {
+                    return Err(DbError::Backoff {
+                        target: self.target(datname),
+                        retry_in: left,
+                        last: why.clone(),
+                    });
+                }
+            }
+            let (pool, users) = match inner.pools.iter().position(|(n, _, _)| n == datname) {
+                Some(i) => {
+                    let (_, p, u) = inner.pools.remove(i);
+                    (p, u)
+                }
+                None => (self.pool(datname)?, 0),
+            };
+            inner.pools.push((datname.to_string(), pool.clone(), users + 1));
+            // Over the budget: drop the least recently used pools no run
+            // uses, which closes their sessions. Those in use are at most
+            // the permits, so this ends within the budget.
+            while inner.pools.len() > self.budget {
+                match inner.pools.iter().position(|(_, _, u)| *u == 0) {
+                    Some(i) => drop(inner.pools.remove(i)),
+                    None => break,
+                }
+            }
+            pool
+        };
+        match pool.get().await {
+            Ok(client) => {
+                self.lock().refused.remove(datname);
+                Ok(Session {
+                    client,
+                    _lease: Lease {
+                        datname: datname.to_string(),
+                        others: self.clone(),
+                        _permit: permit,
+                    },
+                })
+            }
+            Err(e) => {
+                self.release(datname);
+                let message = scrub(self.password.as_deref(), &describe_pool(&e));
+                let mut inner = self.lock();
+                inner
+                    .refused
+                    .insert(datname.to_string(), (Instant::now(), message.clone()));
+                inner.pools.retain(|(n, _, u)| n != datname || *u > 0);
+                Err(DbError::Connect {
+                    target: self.target(datname),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// A run is done with `datname`'s pool.
+    fn release(&self, datname: &str) {
+        if let Some(e) = self.lock().pools.iter_mut().find(|(n, _, _)| n == datname) {
+            e.2 = e.2.saturating_sub(1);
+        }
+    }
+
+    fn pool(&self, datname: &str) -> Result<Pool, DbError> {
+        let mut pg = session_config(&self.ds, &[]);
+        pg.dbname(datname);
+        let manager = Manager::from_config(
+            pg,
+            self.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(1)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.ds.connect_timeout))
+            .create_timeout(Some(self.ds.connect_timeout))
+            .recycle_timeout(Some(self.ds.connect_timeout))
+            .build()
+            .map_err(|e| DbError::Tls(format!("build pool: {e}")))
+    }
+
+    /// The databases to read besides the DSN's, as last discovered.
+    pub fn found(&self) -> Arc<Vec<String>> {
+        self.found.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What a discovery chose. Pools of databases no longer in it are
+    /// dropped, and so are their past login failures.
+    pub fn set_found(&self, names: Vec<String>) {
+        {
+            let mut inner = self.lock();
+            inner.pools.retain(|(n, _, u)| *u > 0 || names.contains(n));
+            inner.refused.retain(|n, _| names.contains(n));
+        }
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(names);
+        self.discovered.send_replace(true);
+    }
+
+    /// Returns once the first discovery is done (at once after it), so
+    /// that the first runs at start-up read the other databases too.
+    pub async fn discovered(&self) {
+        let mut rx = self.discovered.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// The most sessions open at once.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Sessions open now, in use or idle.
+    pub fn open(&self) -> usize {
+        self.lock().pools.iter().map(|(_, p, _)| p.status().size).sum()
+    }
+
+    /// Closes every session (a reload that changes the datasource or the section).
+    pub fn close(&self) {
+        self.permits.close();
+        for (_, p, _) in self.lock().pools.drain(..) {
+            p.close();
+        }
+    }
+
+    /// Removes the password from a message.
+    pub fn scrub(&self, message: &str) -> String {
+        scrub(self.password.as_deref(), message)
+    }
+}
