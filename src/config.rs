@@ -758,6 +758,15 @@ impl Walker<'_> {
         let coordination = self.coordination(get("coordination"));
         let queries = self.all_queries(get("queries"), flags, env, default_interval, &collectors);
         let databases = self.databases(get("databases"), flags, env);
+        if databases.is_none() {
+            for q in queries.iter().filter(|q| !q.databases.is_empty()) {
+                self.other_problem(
+                    &q.file,
+                    &format!("{}.databases", q.name),
+                    "a query's databases need the top-level databases: section, which says which databases pgsidecar may read",
+                );
+            }
+        }
         Some(Config {
             datasource: datasource?,
             web: web?,

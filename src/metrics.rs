@@ -413,6 +413,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn merge_keeps_one_family_per_name() {
+        let mut a = Family::gauge("x", "h", &["datname"]);
+        a.set(&["one"], 1.0);
+        let mut b = Family::gauge("x", "h", &["datname"]);
+        b.set(&["two"], 2.0);
+        let mut y = Family::gauge("y", "h", &[]);
+        y.set(&[], 3.0);
+        let mut into = vec![a];
+        merge(&mut into, vec![b, y]);
+        assert_eq!(into.len(), 2);
+        assert_eq!((into[0].get(&["one"]), into[0].get(&["two"])), (Some(1.0), Some(2.0)));
+        let text = String::from_utf8(encode(into).to_vec()).unwrap();
+        assert_eq!(text.matches("# TYPE x gauge").count(), 1, "{text}");
+    }
+
+    #[test]
     fn duplicate_label_sets_keep_one_sample() {
         let mut f = Family::counter("pg_x", "help", &["datname"]);
         f.set(&["a"], 1.0);

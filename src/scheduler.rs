@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 
 use tokio::task::JoinHandle;
 
-use crate::collectors::{CollectError, Ctx, Definition, Report, Scope, Target};
+use crate::collectors::{CollectError, Ctx, Definition, PerDatabase, Report, Scope, Target};
 use crate::config::{Checks, CollectorConfig};
 use crate::db::{Bouncer, Db, Others};
 use crate::health::Outcome;
@@ -165,11 +165,22 @@ impl Runner for Pooled {
             .await
             .map_err(|_| CollectError::Timeout(cfg.timeout))??;
         let ctx = Ctx::new(db.server_version(), checks.clone()).in_database(db.database());
-        let mut families = match timeout_at(deadline, def.collect(&client, &ctx)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                db.cancel(client);
-                return Err(CollectError::Timeout(cfg.timeout));
+        // A custom query with `databases` runs in the DSN's database only if
+        // that matches too.
+        let here = match def.per_database {
+            Some(PerDatabase::Matching(_)) if ctx.datname.is_empty() => true,
+            Some(p @ PerDatabase::Matching(_)) => p.runs_in(&ctx.datname, &checks),
+            _ => true,
+        };
+        let mut families = if !here {
+            Vec::new()
+        } else {
+            match timeout_at(deadline, def.collect(&client, &ctx)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    db.cancel(client);
+                    return Err(CollectError::Timeout(cfg.timeout));
+                }
             }
         };
         drop(client);
@@ -181,7 +192,7 @@ impl Runner for Pooled {
             let _ = timeout_at(deadline, others.discovered()).await;
             for name in others.found().iter() {
                 let checks = others.config.checks_for(name, &checks);
-                if !wanted(&checks) {
+                if !wanted.runs_in(name, &checks) {
                     continue;
                 }
                 let read = in_database(def, cfg, others, name, Ctx::new(version, Arc::new(checks))).await;

@@ -358,7 +358,7 @@ pub struct Definition {
     /// It reads one database's own catalogs: with `databases:` it runs in
     /// each discovered database too, where this says yes for the checks of
     /// that database (the migrations only where they are configured).
-    pub per_database: Option<fn(&Checks) -> bool>,
+    pub per_database: Option<PerDatabase>,
     pub source: Source,
 }
 
@@ -480,7 +480,7 @@ impl Definition {
     /// `databases:` too.
     pub const fn per_database(self) -> Self {
         Definition {
-            per_database: Some(always),
+            per_database: Some(PerDatabase::Every(always)),
             ..self
         }
     }
@@ -489,7 +489,7 @@ impl Definition {
     /// for their checks.
     pub const fn per_database_if(self, wanted: fn(&Checks) -> bool) -> Self {
         Definition {
-            per_database: Some(wanted),
+            per_database: Some(PerDatabase::Every(wanted)),
             ..self
         }
     }
@@ -523,6 +523,27 @@ impl Definition {
 
 fn always(_: &Checks) -> bool {
     true
+}
+
+/// Which databases a per-database collector runs in.
+#[derive(Debug, Clone, Copy)]
+pub enum PerDatabase {
+    /// The DSN's, and every other one `databases:` reads where this says
+    /// yes for its checks.
+    Every(fn(&Checks) -> bool),
+    /// Those whose name matches one of these (`*`, `?`), the DSN's included
+    /// only if it matches (a custom query's `databases`).
+    Matching(&'static [String]),
+}
+
+impl PerDatabase {
+    /// Whether it runs in `datname`, whose checks are `checks`.
+    pub fn runs_in(&self, datname: &str, checks: &Checks) -> bool {
+        match self {
+            PerDatabase::Every(wanted) => wanted(checks),
+            PerDatabase::Matching(patterns) => patterns.iter().any(|p| crate::config::glob(p, datname)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,9 @@ const GRACE: Duration = Duration::from_secs(1);
 pub struct QueryCollector {
     query: CustomQuery,
     labels: Vec<&'static str>,
+    /// Its `databases` ask for a `datname` label its columns lack: the
+    /// session's database is added as the last column of each row.
+    adds_datname: bool,
 }
 
 /// The collector of a custom query and its configuration.
@@ -43,12 +46,17 @@ pub fn definition(q: &CustomQuery) -> (Definition, CollectorConfig) {
         stale_after: q.interval.saturating_mul(3),
         every_pod: false,
     };
-    let labels = q
+    let mut labels: Vec<&'static str> = q
         .columns
         .iter()
         .filter(|c| c.usage == Usage::Label)
         .map(|c| &*Box::leak(c.name.clone().into_boxed_str()))
         .collect();
+    // Run in several databases, its series need the database's name.
+    let adds_datname = !q.databases.is_empty() && !labels.contains(&"datname");
+    if adds_datname {
+        labels.push("datname");
+    }
     let def = Definition {
         name: cfg.name,
         enabled_by_default: true,
@@ -60,10 +68,12 @@ pub fn definition(q: &CustomQuery) -> (Definition, CollectorConfig) {
         target: super::Target::Postgres,
         backs_off: false,
         phase: 0,
-        per_database: None,
+        per_database: (!q.databases.is_empty())
+            .then(|| super::PerDatabase::Matching(Box::leak(q.databases.clone().into_boxed_slice()))),
         source: Source::Stateful(Box::leak(Box::new(QueryCollector {
             query: q.clone(),
             labels,
+            adds_datname,
         }))),
     };
     (def, cfg)
@@ -95,10 +105,14 @@ impl Stateful for QueryCollector {
             let ended = client.batch_execute("ROLLBACK").await.map_err(err);
             let rows = rows?;
             ended?;
-            let columns: Vec<String> = match rows.first() {
+            let mut columns: Vec<String> = match rows.first() {
                 Some(r) => r.columns().iter().map(|c| c.name().to_string()).collect(),
                 None => Vec::new(),
             };
+            let returned = columns.len();
+            if self.adds_datname && !rows.is_empty() {
+                columns.push("datname".to_string());
+            }
             if rows.len() > q.max_series {
                 return Err(CollectError::Rows(format!(
                     "{}: the query returned more than its max_series {} rows",
@@ -109,11 +123,14 @@ impl Stateful for QueryCollector {
             let mut cells = Vec::with_capacity(rows.len());
             for row in &rows {
                 let mut out = Vec::with_capacity(columns.len());
-                for (i, col) in columns.iter().enumerate() {
+                for (i, col) in columns.iter().enumerate().take(returned) {
                     out.push(
                         row.try_get::<_, Cell>(i)
                             .map_err(|e| CollectError::Rows(format!("{}: column {col}: {e}", q.collector())))?,
                     );
+                }
+                if self.adds_datname {
+                    out.push(Cell::Text(ctx.datname.clone()));
                 }
                 cells.push(out);
             }
@@ -388,7 +405,7 @@ pub fn families(
         values.push((i, fam, Some(&c.usage)));
     }
     for (i, col) in columns.iter().enumerate() {
-        if !q.columns.iter().any(|c| &c.name == col) {
+        if !q.columns.iter().any(|c| &c.name == col) && !labels.iter().any(|l| l == col) {
             let fam = Family::untyped(
                 format!("{}_{col}", q.name),
                 format!("Unknown metric from {}", q.name),
@@ -476,6 +493,7 @@ mod tests {
                 })
                 .collect(),
             master: false,
+            databases: Vec::new(),
             cache_seconds: None,
             runonserver: Some(VersionRange::parse(">=13.0.0").unwrap()),
             interval: Duration::from_secs(15),

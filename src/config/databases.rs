@@ -343,6 +343,15 @@ mod tests {
     }
 
     #[test]
+    fn a_querys_databases_need_the_section() {
+        let q = "queries:\n  q:\n    query: SELECT 1 AS n\n    databases: [billing]\n    metrics:\n      - n: {usage: GAUGE, description: n}\n";
+        let e = problems(q);
+        assert!(e.contains("q.databases") && e.contains("top-level databases"), "{e}");
+        let c = test_load(&format!("{q}databases: auto\n"), &[]).unwrap();
+        assert_eq!(c.queries[0].databases, ["billing"]);
+    }
+
+    #[test]
     fn postgres_exporters_flags_and_variables_set_the_lists() {
         let load = |flags: Flags, env: &[(&str, &str)]| {
             let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

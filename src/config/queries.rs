@@ -3,8 +3,9 @@
 //! postgres_exporter's `queries.yaml` format, read as is: a map of metric
 //! prefix to `query`, `metrics` (a list of one-key maps, column to `usage`,
 //! `description`, `mapping`), `master`, `cache_seconds` and `runonserver`.
-//! pgsidecar adds `interval`, `timeout`, `max_series` (a row cap) and
-//! `min_server_version` / `max_server_version` (`server_version_num`).
+//! pgsidecar adds `interval`, `timeout`, `max_series` (a row cap),
+//! `min_server_version` / `max_server_version` (`server_version_num`) and
+//! `databases` (the databases it runs in, with the top-level `databases:`).
 //!
 //! Everything that can be known without a server is checked here, with the
 //! file, line and key: an unknown usage, a query without metrics or without
@@ -29,8 +30,8 @@ pub struct CustomQuery {
     pub query: String,
     /// The declared columns, in the file's order.
     pub columns: Vec<QueryColumn>,
-    /// postgres_exporter's `master`: accepted; pgsidecar watches one
-    /// database, so it changes nothing.
+    /// postgres_exporter's `master`: accepted; a query runs in the DSN's
+    /// database unless it has `databases`, so it changes nothing.
     pub master: bool,
     /// postgres_exporter's `cache_seconds`: the default interval.
     pub cache_seconds: Option<u64>,
@@ -44,6 +45,10 @@ pub struct CustomQuery {
     pub min_server_version: Option<u32>,
     /// Runs only on servers with `server_version_num` at most this.
     pub max_server_version: Option<u32>,
+    /// pgsidecar's `databases`: the databases it runs in (names or
+    /// patterns, among the DSN's and those `databases:` reads); empty: the
+    /// DSN's only. Its series then carry `datname`.
+    pub databases: Vec<String>,
 }
 
 impl CustomQuery {
@@ -219,6 +224,7 @@ const QUERY_KEYS: &[&str] = &[
     "max_series",
     "min_server_version",
     "max_server_version",
+    "databases",
 ];
 const COLUMN_KEYS: &[&str] = &["usage", "description", "metric_mapping", "mapping", "pg_version"];
 const USAGES: &str = "LABEL, GAUGE, COUNTER, DURATION, MAPPEDMETRIC or DISCARD";
@@ -351,7 +357,15 @@ impl Walker<'_> {
                 format!("max_server_version {b} is below min_server_version {a}"),
             );
         }
+        let databases = self.strings(&f, "databases", p);
+        if !databases.is_empty() && master {
+            self.problem(
+                &join(p, "databases"),
+                "master: true runs the query in the DSN's database only; give databases or master, not both",
+            );
+        }
         Some(CustomQuery {
+            databases,
             name: name.to_string(),
             file: self.source.to_string(),
             query: query?.text,

@@ -87,7 +87,7 @@ async fn databases_come_and_go_within_the_connection_budget() {
     let yaml = test_yaml(
         &dsn,
         &format!(
-            "databases:\n  include:\n    - \"mdb_*\"\n    - name: mdb_a\n      checks:\n        migrations:\n          table: schema_migrations\n  exclude: [mdb_skip]\n  discovery_interval: 1s\n  max_connections: {BUDGET}\n"
+            "databases:\n  include:\n    - \"mdb_*\"\n    - name: mdb_a\n      checks:\n        migrations:\n          table: schema_migrations\n  exclude: [mdb_skip]\n  discovery_interval: 1s\n  max_connections: {BUDGET}\nqueries:\n  mdb_user:\n    query: SELECT count(*) AS tables FROM pg_stat_user_tables\n    databases: [mdb_a, \"mdb_?\"]\n    interval: 1s\n    metrics:\n      - tables:\n          usage: GAUGE\n          description: user tables\n"
         ),
     )
     .replace("  dsn:", &format!("  application_name: {APP}\n  dsn:"));
@@ -163,6 +163,21 @@ async fn databases_come_and_go_within_the_connection_budget() {
         m.all("pgsidecar_migration_table_present", &[("datname", "mdb_b")])
             .is_empty()
     );
+    // A custom query runs where its databases say, each series with its datname.
+    let user: Vec<String> = m
+        .all("mdb_user_tables", &[])
+        .iter()
+        .map(|s| {
+            s.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(user.len(), 3, "mdb_a, mdb_b and mdb_d, not mdb_main: {user:?}");
+    assert_eq!(m.get("mdb_user_tables", &[("datname", "mdb_d")]), Some(1.0));
+    assert!(m.get("mdb_user_tables", &[("datname", "mdb_main")]).is_none());
     // Series are unique: the merged families hold each database once.
     let text = &m.text;
     let helps = text.matches("# HELP pg_stat_user_tables_seq_scan ").count();
