@@ -5,6 +5,9 @@
 //! Metrics (all new in pgsidecar):
 //! - `pgsidecar_migration_configured` gauge, no labels: 1 if
 //!   `checks.migrations` is set. When it is not, this is the only metric.
+//!   With `databases:` the collector runs only in the other databases
+//!   whose entry configures migrations, so this is 1 if any database has
+//!   them.
 //! - `pgsidecar_migration_revision_info` gauge, labels `datname`, `table`,
 //!   `revision`: 1 per revision row (alembic can have several heads).
 //! - `pgsidecar_migration_at_expected` gauge, labels `datname`, `table`: 1 if
