@@ -204,18 +204,26 @@ pub enum Params {
     None,
     /// `checks.relations` as `$1`..`$4`, applied to these schema and
     /// relation-name columns of `pick_from`, and capped at `max_series`
-    /// (`$5`). The cap picks the biggest relations first by `order` over
-    /// `pick_from`, which joins `pg_class` for `relpages`: a size function
-    /// would stat every file of every relation on every round and wait
-    /// behind any `ACCESS EXCLUSIVE` lock (sizes are `relation_sizes`'s, on a
-    /// longer interval). The picking sorts only the narrow rows of `key`;
-    /// the view's wide rows are then read for the picked keys, unsorted.
+    /// (`$5`). The query reads the catalogs once: a subquery `p` picks the
+    /// rows (`pick`, from `pick_from` where `kinds` and the filter hold),
+    /// biggest first by `order` over `pg_class.relpages`, with the count
+    /// before the cap; the labels and columns then read `p` and the
+    /// `pg_stat_get_*` functions, so those run only for the picked rows.
+    /// `Table::from` is what follows `p` (joins, `LATERAL` sums). No size
+    /// function: it would stat every file of every relation on every round
+    /// and wait behind any `ACCESS EXCLUSIVE` lock (sizes are
+    /// `relation_sizes`'s, on a longer interval).
     Relations {
+        /// The view whose definition the query reads, for errors.
+        view: &'static str,
+        /// The picking subquery's select list (`count(*) OVER ()` follows).
+        pick: &'static str,
+        pick_from: &'static str,
+        /// The relkind condition, by server version: the last entry whose
+        /// version is at most the server's applies.
+        kinds: &'static [(u32, &'static str)],
         schema: &'static str,
         relname: &'static str,
-        /// The relation's OID column, the same in `from` and `pick_from`.
-        key: &'static str,
-        pick_from: &'static str,
         order: &'static str,
     },
     /// `checks.slow_queries.threshold` in seconds, as `$1` (`float8`).
@@ -229,7 +237,8 @@ const RELATIONS_TOTAL: &str = "pgsidecar_relations_total";
 /// A collector over one wide view.
 #[derive(Debug, Clone, Copy)]
 pub struct Table {
-    /// What follows `FROM`: the view, and any `WHERE` and `ORDER BY`.
+    /// What follows `FROM`: the view, and any `WHERE` and `ORDER BY`. For
+    /// [`Params::Relations`], what follows the picked rows `p`.
     pub from: &'static str,
     pub labels: &'static [Label],
     pub columns: &'static [Column],
@@ -275,22 +284,30 @@ impl Table {
             .collect();
         match self.params {
             Params::Relations {
+                pick,
+                pick_from,
+                kinds,
                 schema,
                 relname,
-                key,
-                pick_from,
                 order,
+                ..
             } => {
+                let kinds = kinds
+                    .iter()
+                    .rev()
+                    .find(|(since, _)| version >= *since)
+                    .map_or("true", |(_, k)| k);
                 // The cap in SQL, with the count it left out.
                 format!(
-                    "WITH picked AS MATERIALIZED (SELECT {key} AS key, count(*) OVER () AS total \
-                     FROM {pick_from} WHERE {} ORDER BY {order} LIMIT $5) \
-                     SELECT {}, (SELECT max(total) FROM picked)::float8 AS {RELATIONS_TOTAL} \
-                     FROM {} WHERE {key} IN (SELECT key FROM picked)",
-                    relation_filter(schema, relname, 1),
+                    "SELECT {}, p.total::float8 AS {RELATIONS_TOTAL} \
+                     FROM (SELECT {pick}, count(*) OVER () AS total FROM {pick_from} \
+                     WHERE {kinds} AND {} ORDER BY {order} LIMIT $5) p {}",
                     select.join(", "),
+                    relation_filter(schema, relname, 1),
                     self.from
                 )
+                .trim_end()
+                .to_string()
             }
             _ => format!("SELECT {} FROM {}", select.join(", "), self.from),
         }
@@ -345,7 +362,10 @@ impl Table {
         let sql = self.sql(version);
         let threshold = ctx.checks.slow_query_threshold.as_secs_f64();
         // Errors name the view.
-        let what = self.from.split_whitespace().next().unwrap_or("");
+        let what = match self.params {
+            Params::Relations { view, .. } => view,
+            _ => self.from.split_whitespace().next().unwrap_or(""),
+        };
         let found = match self.params {
             Params::None => query(client, what, &sql, &[]).await?,
             Params::Relations { .. } => {
@@ -375,21 +395,26 @@ mod tests {
     use super::*;
 
     const TABLE: Table = Table {
-        from: "v",
-        labels: &[label("datname").from("current_database()"), label("relname")],
+        from: "LEFT JOIN LATERAL (SELECT 1 AS one) o ON true",
+        labels: &[
+            label("datname").from("current_database()"),
+            label("relname").from("p.relname"),
+        ],
         columns: &[
             Column::counter("n", "t_n", "n"),
-            Column::gauge("size", "t_size_bytes", "size").expr("pg_table_size(relid)"),
+            Column::gauge("size", "t_size_bytes", "size").expr("f(p.oid)"),
             Column::gauge("ms", "t_seconds", "ms").scaled(1e-3).since(140000),
             Column::gauge("old", "t_old", "old").until(170000),
             Column::gauge("at", "t_at", "at").epoch().labels(&["relname"]),
             Column::gauge("flag", "t_flag", "flag").skip_null(),
         ],
         params: Params::Relations {
-            schema: "schemaname",
-            relname: "relname",
-            key: "relid",
-            pick_from: "v JOIN pg_class c ON c.oid = relid",
+            view: "v",
+            pick: "c.oid, n.nspname, c.relname",
+            pick_from: "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
+            kinds: &[(0, "c.relkind = 'r'"), (140000, "c.relkind IN ('r', 'p')")],
+            schema: "n.nspname",
+            relname: "c.relname",
             order: "c.relpages DESC",
         },
     };
@@ -397,11 +422,15 @@ mod tests {
     #[test]
     fn sql_follows_the_version_gates_and_expressions() {
         let s = TABLE.sql(130000);
-        assert!(s.starts_with("WITH picked AS MATERIALIZED (SELECT relid AS key, count(*) OVER () AS total FROM v JOIN pg_class c ON c.oid = relid WHERE schemaname NOT IN"), "{s}");
-        assert!(s.contains("ORDER BY c.relpages DESC LIMIT $5) SELECT (current_database())::text AS datname, (relname)::text AS relname, n::float8 AS n, (pg_table_size(relid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag, (SELECT max(total) FROM picked)::float8 AS pgsidecar_relations_total FROM v WHERE relid IN (SELECT key FROM picked)"), "{s}");
+        assert!(s.starts_with("SELECT (current_database())::text AS datname, (p.relname)::text AS relname, n::float8 AS n, (f(p.oid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag, p.total::float8 AS pgsidecar_relations_total FROM (SELECT c.oid, n.nspname, c.relname, count(*) OVER () AS total FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN"), "{s}");
+        assert!(
+            s.ends_with("ORDER BY c.relpages DESC LIMIT $5) p LEFT JOIN LATERAL (SELECT 1 AS one) o ON true"),
+            "{s}"
+        );
         assert!(!s.contains("AS ms"), "{s}");
         let s = TABLE.sql(170000);
         assert!(s.contains("ms::float8 AS ms") && !s.contains("AS old"), "{s}");
+        assert!(s.contains("WHERE c.relkind IN ('r', 'p') AND"), "{s}");
     }
 
     #[test]

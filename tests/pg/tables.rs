@@ -4,7 +4,7 @@
 
 use crate::support::fixture::create_app_db;
 use crate::support::scrape::{Metrics, scrape, until};
-use crate::support::{WAIT, pg, start, test_yaml};
+use crate::support::{WAIT, eventually, pg, start, test_yaml};
 
 fn table<'a>(db: &'a str, relname: &'a str) -> [(&'a str, &'a str); 3] {
     [("datname", db), ("schemaname", "public"), ("relname", relname)]
@@ -243,4 +243,181 @@ async fn max_series_caps_the_tables() {
         assert_eq!(m.get("pgsidecar_collector_relations_omitted", &c), Some(4.0));
     }
     px.stop().await.unwrap();
+}
+
+/// The per-relation collectors read the views' definitions, not the views
+/// (issue 13): for tables with and without indexes, a TOAST table, a
+/// materialized view and a partitioned table (which `pg_stat_user_tables`
+/// lists from PostgreSQL 14 on), every exported value equals what the views
+/// themselves return on the same server, and the rows are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_equal_the_views() {
+    let db = "tables_views_db";
+    let admin = pg::shared().connect("postgres", "it-tables").await;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    // Autovacuum off everywhere, so nothing changes the counters but the
+    // work below.
+    let work = pg::shared().connect(db, "it-tables-work").await;
+    work.batch_execute(
+        "CREATE TABLE with_pk (id int PRIMARY KEY, v int) WITH (autovacuum_enabled = off); \
+         CREATE INDEX with_pk_v ON with_pk (v); \
+         CREATE TABLE no_index (v int) WITH (autovacuum_enabled = off); \
+         CREATE TABLE toasty (id int PRIMARY KEY, body text) \
+           WITH (autovacuum_enabled = off, toast.autovacuum_enabled = off); \
+         ALTER TABLE toasty ALTER body SET STORAGE EXTERNAL; \
+         CREATE TABLE parted (id int, v int) PARTITION BY RANGE (id); \
+         CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (1000) \
+           WITH (autovacuum_enabled = off); \
+         CREATE INDEX parted_id ON parted (id); \
+         INSERT INTO with_pk SELECT g, g % 7 FROM generate_series(1, 500) g; \
+         INSERT INTO no_index SELECT g FROM generate_series(1, 300) g; \
+         INSERT INTO toasty SELECT g, repeat('x', 5000) FROM generate_series(1, 5) g; \
+         INSERT INTO parted SELECT g, g FROM generate_series(1, 100) g; \
+         CREATE MATERIALIZED VIEW mv AS SELECT v, count(*) AS n FROM with_pk GROUP BY v; \
+         CREATE INDEX mv_v ON mv (v); \
+         ALTER MATERIALIZED VIEW mv SET (autovacuum_enabled = off); \
+         UPDATE with_pk SET v = v + 1 WHERE id <= 50; \
+         DELETE FROM no_index WHERE v <= 30; \
+         ANALYZE with_pk",
+    )
+    .await
+    .unwrap();
+    work.batch_execute("VACUUM no_index").await.unwrap();
+    work.batch_execute(
+        "SET enable_seqscan = off; \
+         SELECT * FROM with_pk WHERE id = 5; SELECT * FROM with_pk WHERE id BETWEEN 10 AND 20; \
+         SELECT length(body) FROM toasty WHERE id = 2; SELECT * FROM mv WHERE v = 3; \
+         SELECT * FROM parted WHERE id = 7; \
+         RESET enable_seqscan; \
+         SELECT count(*) FROM no_index; SELECT max(length(body)) FROM toasty",
+    )
+    .await
+    .unwrap();
+    // Ending the session flushes its statistics.
+    drop(work);
+
+    let px = start(&test_yaml(&pg::shared().dsn(db), "")).await;
+    let reader = pg::shared().connect(db, "it-tables").await;
+    let version: i32 = reader
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let epoch = |c: &str| format!("coalesce(extract(epoch FROM {c}), 0)::float8");
+    let count = |c: &str| format!("coalesce({c}, 0)::float8");
+    let mut tables: Vec<(String, String)> = [
+        "seq_scan",
+        "seq_tup_read",
+        "idx_scan",
+        "idx_tup_fetch",
+        "n_tup_ins",
+        "n_tup_upd",
+        "n_tup_del",
+        "n_tup_hot_upd",
+        "n_live_tup",
+        "n_dead_tup",
+        "n_mod_since_analyze",
+        "vacuum_count",
+        "autovacuum_count",
+        "analyze_count",
+        "autoanalyze_count",
+    ]
+    .iter()
+    .map(|c| (format!("pg_stat_user_tables_{c}"), count(c)))
+    .collect();
+    for c in ["last_vacuum", "last_autovacuum", "last_analyze", "last_autoanalyze"] {
+        tables.push((format!("pg_stat_user_tables_{c}"), epoch(c)));
+    }
+    let statio: Vec<(String, String)> = ["heap", "idx", "toast", "tidx"]
+        .iter()
+        .flat_map(|k| {
+            ["read", "hit"].map(|w| {
+                (
+                    format!("pg_statio_user_tables_{k}_blocks_{w}"),
+                    count(&format!("{k}_blks_{w}")),
+                )
+            })
+        })
+        .collect();
+    let mut indexes: Vec<(String, String)> = ["idx_scan", "idx_tup_read", "idx_tup_fetch"]
+        .iter()
+        .map(|c| (format!("pg_stat_user_indexes_{c}_total"), count(&format!("s.{c}"))))
+        .collect();
+    if version >= 160000 {
+        indexes.push((
+            "pg_stat_user_indexes_last_idx_scan_timestamp_seconds".into(),
+            epoch("s.last_idx_scan"),
+        ));
+    }
+    for c in ["idx_blks_read", "idx_blks_hit"] {
+        indexes.push((format!("pg_statio_user_indexes_{c}_total"), count(&format!("io.{c}"))));
+    }
+    let views = [
+        ("pg_stat_user_tables", "relname", tables),
+        ("pg_statio_user_tables", "relname", statio),
+        (
+            "pg_stat_user_indexes s JOIN pg_statio_user_indexes io ON io.indexrelid = s.indexrelid",
+            "s.indexrelname",
+            indexes,
+        ),
+    ];
+
+    let compared = eventually(WAIT, "pgsidecar's values equal the views'", async || {
+        let m = scrape(px.addr).await;
+        let mut diffs = Vec::new();
+        let mut compared = 0;
+        for (from, name, columns) in &views {
+            let select: Vec<&str> = columns.iter().map(|(_, e)| e.as_str()).collect();
+            let sql = format!("SELECT {name}::text, {} FROM {from} ORDER BY 1", select.join(", "));
+            let rows = reader.query(&sql, &[]).await.unwrap();
+            let label = if name.contains("index") {
+                "indexrelname"
+            } else {
+                "relname"
+            };
+            for (i, (metric, _)) in columns.iter().enumerate() {
+                let mut exported: Vec<String> = m.all(metric, &[]).iter().map(|s| s.labels[label].clone()).collect();
+                exported.sort();
+                let listed: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                if exported != listed {
+                    diffs.push(format!("{metric}: pgsidecar has {exported:?}, the view {listed:?}"));
+                    continue;
+                }
+                for r in &rows {
+                    let rel: String = r.get(0);
+                    let want: f64 = r.get(i + 1);
+                    let got = m.get(metric, &[(label, &rel)]);
+                    if got.is_none_or(|g| (g - want).abs() > 1e-3) {
+                        diffs.push(format!("{metric}{{{label}={rel}}}: pgsidecar {got:?}, the view {want}"));
+                    }
+                    compared += 1;
+                }
+            }
+        }
+        if diffs.is_empty() {
+            Ok(compared)
+        } else {
+            Err(diffs.join("\n"))
+        }
+    })
+    .await;
+    // Every relkind the views list, and the partitioned table from 14 on.
+    let m = scrape(px.addr).await;
+    let mut listed: Vec<&str> = m
+        .all("pg_stat_user_tables_seq_scan", &[("datname", db)])
+        .iter()
+        .map(|s| s.labels["relname"].as_str())
+        .collect();
+    listed.sort();
+    let mut want = vec!["mv", "no_index", "parted_1", "toasty", "with_pk"];
+    if version >= 140000 {
+        want.insert(2, "parted");
+    }
+    assert_eq!(listed, want);
+    assert!(compared >= want.len() * 27, "{compared} values compared");
 }
