@@ -2,7 +2,10 @@
 //! the view (`from`), its label columns and its value columns, and each value
 //! column becomes one metric family. The SQL, the row reader and the families
 //! are derived from the table, so such a collector is one file of
-//! declarations (see `pg_stat_database.rs`).
+//! declarations (see `pg_stat_database.rs`). The per-relation collectors
+//! (`Params::Relations`) read no view: their `from` follows a subquery `p`
+//! that picks the capped rows from the catalogs, and their columns are the
+//! views' `pg_stat_get_*` calls on `p` (see `pg_stat_user_tables.rs`).
 //!
 //! A [`Column`] says where its value comes from (the column itself or an SQL
 //! expression), how it converts (a factor, or a timestamp read as unix time),
