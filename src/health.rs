@@ -235,7 +235,12 @@ impl Health {
                 s.last_success = Some(finished);
                 s.report = report.clone();
             }
-            Outcome::Failed(_) | Outcome::Unavailable(_) => s.failures += 1,
+            Outcome::Failed(_) | Outcome::Unavailable(_) => {
+                s.failures += 1;
+                // A failed run read no database: its per-database outcomes
+                // are no longer the last run's.
+                s.report.databases.clear();
+            }
         }
         s.last = Some(outcome);
         Some(before)

@@ -83,33 +83,44 @@ pub fn definition(others: Arc<Others>) -> (&'static Definition, CollectorConfig)
 impl Stateful for Discovery {
     fn collect<'a>(&'a self, client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         Box::pin(async move {
-            let rows = query(client, NAME, SQL, &[])
-                .await?
-                .iter()
-                .map(|r| {
-                    let flag = |c: &'static str| {
-                        r.try_get::<_, Option<bool>>(c)
-                            .map(|v| v.unwrap_or(false))
-                            .map_err(|e| CollectError::column(c, e))
-                    };
-                    Ok(Row {
-                        datname: super::text(r, "datname")?,
-                        template: flag("template")?,
-                        allowed: flag("allowed")?,
-                        invalid: flag("invalid")?,
-                        can_connect: flag("can_connect")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, CollectError>>()?;
-            let states = states(&rows, &self.others.config, &ctx.datname);
-            let read: Vec<String> = states
-                .iter()
-                .filter(|(_, s)| *s == "read")
-                .map(|(n, _)| n.clone())
-                .collect();
-            self.others.set_found(read);
-            Ok(families(&states, self.others.budget()))
+            let found = self.discover(client, ctx).await;
+            if found.is_err() {
+                // The runs waiting for a first discovery go on without it.
+                self.others.discovery_failed();
+            }
+            found
         })
+    }
+}
+
+impl Discovery {
+    async fn discover(&self, client: &Client, ctx: &Ctx) -> Result<Vec<Family>, CollectError> {
+        let rows = query(client, NAME, SQL, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                let flag = |c: &'static str| {
+                    r.try_get::<_, Option<bool>>(c)
+                        .map(|v| v.unwrap_or(false))
+                        .map_err(|e| CollectError::column(c, e))
+                };
+                Ok(Row {
+                    datname: super::text(r, "datname")?,
+                    template: flag("template")?,
+                    allowed: flag("allowed")?,
+                    invalid: flag("invalid")?,
+                    can_connect: flag("can_connect")?,
+                })
+            })
+            .collect::<Result<Vec<_>, CollectError>>()?;
+        let states = states(&rows, &self.others.config, &ctx.datname);
+        let read: Vec<String> = states
+            .iter()
+            .filter(|(_, s)| *s == "read")
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.others.set_found(read);
+        Ok(families(&states, self.others.budget()))
     }
 }
 

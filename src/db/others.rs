@@ -6,9 +6,13 @@
 //! it and kept for the next runs while the budget allows. A run takes a
 //! permit first (at most the budget in use), and when a new database's
 //! pool would take the count of pools past the budget, the least recently
-//! used pool with nothing in use is dropped, which closes its session. So
-//! with 50 databases and a budget of 2, two sessions are open at most and
-//! the others are opened as the runs come to them.
+//! used pool with nothing in use is closed. So with 50 databases and a
+//! budget of 2, two sessions are open at most and the others are opened as
+//! the runs come to them. Closing waits for the server: the session ends
+//! its own backend (`pg_terminate_backend(pg_backend_pid())`) and the run
+//! waits until the server has closed the socket, which a backend does only
+//! after leaving `pg_stat_activity`; a dropped connection would linger
+//! there for a moment beside the new one, one over the budget.
 //!
 //! The sessions are the pool's kind ([`session_config`]: the bounding
 //! options, `application_name`, TLS), with the datasource's database
@@ -79,7 +83,17 @@ impl Session {
     /// collector's time limit; the server's `statement_timeout` ends it).
     pub fn discard(self) {
         let Session { client, _lease } = self;
-        drop(deadpool_postgres::Object::take(client));
+        let limit = _lease.others.ds.connect_timeout;
+        let tls = _lease.others.tls.clone();
+        // The session keeps its share of the budget until the server has
+        // ended it: its query is cancelled first, then the session ends.
+        tokio::spawn(async move {
+            let token = client.cancel_token();
+            let _ = tokio::time::timeout(limit, token.cancel_query(tls)).await;
+            end_session(&client, limit).await;
+            drop(deadpool_postgres::Object::take(client));
+            drop(_lease);
+        });
     }
 }
 
@@ -88,6 +102,22 @@ impl std::ops::Deref for Session {
     fn deref(&self) -> &Client {
         &self.client
     }
+}
+
+/// Asks the server to end this session (`pg_terminate_backend` of its own
+/// backend, which a role may do) and waits, at most `limit`, until the
+/// server has closed it: the backend leaves `pg_stat_activity` before it
+/// closes the socket.
+async fn end_session(client: &tokio_postgres::Client, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
+        let _ = client
+            .simple_query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .await;
+        while !client.is_closed() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
 }
 
 impl Others {
@@ -153,17 +183,22 @@ impl Others {
                 None => (self.pool(datname)?, 0),
             };
             inner.pools.push((datname.to_string(), pool.clone(), users + 1));
-            // Over the budget: drop the least recently used pools no run
-            // uses, which closes their sessions. Those in use are at most
-            // the permits, so this ends within the budget.
+            // Over the budget: take out the least recently used pools no
+            // run uses; their sessions are closed below. Those in use are at
+            // most the permits, so this ends within the budget.
+            let mut evicted = Vec::new();
             while inner.pools.len() > self.budget {
                 match inner.pools.iter().position(|(_, _, u)| *u == 0) {
-                    Some(i) => drop(inner.pools.remove(i)),
+                    Some(i) => evicted.push(inner.pools.remove(i).1),
                     None => break,
                 }
             }
-            pool
+            (pool, evicted)
         };
+        let (pool, evicted) = pool;
+        for old in evicted {
+            self.close_pool(old).await;
+        }
         match pool.get().await {
             Ok(client) => {
                 self.lock().refused.remove(datname);
@@ -190,6 +225,17 @@ impl Others {
                 })
             }
         }
+    }
+
+    /// Closes a pool's idle session and waits until the server has ended
+    /// it (within the connect timeout), so that the session opened next is
+    /// never one more than the budget in `pg_stat_activity`.
+    async fn close_pool(&self, pool: Pool) {
+        let idle = pool.status().available > 0;
+        if idle && let Ok(Ok(client)) = tokio::time::timeout(self.ds.connect_timeout, pool.get()).await {
+            end_session(&client, self.ds.connect_timeout).await;
+        }
+        pool.close();
     }
 
     /// A run is done with `datname`'s pool.
@@ -236,8 +282,14 @@ impl Others {
         self.discovered.send_replace(true);
     }
 
-    /// Returns once the first discovery is done (at once after it), so
-    /// that the first runs at start-up read the other databases too.
+    /// A discovery failed: the runs waiting for the first one stop waiting
+    /// (they read the DSN's database alone until one succeeds).
+    pub fn discovery_failed(&self) {
+        self.discovered.send_replace(true);
+    }
+
+    /// Returns once the first discovery is done or failed (at once after
+    /// that), so that the first runs at start-up read the other databases too.
     pub async fn discovered(&self) {
         let mut rx = self.discovered.subscribe();
         let _ = rx.wait_for(|d| *d).await;
