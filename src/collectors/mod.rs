@@ -363,8 +363,9 @@ pub struct Definition {
 }
 
 impl Definition {
-    /// An enabled, server-scoped collector over one wide view.
-    pub const fn table(name: &'static str, table: Table) -> Self {
+    /// An enabled, server-scoped collector reading `source`, with every
+    /// other setting at its default; the methods below change them.
+    const fn new(name: &'static str, source: Source) -> Self {
         Definition {
             name,
             enabled_by_default: true,
@@ -377,44 +378,30 @@ impl Definition {
             backs_off: false,
             phase: 0,
             per_database: None,
-            source: Source::Table(table),
+            source,
         }
+    }
+
+    /// An enabled, server-scoped collector over one wide view.
+    pub const fn table(name: &'static str, table: Table) -> Self {
+        Definition::new(name, Source::Table(table))
     }
 
     /// An enabled, server-scoped hand-written collector.
     pub const fn custom(name: &'static str, collect: CollectFn) -> Self {
-        Definition {
-            name,
-            enabled_by_default: true,
-            default_interval: None,
-            scope: Scope::Server,
-            decides_up: false,
-            since: 0,
-            since_note: "",
-            target: Target::Postgres,
-            backs_off: false,
-            phase: 0,
-            per_database: None,
-            source: Source::Custom(collect),
-        }
+        Definition::new(name, Source::Custom(collect))
     }
 
     /// An opt-in name whose series `by` exports (see [`Source::CoveredBy`]).
     pub const fn covered_by(name: &'static str, by: &'static str) -> Self {
-        Definition {
-            name,
-            enabled_by_default: false,
-            default_interval: None,
-            scope: Scope::Server,
-            decides_up: false,
-            since: 0,
-            since_note: "",
-            target: Target::Postgres,
-            backs_off: false,
-            phase: 0,
-            per_database: None,
-            source: Source::CoveredBy(by),
-        }
+        Definition::new(name, Source::CoveredBy(by)).opt_in()
+    }
+
+    /// An enabled, server-scoped collector made from the configuration,
+    /// with memory between runs (a probe, the statement plans, a custom
+    /// query, the discovery of the databases).
+    pub const fn stateful(name: &'static str, collector: &'static dyn Stateful) -> Self {
+        Definition::new(name, Source::Stateful(collector))
     }
 
     /// Reads nothing on servers older than `version`, noting why.

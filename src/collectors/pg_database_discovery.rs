@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use super::{CollectError, CollectFuture, Ctx, Definition, Scope, Source, Stateful, query};
+use super::{CollectError, CollectFuture, Ctx, Definition, Stateful, query};
 use crate::config::CollectorConfig;
 use crate::db::{Client, Others};
 use crate::metrics::Family;
@@ -63,20 +63,7 @@ pub fn definition(others: Arc<Others>) -> (&'static Definition, CollectorConfig)
         stale_after: interval.saturating_mul(3),
         every_pod: false,
     };
-    let def = Definition {
-        name: NAME,
-        enabled_by_default: true,
-        default_interval: Some(interval),
-        scope: Scope::Server,
-        decides_up: false,
-        since: 0,
-        since_note: "",
-        target: super::Target::Postgres,
-        backs_off: false,
-        phase: 0,
-        per_database: None,
-        source: Source::Stateful(Box::leak(Box::new(Discovery { others }))),
-    };
+    let def = Definition::stateful(NAME, Box::leak(Box::new(Discovery { others }))).every(interval);
     (Box::leak(Box::new(def)), cfg)
 }
 

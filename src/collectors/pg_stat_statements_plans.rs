@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::plan::{self, Facts, How};
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, Source, Stateful, text};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, Stateful, text};
 use crate::config::{CollectorConfig, Explain};
 use crate::metrics::Family;
 
@@ -78,23 +78,11 @@ pub fn definition(e: &Explain) -> (Definition, CollectorConfig) {
         stale_after: e.interval.saturating_mul(3),
         every_pod: false,
     };
-    let def = Definition {
-        name: NAME,
-        enabled_by_default: true,
-        default_interval: Some(e.interval),
-        scope: Scope::Server,
-        decides_up: false,
-        since: 0,
-        since_note: "",
-        target: super::Target::Postgres,
-        backs_off: true,
-        phase: 0,
-        per_database: None,
-        source: Source::Stateful(Box::leak(Box::new(StatementPlans {
-            explain: e.clone(),
-            memory: Mutex::new(Memory::default()),
-        }))),
-    };
+    let collector = Box::leak(Box::new(StatementPlans {
+        explain: e.clone(),
+        memory: Mutex::new(Memory::default()),
+    }));
+    let def = Definition::stateful(NAME, collector).every(e.interval).backs_off();
     (def, cfg)
 }
 

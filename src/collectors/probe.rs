@@ -40,7 +40,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::plan::{self, Facts, How};
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, Source, Stateful};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, Stateful};
 use crate::config::{CollectorConfig, Probe, ProbeMode};
 use crate::metrics::{Family, Histogram};
 
@@ -105,23 +105,13 @@ pub fn definition(probe: &Probe) -> (Definition, CollectorConfig) {
         stale_after: probe.interval.saturating_mul(3),
         every_pod: false,
     };
-    let def = Definition {
-        name: cfg.name,
-        enabled_by_default: true,
-        default_interval: Some(probe.interval),
-        scope: Scope::Server,
-        decides_up: false,
-        since: 0,
-        since_note: "",
-        target: super::Target::Postgres,
-        backs_off: true,
-        phase: 0,
-        per_database: None,
-        source: Source::Stateful(Box::leak(Box::new(ProbeCollector {
-            probe: probe.clone(),
-            memory: Mutex::new(Memory::new(probe)),
-        }))),
-    };
+    let collector = Box::leak(Box::new(ProbeCollector {
+        probe: probe.clone(),
+        memory: Mutex::new(Memory::new(probe)),
+    }));
+    let def = Definition::stateful(cfg.name, collector)
+        .every(probe.interval)
+        .backs_off();
     (def, cfg)
 }
 

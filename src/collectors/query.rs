@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio_postgres::types::{FromSql, Type};
 
-use super::{Client, CollectError, CollectFuture, Ctx, Definition, Scope, Source, Stateful};
+use super::{Client, CollectError, CollectFuture, Ctx, Definition, Stateful};
 use crate::config::{CollectorConfig, CustomQuery, Usage};
 use crate::metrics::Family;
 
@@ -57,24 +57,15 @@ pub fn definition(q: &CustomQuery) -> (Definition, CollectorConfig) {
     if adds_datname {
         labels.push("datname");
     }
+    let collector = Box::leak(Box::new(QueryCollector {
+        query: q.clone(),
+        labels,
+        adds_datname,
+    }));
     let def = Definition {
-        name: cfg.name,
-        enabled_by_default: true,
-        default_interval: Some(q.interval),
-        scope: Scope::Server,
-        decides_up: false,
-        since: 0,
-        since_note: "",
-        target: super::Target::Postgres,
-        backs_off: false,
-        phase: 0,
         per_database: (!q.databases.is_empty())
             .then(|| super::PerDatabase::Matching(Box::leak(q.databases.clone().into_boxed_slice()))),
-        source: Source::Stateful(Box::leak(Box::new(QueryCollector {
-            query: q.clone(),
-            labels,
-            adds_datname,
-        }))),
+        ..Definition::stateful(cfg.name, collector).every(q.interval)
     };
     (def, cfg)
 }
