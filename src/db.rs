@@ -169,19 +169,7 @@ impl Db {
         let version = server_version.clone();
         let database = Arc::new(Mutex::new(String::new()));
         let datname = database.clone();
-        let manager = Manager::from_config(
-            pg,
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(ds.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(ds.connect_timeout))
-            .create_timeout(Some(ds.connect_timeout))
-            .recycle_timeout(Some(ds.connect_timeout))
+        let pool = pool_builder(pg, tls.clone(), ds.pool_size, ds.connect_timeout)
             .post_create(Hook::async_fn(move |client, _| {
                 let version = version.clone();
                 let datname = datname.clone();
@@ -366,6 +354,31 @@ impl Db {
     pub fn close(&self) {
         self.pool.close();
     }
+}
+
+/// A pool of at most `max_size` sessions of `pg`: fast recycling, and
+/// waiting for, opening and recycling a session each bounded by `timeout`
+/// (the connect timeout). The main pool, PgBouncer's console and the other
+/// databases' pools are all built from it.
+fn pool_builder(
+    pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    max_size: usize,
+    timeout: Duration,
+) -> deadpool_postgres::PoolBuilder {
+    let manager = Manager::from_config(
+        pg,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
 }
 
 /// The connection settings of every session pgsidecar opens for collecting:

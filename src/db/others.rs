@@ -25,12 +25,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{Client, DbError, describe_pool, scrub, session_config, tls_connector};
+use super::{Client, DbError, describe_pool, pool_builder, scrub, session_config, tls_connector};
 use crate::config::{Databases, Datasource};
 
 /// The sessions to the other databases.
@@ -248,19 +248,7 @@ impl Others {
     fn pool(&self, datname: &str) -> Result<Pool, DbError> {
         let mut pg = session_config(&self.ds, &[]);
         pg.dbname(datname);
-        let manager = Manager::from_config(
-            pg,
-            self.tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        Pool::builder(manager)
-            .max_size(1)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.ds.connect_timeout))
-            .create_timeout(Some(self.ds.connect_timeout))
-            .recycle_timeout(Some(self.ds.connect_timeout))
+        pool_builder(pg, self.tls.clone(), 1, self.ds.connect_timeout)
             .build()
             .map_err(|e| DbError::Tls(format!("build pool: {e}")))
     }

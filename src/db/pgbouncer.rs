@@ -23,9 +23,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{Pool, PoolError};
 
-use super::{Backoff, Client, DbError, Failure, describe_pool, is_auth, pg_ssl_mode, scrub, tls_connector};
+use super::{
+    Backoff, Client, DbError, Failure, describe_pool, is_auth, pg_ssl_mode, pool_builder, scrub, tls_connector,
+};
 use crate::config::Datasource;
 
 /// The admin console's pool and its login backoff.
@@ -51,19 +53,7 @@ pub fn console_config(ds: &Datasource) -> tokio_postgres::Config {
 impl Bouncer {
     /// Builds the pool of one session; connects lazily.
     pub fn new(ds: &Datasource, max_backoff: Duration) -> Result<Bouncer, DbError> {
-        let manager = Manager::from_config(
-            console_config(ds),
-            tls_connector(ds)?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(1)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(ds.connect_timeout))
-            .create_timeout(Some(ds.connect_timeout))
-            .recycle_timeout(Some(ds.connect_timeout))
+        let pool = pool_builder(console_config(ds), tls_connector(ds)?, 1, ds.connect_timeout)
             .build()
             .map_err(|e| DbError::Tls(format!("build pgbouncer pool: {e}")))?;
         Ok(Bouncer {
