@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 
 use tokio::task::JoinHandle;
 
-use crate::collectors::{CollectError, Ctx, Definition, PerDatabase, Report, Scope, Target};
+use crate::collectors::{CollectError, Ctx, Definition, Report, Scope, Target};
 use crate::config::{Checks, CollectorConfig};
 use crate::db::{Bouncer, Db, Others};
 use crate::health::Outcome;
@@ -167,11 +167,7 @@ impl Runner for Pooled {
         let ctx = Ctx::new(db.server_version(), checks.clone()).in_database(db.database());
         // A custom query with `databases` runs in the DSN's database only if
         // that matches too.
-        let here = match def.per_database {
-            Some(PerDatabase::Matching(_)) if ctx.datname.is_empty() => true,
-            Some(p @ PerDatabase::Matching(_)) => p.runs_in(&ctx.datname, &checks),
-            _ => true,
-        };
+        let here = def.per_database.is_none_or(|p| p.runs_in_dsn(&ctx.datname, &checks));
         let mut families = if !here {
             Vec::new()
         } else {
@@ -196,24 +192,14 @@ impl Runner for Pooled {
                     continue;
                 }
                 let read = in_database(def, cfg, others, name, Ctx::new(version, Arc::new(checks))).await;
-                match read {
+                let outcome = match read {
                     Ok((more, r)) => {
                         crate::metrics::merge(&mut families, more);
-                        if let Some(n) = r.omitted {
-                            report.omitted = Some(report.omitted.unwrap_or(0) + n);
-                        }
-                        report
-                            .notes
-                            .extend(r.notes.into_iter().map(|n| format!("database {name}: {n}")));
-                        report.databases.push((name.clone(), true));
+                        Ok(r)
                     }
-                    Err(e) => {
-                        report
-                            .notes
-                            .push(format!("database {name}: {}", others.scrub(&e.to_string())));
-                        report.databases.push((name.clone(), false));
-                    }
-                }
+                    Err(e) => Err(others.scrub(&e.to_string())),
+                };
+                report.add_database(name, outcome);
             }
         }
         Ok(Collected {

@@ -245,6 +245,33 @@ pub struct Report {
     pub databases: Vec<(String, bool)>,
 }
 
+impl Report {
+    /// Counts `n` more relations left out by the cap.
+    fn omit(&mut self, n: usize) {
+        self.omitted = Some(self.omitted.unwrap_or(0) + n);
+    }
+
+    /// Adds what a run in another database (`databases:`) reported, or
+    /// why it read nothing there: its omitted relations count, its notes
+    /// and its failure are named after the database.
+    pub fn add_database(&mut self, datname: &str, outcome: Result<Report, String>) {
+        match outcome {
+            Ok(r) => {
+                if let Some(n) = r.omitted {
+                    self.omit(n);
+                }
+                self.notes
+                    .extend(r.notes.into_iter().map(|n| format!("database {datname}: {n}")));
+                self.databases.push((datname.to_string(), true));
+            }
+            Err(e) => {
+                self.notes.push(format!("database {datname}: {e}"));
+                self.databases.push((datname.to_string(), false));
+            }
+        }
+    }
+}
+
 impl Ctx {
     pub fn new(server_version_num: u32, checks: std::sync::Arc<crate::config::Checks>) -> Self {
         Ctx {
@@ -266,8 +293,7 @@ impl Ctx {
     /// Capped queries end in `LIMIT` and count what the filter let through
     /// with `count(*) OVER ()`, so rows beyond the cap are never sent.
     pub fn omitted(&self, n: usize) {
-        let mut report = self.report_mut();
-        report.omitted = Some(report.omitted.unwrap_or(0) + n);
+        self.report_mut().omit(n);
     }
 
     fn report_mut(&self) -> std::sync::MutexGuard<'_, Report> {
@@ -524,7 +550,16 @@ pub enum PerDatabase {
 }
 
 impl PerDatabase {
-    /// Whether it runs in `datname`, whose checks are `checks`.
+    /// Whether it runs in the DSN's database `datname` ("" before the
+    /// first connection says, when it runs).
+    pub fn runs_in_dsn(&self, datname: &str, checks: &Checks) -> bool {
+        match self {
+            PerDatabase::Every(_) => true,
+            PerDatabase::Matching(_) => datname.is_empty() || self.runs_in(datname, checks),
+        }
+    }
+
+    /// Whether it runs in the other database `datname`, whose checks are `checks`.
     pub fn runs_in(&self, datname: &str, checks: &Checks) -> bool {
         match self {
             PerDatabase::Every(wanted) => wanted(checks),

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::{Checks, Flags, Walker, env, join, kind, show};
+use super::{Checks, Flags, Walker, env, join, kind, show, shown};
 
 /// `databases.max_connections` unless given.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 2;
@@ -141,7 +141,7 @@ impl Walker<'_> {
             Value::String(s) => {
                 self.problem(
                     &path,
-                    format!("expected auto, a list of databases or a mapping, got {:?}", s),
+                    format!("expected auto, a list of databases or a mapping, got {}", shown(s)),
                 );
             }
             Value::Sequence(_) => {

@@ -80,11 +80,11 @@ impl Drop for Lease {
 
 impl Session {
     /// Closes the session instead of keeping it (its query overran the
-    /// collector's time limit; the server's `statement_timeout` ends it).
+    /// collector's time limit).
     pub fn discard(self) {
-        let Session { client, _lease } = self;
-        let limit = _lease.others.ds.connect_timeout;
-        let tls = _lease.others.tls.clone();
+        let Session { client, _lease: lease } = self;
+        let limit = lease.others.ds.connect_timeout;
+        let tls = lease.others.tls.clone();
         // The session keeps its share of the budget until the server has
         // ended it: its query is cancelled first, then the session ends.
         tokio::spawn(async move {
@@ -92,7 +92,7 @@ impl Session {
             let _ = tokio::time::timeout(limit, token.cancel_query(tls)).await;
             end_session(&client, limit).await;
             drop(deadpool_postgres::Object::take(client));
-            drop(_lease);
+            drop(lease);
         });
     }
 }
@@ -162,8 +162,11 @@ impl Others {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| DbError::Tls("the sessions to other databases are closed".into()))?;
-        let pool = {
+            .map_err(|_| DbError::Connect {
+                target: self.target(datname),
+                message: "the sessions to the other databases were closed (a reload replaced them)".into(),
+            })?;
+        let (pool, evicted) = {
             let mut inner = self.lock();
             if let Some((at, why)) = inner.refused.get(datname) {
                 let left = self.retry.saturating_sub(at.elapsed());
@@ -195,7 +198,6 @@ impl Others {
             }
             (pool, evicted)
         };
-        let (pool, evicted) = pool;
         for old in evicted {
             self.close_pool(old).await;
         }
