@@ -298,6 +298,7 @@ pub async fn run(
         bouncer: Swap::new(Arc::new(bouncer(&config, &collectors)?)),
         checks: Swap::new(config.checks.clone()),
         others: Swap::new(Arc::new(databases.as_ref().map(|d| d.others.clone()))),
+        memory: Arc::default(),
     });
     let scheduler = Scheduler::start(runner.clone(), state.clone(), collectors);
     let election = Election::start(&db, &config, &leadership);

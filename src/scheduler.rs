@@ -105,6 +105,8 @@ pub struct Pooled {
     pub checks: Swap<Checks>,
     /// The sessions to the other databases, if `databases:` is configured.
     pub others: Swap<Option<Arc<Others>>>,
+    /// What collectors keep between runs (`relation_sizes`'s readings).
+    pub memory: Arc<crate::collectors::Memory>,
 }
 
 impl Pooled {
@@ -164,7 +166,9 @@ impl Runner for Pooled {
         let client = timeout_at(deadline, db.client())
             .await
             .map_err(|_| CollectError::Timeout(cfg.timeout))??;
-        let ctx = Ctx::new(db.server_version(), checks.clone()).in_database(db.database());
+        let ctx = Ctx::new(db.server_version(), checks.clone())
+            .remembering(self.memory.clone())
+            .in_database(db.database());
         // A custom query with `databases` runs in the DSN's database only if
         // that matches too.
         let here = def.per_database.is_none_or(|p| p.runs_in_dsn(&ctx.datname, &checks));
@@ -191,7 +195,8 @@ impl Runner for Pooled {
                 if !wanted.runs_in(name, &checks) {
                     continue;
                 }
-                let read = in_database(def, cfg, others, name, Ctx::new(version, Arc::new(checks))).await;
+                let ctx = Ctx::new(version, Arc::new(checks)).remembering(self.memory.clone());
+                let read = in_database(def, cfg, others, name, ctx).await;
                 let outcome = match read {
                     Ok((more, r)) => {
                         crate::metrics::merge(&mut families, more);
@@ -201,6 +206,9 @@ impl Runner for Pooled {
                 };
                 report.add_database(name, outcome);
             }
+            let found = others.found();
+            self.memory
+                .retain(|d| d == db.database() || found.iter().any(|f| f == d));
         }
         Ok(Collected {
             body: encode(families),

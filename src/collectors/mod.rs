@@ -228,6 +228,47 @@ pub struct Ctx {
     pub datname: String,
     pub checks: std::sync::Arc<crate::config::Checks>,
     report: std::sync::Mutex<Report>,
+    /// What collectors keep between runs (none in unit tests: every run
+    /// then starts afresh).
+    memory: Option<std::sync::Arc<Memory>>,
+}
+
+/// What collectors keep between runs, one value per collector (told apart
+/// by the value's type) and database, for the life of the process. A run
+/// [takes](Ctx::recall) its value and [keeps](Ctx::keep) the new one when
+/// it succeeds: a run that fails or times out leaves nothing, and the next
+/// one starts afresh. Runs of one collector never overlap.
+#[derive(Default)]
+pub struct Memory(std::sync::Mutex<Slots>);
+
+/// A value per collector type and database.
+type Slots = std::collections::HashMap<(std::any::TypeId, String), Box<dyn std::any::Any + Send>>;
+
+impl std::fmt::Debug for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memory({} values)", self.len())
+    }
+}
+
+impl Memory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets what was kept for the databases `keep` rejects (dropped, or
+    /// no longer discovered).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|(_, datname), _| keep(datname));
+    }
+
+    /// How many values are kept, for tests.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What a successful run says besides its families.
@@ -279,6 +320,36 @@ impl Ctx {
             datname: String::new(),
             checks,
             report: std::sync::Mutex::new(Report::default()),
+            memory: None,
+        }
+    }
+
+    /// The same, with the memory between runs.
+    pub fn remembering(self, memory: std::sync::Arc<Memory>) -> Self {
+        Ctx {
+            memory: Some(memory),
+            ..self
+        }
+    }
+
+    /// Takes what the last successful run of this collector in this
+    /// database kept (the default if nothing).
+    pub fn recall<T: Default + Send + 'static>(&self) -> T {
+        let Some(m) = &self.memory else {
+            return T::default();
+        };
+        let key = (std::any::TypeId::of::<T>(), self.datname.clone());
+        m.lock()
+            .remove(&key)
+            .and_then(|v| v.downcast::<T>().ok())
+            .map_or_else(T::default, |v| *v)
+    }
+
+    /// Keeps `value` for this collector's next run in this database.
+    pub fn keep<T: Send + 'static>(&self, value: T) {
+        if let Some(m) = &self.memory {
+            let key = (std::any::TypeId::of::<T>(), self.datname.clone());
+            m.lock().insert(key, Box::new(value));
         }
     }
 

@@ -7,32 +7,57 @@
 //! `AccessShareLock`, so it waits behind any `ACCESS EXCLUSIVE` lock (a
 //! migration, a `REFRESH MATERIALIZED VIEW`, a `VACUUM FULL`). Sizes change
 //! slowly, so they are read here, apart from the per-relation counters,
-//! which run every round and take no relation lock at all. Each query first
-//! reads `pg_locks` once and does not size a relation that has an
-//! `AccessExclusiveLock` granted or awaited (for a table or a view, also on
-//! its TOAST table or one of its indexes, which the size function opens): such a relation is skipped, counted and named in a note, and the
-//! others are reported. A lock taken between that reading and the size
-//! function is met by the session's `lock_timeout`, which fails only this
-//! collector's run.
+//! which run every round and take no relation lock at all.
+//!
+//! Only what changed is sized (issue 13). Each row carries a change key:
+//! the relation's oid and file node, its inserted, updated and deleted row
+//! counts and its (auto)vacuum counts (for an index, its table's), its TOAST
+//! table's vacuum counts and, for a table or a view, its indexes' oids and
+//! file nodes. A relation grows only by writes, shrinks only by a vacuum
+//! or a rewrite (a new file node), and gains or loses index space only with
+//! those or with an index made or dropped, so an unchanged key means an
+//! unchanged size: the run reports the size read before and calls no size
+//! function for it. The keys of the last readings go to the server as `$6`;
+//! the statement sizes the rows whose key is not among them. What the keys
+//! cannot see is made up for by re-reading: each run leaves out the
+//! [`REREAD_EVERY`]th part of the readings, the oldest, so that every size
+//! is read again at least once in that many runs (an hour at the default
+//! interval), whatever happened. Two cases reuse nothing: a standby (replay
+//! moves no counter) and `track_counts = off` (no counter moves at all).
+//! The readings are kept per database in the collector's memory
+//! ([`super::Memory`]); a failed run forgets them, and the next one sizes
+//! everything.
+//!
+//! Each query reads `pg_locks` once and does not size a relation that has
+//! an `AccessExclusiveLock` granted or awaited (for a table or a view, also
+//! on its TOAST table or one of its indexes, which the size function opens):
+//! such a relation is reported with the size read before if its key has not
+//! changed, and otherwise skipped, counted and named in a note. A lock taken
+//! between that reading and the size function is met by the session's
+//! `lock_timeout`, which fails only this collector's run.
 //!
 //! Metrics (the same names and labels the per-relation collectors exported
 //! before, which rules and dashboards use):
 //! - `pg_stat_user_tables_table_size_bytes`, `pg_stat_user_tables_index_size_bytes`
 //!   gauges, labels `datname`, `schemaname`, `relname`: the tables
-//!   `stat_user_tables` reports (the same filter and cap, biggest first by
-//!   `pg_class.relpages`).
+//!   `stat_user_tables` reports (its picking subquery: the same filter and
+//!   cap, biggest first by `pg_class.relpages`).
 //! - `pg_stat_user_indexes_size_bytes` gauge, labels `datname`, `schemaname`,
-//!   `relname`, `indexrelname`: the indexes `stat_user_indexes` reports.
+//!   `relname`, `indexrelname`: the indexes `stat_user_indexes` reports (its
+//!   picking subquery).
 //! - `pg_matview_size_bytes` gauge, labels `datname`, `schemaname`,
 //!   `matviewname`: size of every materialized view `checks.relations` lets
 //!   through, with its indexes.
 //! - `pgsidecar_relation_sizes_skipped` gauge, label `kind` (`table`,
 //!   `index`, `matview`): relations of this run left unsized because of an
 //!   `ACCESS EXCLUSIVE` lock.
+//! - `pgsidecar_relation_sizes_reused` gauge, label `kind`: relations whose
+//!   size this run reported from an earlier reading, their key unchanged.
 //!
 //! Three queries per run, whatever the number of relations. Version gates:
 //! none (`MATERIALIZED` CTEs are PostgreSQL 12+).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{Client, CollectFuture, Ctx, Definition, float, query, relation_filter, relation_params, text};
@@ -48,69 +73,138 @@ pub const UPSTREAM: &[&str] = &[
     "pg_stat_user_tables_index_size_bytes",
 ];
 
-/// The relations whose `AccessExclusiveLock` is granted or awaited in this
-/// database, read once per query.
-const LOCKED: &str = "WITH locked AS MATERIALIZED (\
-     SELECT relation FROM pg_locks WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' \
-     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
+/// Every size is read again at least once in this many runs, its key
+/// changed or not.
+pub const REREAD_EVERY: usize = 12;
 
-/// Whether the relation `{oid}` with the TOAST table `{toast}`, or one of
-/// its indexes, is in `locked`.
-fn locked_with_indexes(oid: &str, toast: &str) -> String {
+/// The relations whose `AccessExclusiveLock` is granted or awaited in this
+/// database, read once per query, and the change keys (`${known}`) whose
+/// sizes may be reused.
+fn with(known: usize) -> String {
     format!(
-        "({oid} IN (SELECT relation FROM locked) OR {toast} IN (SELECT relation FROM locked) \
-         OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = {oid} \
+        "WITH locked AS MATERIALIZED (\
+         SELECT relation FROM pg_locks WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+         known AS MATERIALIZED (SELECT key FROM unnest(${known}::text[]) AS key \
+         WHERE NOT pg_is_in_recovery() AND current_setting('track_counts')::bool)"
+    )
+}
+
+/// Whether the relation `{r}.oid` with the TOAST table `{r}.reltoastrelid`,
+/// or one of its indexes, is in `locked`.
+fn locked_with_indexes(r: &str) -> String {
+    format!(
+        "({r}.oid IN (SELECT relation FROM locked) OR {r}.reltoastrelid IN (SELECT relation FROM locked) \
+         OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = {r}.oid \
          AND i.indexrelid IN (SELECT relation FROM locked)))"
     )
 }
 
-/// Tables: the filter and the cap of `stat_user_tables` (`$1`..`$5`); the
-/// sizes computed only for the capped rows, outside the `LIMIT` subquery.
-fn tables_sql() -> String {
+/// The change key of a table or materialized view `{r}` (`oid`,
+/// `relfilenode`, `reltoastrelid`), prefixed by `kind`.
+fn relation_key(kind: &str, r: &str) -> String {
     format!(
-        "{LOCKED} SELECT current_database()::text AS datname, schemaname, relname, total, \
-         locked::int::float8 AS locked, \
-         CASE WHEN NOT locked THEN pg_table_size(relid)::float8 END AS table_size, \
-         CASE WHEN NOT locked THEN pg_indexes_size(relid)::float8 END AS index_size \
-         FROM (SELECT t.*, {} AS locked FROM (\
-           SELECT s.relid, c.reltoastrelid, s.schemaname::text AS schemaname, s.relname::text AS relname, \
-           count(*) OVER ()::float8 AS total \
-           FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid WHERE {} \
-           ORDER BY c.relpages DESC, s.schemaname, s.relname LIMIT $5) t OFFSET 0) u",
-        locked_with_indexes("t.relid", "t.reltoastrelid"),
-        relation_filter("s.schemaname::text", "s.relname::text", 1)
+        "'{kind}:' || concat_ws(':', {r}.oid, {r}.relfilenode, pg_stat_get_tuples_inserted({r}.oid), \
+         pg_stat_get_tuples_updated({r}.oid), pg_stat_get_tuples_deleted({r}.oid), \
+         pg_stat_get_vacuum_count({r}.oid), pg_stat_get_autovacuum_count({r}.oid), \
+         pg_stat_get_vacuum_count({r}.reltoastrelid), pg_stat_get_autovacuum_count({r}.reltoastrelid), \
+         (SELECT string_agg(x.indexrelid || '.' || pg_relation_filenode(x.indexrelid), ',') \
+          FROM pg_index x WHERE x.indrelid = {r}.oid))"
     )
 }
 
-/// Indexes: the filter and the cap of `stat_user_indexes`.
-fn indexes_sql() -> String {
+/// The select list around a keyed subquery `k`: whether the key is known
+/// and whether a lock is in the way (`locked`), as `float8` 0/1.
+fn reused_and_locked(locked: &str) -> String {
+    format!("k.*, k.key IN (SELECT key FROM known) AS reused, {locked} AS locked")
+}
+
+/// A size expression, evaluated only for a row that needs it.
+fn size(expr: &str) -> String {
+    format!("CASE WHEN NOT reused AND NOT locked THEN {expr}::float8 END")
+}
+
+/// Tables: the rows `stat_user_tables` picks (`$1`..`$5`), sized outside
+/// the picking subquery.
+fn tables_sql(version: u32) -> String {
+    let picked = super::pg_stat_user_tables::PICK.sql(version);
     format!(
-        "{LOCKED} SELECT current_database()::text AS datname, schemaname, relname, indexrelname, total, \
-         locked::int::float8 AS locked, \
-         CASE WHEN NOT locked THEN pg_relation_size(indexrelid)::float8 END AS size_bytes \
-         FROM (SELECT t.*, t.indexrelid IN (SELECT relation FROM locked) AS locked FROM (\
-           SELECT s.indexrelid, s.schemaname::text AS schemaname, s.relname::text AS relname, \
-           s.indexrelname::text AS indexrelname, count(*) OVER ()::float8 AS total \
-           FROM pg_stat_user_indexes s JOIN pg_class ic ON ic.oid = s.indexrelid WHERE {} \
-           ORDER BY ic.relpages DESC, s.schemaname, s.indexrelname LIMIT $5) t OFFSET 0) u",
-        relation_filter("s.schemaname::text", "s.relname::text", 1)
+        "{} SELECT current_database()::text AS datname, schemaname, relname, total, key, \
+         reused::int::float8 AS reused, locked::int::float8 AS locked, \
+         {} AS table_size, {} AS index_size \
+         FROM (SELECT {} FROM (\
+           SELECT p.oid, p.reltoastrelid, p.nspname::text AS schemaname, p.relname::text AS relname, \
+           p.total::float8 AS total, {} AS key FROM {picked}) k OFFSET 0) u",
+        with(6),
+        size("pg_table_size(oid)"),
+        size("pg_indexes_size(oid)"),
+        reused_and_locked(&locked_with_indexes("k")),
+        relation_key("t", "p"),
+    )
+}
+
+/// Indexes: the rows `stat_user_indexes` picks.
+fn indexes_sql(version: u32) -> String {
+    let picked = super::pg_stat_user_indexes::PICK.sql(version);
+    format!(
+        "{} SELECT current_database()::text AS datname, schemaname, relname, indexrelname, total, key, \
+         reused::int::float8 AS reused, locked::int::float8 AS locked, {} AS size_bytes \
+         FROM (SELECT {} FROM (\
+           SELECT p.oid, p.nspname::text AS schemaname, p.relname::text AS relname, \
+           p.indexrelname::text AS indexrelname, p.total::float8 AS total, \
+           'i:' || concat_ws(':', p.oid, p.relfilenode, pg_stat_get_tuples_inserted(p.indrelid), \
+           pg_stat_get_tuples_updated(p.indrelid), pg_stat_get_tuples_deleted(p.indrelid), \
+           pg_stat_get_vacuum_count(p.indrelid), pg_stat_get_autovacuum_count(p.indrelid)) AS key \
+           FROM {picked}) k OFFSET 0) u",
+        with(6),
+        size("pg_relation_size(oid)"),
+        reused_and_locked("k.oid IN (SELECT relation FROM locked)"),
     )
 }
 
 /// Materialized views: the filter of `matviews` (no cap there either).
 fn matviews_sql() -> String {
     format!(
-        "{LOCKED} SELECT current_database()::text AS datname, schemaname, matviewname, \
-         locked::int::float8 AS locked, \
-         CASE WHEN NOT locked THEN pg_total_relation_size(oid)::float8 END AS size_bytes \
-         FROM (SELECT t.*, {} AS locked FROM (\
-           SELECT c.oid, c.reltoastrelid, m.schemaname::text AS schemaname, m.matviewname::text AS matviewname \
+        "{} SELECT current_database()::text AS datname, schemaname, matviewname, key, \
+         reused::int::float8 AS reused, locked::int::float8 AS locked, {} AS size_bytes \
+         FROM (SELECT {} FROM (\
+           SELECT c.oid, c.reltoastrelid, m.schemaname::text AS schemaname, m.matviewname::text AS matviewname, \
+           {} AS key \
            FROM pg_matviews m JOIN pg_namespace n ON n.nspname = m.schemaname \
            JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = m.matviewname WHERE {} \
-           ORDER BY 2, 3 OFFSET 0) t OFFSET 0) u",
-        locked_with_indexes("t.oid", "t.reltoastrelid"),
+           ORDER BY 3, 4 OFFSET 0) k OFFSET 0) u",
+        with(5),
+        size("pg_total_relation_size(oid)"),
+        reused_and_locked(&locked_with_indexes("k")),
+        relation_key("m", "c"),
         relation_filter("m.schemaname", "m.matviewname", 1)
     )
+}
+
+/// A relation's sizes as last read, and the run that read them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Reading {
+    sizes: (f64, f64),
+    run: u64,
+}
+
+/// One database's readings, by change key: what the collector keeps
+/// between runs.
+#[derive(Debug, Default)]
+struct Readings {
+    run: u64,
+    by_key: HashMap<String, Reading>,
+}
+
+impl Readings {
+    /// The keys whose sizes the next run may reuse: all but the oldest
+    /// `1/REREAD_EVERY` of the readings (rounded up), which it reads again.
+    fn reusable(&self) -> Vec<&str> {
+        let mut by_age: Vec<(u64, &str)> = self.by_key.iter().map(|(k, r)| (r.run, k.as_str())).collect();
+        by_age.sort_unstable();
+        let reread = self.by_key.len().div_ceil(REREAD_EVERY);
+        by_age.into_iter().skip(reread).map(|(_, k)| k).collect()
+    }
 }
 
 /// What a relation is, for the skip count and the note.
@@ -142,67 +236,110 @@ pub struct Sized {
     pub labels: Vec<String>,
     /// Table and index size for a table; the size for an index or a view.
     pub sizes: Option<(f64, f64)>,
+    /// Whether the sizes are an earlier reading's (the key unchanged).
+    pub reused: bool,
 }
 
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
+        let version = ctx.server_version_num;
         let [a, b, c, d] = relation_params(&ctx.checks.relations);
         let limit = i64::try_from(ctx.checks.relations.max_series).unwrap_or(i64::MAX);
+        let last: Readings = ctx.recall();
+        let known = last.reusable();
+        let mut next = Readings {
+            run: last.run + 1,
+            by_key: HashMap::with_capacity(last.by_key.len()),
+        };
         let mut out = Vec::new();
         let mut omitted = 0;
 
-        let rows = query(client, "table sizes", &tables_sql(), &[a, b, c, d, &limit]).await?;
+        let rows = query(
+            client,
+            "table sizes",
+            &tables_sql(version),
+            &[a, b, c, d, &limit, &known],
+        )
+        .await?;
         omitted += left_out(&rows)?;
         for r in &rows {
-            let sizes = (float(r, "locked")? == 0.0).then(|| (float(r, "table_size"), float(r, "index_size")));
-            out.push(Sized {
-                kind: Kind::Table,
-                labels: vec![text(r, "datname")?, text(r, "schemaname")?, text(r, "relname")?],
-                sizes: match sizes {
-                    Some((t, i)) => Some((t?, i?)),
-                    None => None,
-                },
-            });
+            let labels = vec![text(r, "datname")?, text(r, "schemaname")?, text(r, "relname")?];
+            let read = || Ok((float(r, "table_size")?, float(r, "index_size")?));
+            out.extend(sized(Kind::Table, labels, r, read, &last, &mut next)?);
         }
 
-        let rows = query(client, "index sizes", &indexes_sql(), &[a, b, c, d, &limit]).await?;
+        let rows = query(
+            client,
+            "index sizes",
+            &indexes_sql(version),
+            &[a, b, c, d, &limit, &known],
+        )
+        .await?;
         omitted += left_out(&rows)?;
         for r in &rows {
-            let size = if float(r, "locked")? == 0.0 {
-                Some(float(r, "size_bytes")?)
-            } else {
-                None
-            };
-            out.push(Sized {
-                kind: Kind::Index,
-                labels: vec![
-                    text(r, "datname")?,
-                    text(r, "schemaname")?,
-                    text(r, "relname")?,
-                    text(r, "indexrelname")?,
-                ],
-                sizes: size.map(|s| (s, 0.0)),
-            });
+            let labels = vec![
+                text(r, "datname")?,
+                text(r, "schemaname")?,
+                text(r, "relname")?,
+                text(r, "indexrelname")?,
+            ];
+            let read = || Ok((float(r, "size_bytes")?, 0.0));
+            out.extend(sized(Kind::Index, labels, r, read, &last, &mut next)?);
         }
 
-        for r in query(client, "materialized view sizes", &matviews_sql(), &[a, b, c, d]).await? {
-            let size = if float(&r, "locked")? == 0.0 {
-                Some(float(&r, "size_bytes")?)
-            } else {
-                None
-            };
-            out.push(Sized {
-                kind: Kind::Matview,
-                labels: vec![text(&r, "datname")?, text(&r, "schemaname")?, text(&r, "matviewname")?],
-                sizes: size.map(|s| (s, 0.0)),
-            });
+        let rows = query(
+            client,
+            "materialized view sizes",
+            &matviews_sql(),
+            &[a, b, c, d, &known],
+        )
+        .await?;
+        for r in &rows {
+            let labels = vec![text(r, "datname")?, text(r, "schemaname")?, text(r, "matviewname")?];
+            let read = || Ok((float(r, "size_bytes")?, 0.0));
+            out.extend(sized(Kind::Matview, labels, r, read, &last, &mut next)?);
         }
         ctx.omitted(omitted);
         if let Some(note) = skipped_note(&out) {
             ctx.note(note);
         }
+        ctx.keep(next);
         Ok(families(&out))
     })
+}
+
+/// One row: its sizes read now (`read`), or reused from `last` if the server
+/// found its key among the known ones, or none if a lock was in the way.
+/// What the row ends with goes into `next`.
+fn sized(
+    kind: Kind,
+    labels: Vec<String>,
+    r: &tokio_postgres::Row,
+    read: impl FnOnce() -> Result<(f64, f64), super::CollectError>,
+    last: &Readings,
+    next: &mut Readings,
+) -> Result<Option<Sized>, super::CollectError> {
+    let key = text(r, "key")?;
+    let (sizes, reused) = if float(r, "reused")? == 1.0 {
+        // The server reuses only keys it was sent, which are all in `last`.
+        let Some(reading) = last.by_key.get(&key) else {
+            return Ok(None);
+        };
+        next.by_key.insert(key, *reading);
+        (Some(reading.sizes), true)
+    } else if float(r, "locked")? == 1.0 {
+        (None, false)
+    } else {
+        let sizes = read()?;
+        next.by_key.insert(key, Reading { sizes, run: next.run });
+        (Some(sizes), false)
+    };
+    Ok(Some(Sized {
+        kind,
+        labels,
+        sizes,
+        reused,
+    }))
 }
 
 /// Rows the cap left out of a capped query (its `total` counts them all).
@@ -261,9 +398,16 @@ pub fn families(rows: &[Sized]) -> Vec<Family> {
         "Relations left unsized by the last run because an ACCESS EXCLUSIVE lock was held or awaited",
         &["kind"],
     );
+    let mut reused = Family::gauge(
+        "pgsidecar_relation_sizes_reused",
+        "Relations whose size the last run reported from an earlier reading: no write, vacuum or rewrite since",
+        &["kind"],
+    );
     for kind in Kind::ALL {
         let n = rows.iter().filter(|r| r.kind == kind && r.sizes.is_none()).count();
         skipped.set(&[kind.label()], n as f64);
+        let n = rows.iter().filter(|r| r.kind == kind && r.reused).count();
+        reused.set(&[kind.label()], n as f64);
     }
     for r in rows {
         let labels: Vec<&str> = r.labels.iter().map(String::as_str).collect();
@@ -279,7 +423,7 @@ pub fn families(rows: &[Sized]) -> Vec<Family> {
             Kind::Matview => matview.set(&labels, size),
         }
     }
-    vec![table, index, one_index, matview, skipped]
+    vec![table, index, one_index, matview, skipped, reused]
 }
 
 #[cfg(test)]
@@ -292,6 +436,7 @@ mod tests {
             kind,
             labels: labels.iter().map(|s| s.to_string()).collect(),
             sizes,
+            reused: false,
         }
     }
 
@@ -342,18 +487,52 @@ mod tests {
     }
 
     #[test]
-    fn sizes_are_computed_after_the_cap_and_never_for_a_locked_relation() {
-        for sql in [tables_sql(), indexes_sql(), matviews_sql()] {
+    fn sizes_are_computed_after_the_cap_and_only_for_changed_unlocked_relations() {
+        for sql in [tables_sql(150000), indexes_sql(150000), matviews_sql()] {
             assert!(
                 sql.starts_with("WITH locked AS MATERIALIZED (SELECT relation FROM pg_locks"),
                 "{sql}"
             );
-            assert!(sql.contains("CASE WHEN NOT locked THEN pg_"), "{sql}");
+            assert!(sql.contains("known AS MATERIALIZED (SELECT key FROM unnest($"), "{sql}");
+            assert!(sql.contains("CASE WHEN NOT reused AND NOT locked THEN pg_"), "{sql}");
             // The size functions appear only in the outer query.
-            let inner = &sql[sql.find("FROM (SELECT t.*").unwrap()..];
+            let inner = &sql[sql.find("FROM (SELECT k.*").unwrap()..];
             assert!(!inner.contains("_size("), "{sql}");
         }
-        assert!(tables_sql().contains("ORDER BY c.relpages DESC, s.schemaname, s.relname LIMIT $5"));
-        assert!(indexes_sql().contains("ORDER BY ic.relpages DESC, s.schemaname, s.indexrelname LIMIT $5"));
+        // The rows are the per-relation collectors' own.
+        assert!(tables_sql(150000).contains(&super::super::pg_stat_user_tables::PICK.sql(150000)));
+        assert!(indexes_sql(150000).contains(&super::super::pg_stat_user_indexes::PICK.sql(150000)));
+        assert!(tables_sql(150000).contains("ORDER BY c.relpages DESC, n.nspname, c.relname LIMIT $5"));
+        assert!(indexes_sql(150000).contains("ORDER BY ic.relpages DESC, n.nspname, ic.relname LIMIT $5"));
+    }
+
+    #[test]
+    fn every_reading_is_read_again_within_reread_every_runs() {
+        let mut r = Readings::default();
+        for i in 0..25 {
+            r.by_key.insert(
+                format!("t:{i}"),
+                Reading {
+                    sizes: (1.0, 0.0),
+                    run: 0,
+                },
+            );
+        }
+        let mut last_read: HashMap<String, u64> = r.by_key.keys().map(|k| (k.clone(), 0)).collect();
+        for run in 1..=40u64 {
+            let known: Vec<String> = r.reusable().into_iter().map(str::to_string).collect();
+            // 25 readings: 3 are read again each run, the oldest first.
+            assert_eq!(known.len(), 22, "run {run}");
+            for (k, reading) in r.by_key.iter_mut() {
+                if !known.contains(k) {
+                    reading.run = run;
+                    last_read.insert(k.clone(), run);
+                }
+            }
+            for (k, at) in &last_read {
+                assert!(run - at < REREAD_EVERY as u64, "{k} last read in run {at}, now {run}");
+            }
+        }
+        assert!(Readings::default().reusable().is_empty());
     }
 }

@@ -31,13 +31,27 @@
 //! lock on any index or table.
 
 use super::Definition;
-use super::table::{Column, Params, Table, label};
+use super::table::{Column, Params, Pick, Table, label};
 
 pub const DEFINITION: Definition = Definition::table("stat_user_indexes", TABLE).phase(3).per_database();
 
 const PG16: u32 = 160000;
 
 const STATIO_LABELS: &[&str] = &["schemaname", "relname", "indexrelname"];
+
+/// The indexes read: also the ones `relation_sizes` sizes (`pg_class_sizes.rs`).
+pub(super) const PICK: Pick = Pick {
+    view: "pg_stat_user_indexes",
+    pick: "ic.oid, n.nspname, c.relname, ic.relname AS indexrelname, x.indisunique, x.indisprimary, \
+           x.indrelid, ic.relfilenode",
+    pick_from: "pg_index x JOIN pg_class c ON c.oid = x.indrelid \
+                JOIN pg_class ic ON ic.oid = x.indexrelid \
+                JOIN pg_namespace n ON n.oid = c.relnamespace",
+    kinds: &[(0, "c.relkind IN ('r', 't', 'm')")],
+    schema: "n.nspname::text",
+    relname: "c.relname::text",
+    order: "ic.relpages DESC, n.nspname, ic.relname",
+};
 
 const TABLE: Table = Table {
     from: "",
@@ -103,17 +117,7 @@ const TABLE: Table = Table {
         )
         .skip_null(),
     ],
-    params: Params::Relations {
-        view: "pg_stat_user_indexes",
-        pick: "ic.oid, n.nspname, c.relname, ic.relname AS indexrelname, x.indisunique, x.indisprimary",
-        pick_from: "pg_index x JOIN pg_class c ON c.oid = x.indrelid \
-                    JOIN pg_class ic ON ic.oid = x.indexrelid \
-                    JOIN pg_namespace n ON n.oid = c.relnamespace",
-        kinds: &[(0, "c.relkind IN ('r', 't', 'm')")],
-        schema: "n.nspname::text",
-        relname: "c.relname::text",
-        order: "ic.relpages DESC, n.nspname, ic.relname",
-    },
+    params: Params::Relations(PICK),
 };
 
 #[cfg(test)]

@@ -36,9 +36,23 @@
 //! partitioned tables.
 
 use super::Definition;
-use super::table::{Column, Params, Table, label};
+use super::table::{Column, Params, Pick, Table, label};
 
 pub const DEFINITION: Definition = Definition::table("stat_user_tables", TABLE).phase(1).per_database();
+
+/// The tables read: also the ones `relation_sizes` sizes (`pg_class_sizes.rs`).
+pub(super) const PICK: Pick = Pick {
+    view: "pg_stat_user_tables",
+    pick: "c.oid, n.nspname, c.relname, c.relfilenode, c.reltoastrelid",
+    pick_from: "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
+    kinds: &[
+        (0, "c.relkind IN ('r', 't', 'm')"),
+        (140000, "c.relkind IN ('r', 't', 'm', 'p')"),
+    ],
+    schema: "n.nspname::text",
+    relname: "c.relname::text",
+    order: "c.relpages DESC, n.nspname, c.relname",
+};
 
 const TABLE: Table = Table {
     from: "LEFT JOIN LATERAL (SELECT sum(pg_stat_get_numscans(x.indexrelid)) AS idx_scan, \
@@ -50,18 +64,7 @@ const TABLE: Table = Table {
         label("relname").from("p.relname"),
     ],
     columns: COLUMNS,
-    params: Params::Relations {
-        view: "pg_stat_user_tables",
-        pick: "c.oid, n.nspname, c.relname",
-        pick_from: "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
-        kinds: &[
-            (0, "c.relkind IN ('r', 't', 'm')"),
-            (140000, "c.relkind IN ('r', 't', 'm', 'p')"),
-        ],
-        schema: "n.nspname::text",
-        relname: "c.relname::text",
-        order: "c.relpages DESC, n.nspname, c.relname",
-    },
+    params: Params::Relations(PICK),
 };
 
 const COLUMNS: &[Column] = &[

@@ -24,7 +24,7 @@
 //! materialized views on every version).
 
 use super::Definition;
-use super::table::{Column, Params, Table, label};
+use super::table::{Column, Params, Pick, Table, label};
 
 pub const DEFINITION: Definition = Definition::table("statio_user_tables", TABLE).phase(2).per_database();
 
@@ -52,7 +52,7 @@ const TABLE: Table = Table {
         label("relname").from("p.relname"),
     ],
     columns: COLUMNS,
-    params: Params::Relations {
+    params: Params::Relations(Pick {
         view: "pg_statio_user_tables",
         pick: "c.oid, n.nspname, c.relname, NULLIF(c.reltoastrelid, 0) AS toast",
         pick_from: "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
@@ -60,7 +60,7 @@ const TABLE: Table = Table {
         schema: "n.nspname::text",
         relname: "c.relname::text",
         order: "c.relpages DESC, n.nspname, c.relname",
-    },
+    }),
 };
 
 const COLUMNS: &[Column] = &[

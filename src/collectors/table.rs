@@ -216,21 +216,49 @@ pub enum Params {
     /// function: it would stat every file of every relation on every round
     /// and wait behind any `ACCESS EXCLUSIVE` lock (sizes are
     /// `relation_sizes`'s, on a longer interval).
-    Relations {
-        /// The view whose definition the query reads, for errors.
-        view: &'static str,
-        /// The picking subquery's select list (`count(*) OVER ()` follows).
-        pick: &'static str,
-        pick_from: &'static str,
-        /// The relkind condition, by server version: the last entry whose
-        /// version is at most the server's applies.
-        kinds: &'static [(u32, &'static str)],
-        schema: &'static str,
-        relname: &'static str,
-        order: &'static str,
-    },
+    Relations(Pick),
     /// `checks.slow_queries.threshold` in seconds, as `$1` (`float8`).
     SlowQueryThreshold,
+}
+
+/// How a [`Params::Relations`] query picks its rows (see there).
+#[derive(Debug, Clone, Copy)]
+pub struct Pick {
+    /// The view whose definition the query reads, for errors.
+    pub view: &'static str,
+    /// The picking subquery's select list (`count(*) OVER ()` follows).
+    pub pick: &'static str,
+    pub pick_from: &'static str,
+    /// The relkind condition, by server version: the last entry whose
+    /// version is at most the server's applies.
+    pub kinds: &'static [(u32, &'static str)],
+    pub schema: &'static str,
+    pub relname: &'static str,
+    pub order: &'static str,
+}
+
+impl Pick {
+    /// The subquery `p` that picks the rows: the view's kinds and the filter
+    /// (`$1`..`$4`), biggest first, capped at `$5`, with `total` counting
+    /// every row before the cap. Other collectors over the same relations
+    /// (`relation_sizes`) start from it too, so that they report the same
+    /// rows.
+    pub fn sql(&self, version: u32) -> String {
+        let kinds = self
+            .kinds
+            .iter()
+            .rev()
+            .find(|(since, _)| version >= *since)
+            .map_or("true", |(_, k)| k);
+        format!(
+            "(SELECT {}, count(*) OVER () AS total FROM {} \
+             WHERE {kinds} AND {} ORDER BY {} LIMIT $5) p",
+            self.pick,
+            self.pick_from,
+            relation_filter(self.schema, self.relname, 1),
+            self.order,
+        )
+    }
 }
 
 /// The result column of a capped query that counts every row the filter
@@ -286,32 +314,15 @@ impl Table {
             .chain(self.columns_for(version).map(Column::select))
             .collect();
         match self.params {
-            Params::Relations {
-                pick,
-                pick_from,
-                kinds,
-                schema,
-                relname,
-                order,
-                ..
-            } => {
-                let kinds = kinds
-                    .iter()
-                    .rev()
-                    .find(|(since, _)| version >= *since)
-                    .map_or("true", |(_, k)| k);
-                // The cap in SQL, with the count it left out.
-                format!(
-                    "SELECT {}, p.total::float8 AS {RELATIONS_TOTAL} \
-                     FROM (SELECT {pick}, count(*) OVER () AS total FROM {pick_from} \
-                     WHERE {kinds} AND {} ORDER BY {order} LIMIT $5) p {}",
-                    select.join(", "),
-                    relation_filter(schema, relname, 1),
-                    self.from
-                )
-                .trim_end()
-                .to_string()
-            }
+            // The cap in SQL, with the count it left out.
+            Params::Relations(pick) => format!(
+                "SELECT {}, p.total::float8 AS {RELATIONS_TOTAL} FROM {picked} {}",
+                select.join(", "),
+                self.from,
+                picked = pick.sql(version),
+            )
+            .trim_end()
+            .to_string(),
             _ => format!("SELECT {} FROM {}", select.join(", "), self.from),
         }
     }
@@ -366,12 +377,12 @@ impl Table {
         let threshold = ctx.checks.slow_query_threshold.as_secs_f64();
         // Errors name the view.
         let what = match self.params {
-            Params::Relations { view, .. } => view,
+            Params::Relations(pick) => pick.view,
             _ => self.from.split_whitespace().next().unwrap_or(""),
         };
         let found = match self.params {
             Params::None => query(client, what, &sql, &[]).await?,
-            Params::Relations { .. } => {
+            Params::Relations(_) => {
                 let [a, b, c, d] = relation_params(&ctx.checks.relations);
                 let limit = i64::try_from(ctx.checks.relations.max_series).unwrap_or(i64::MAX);
                 query(client, what, &sql, &[a, b, c, d, &limit]).await?
@@ -382,7 +393,7 @@ impl Table {
             .iter()
             .map(|r| self.read(r, version))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Params::Relations { .. } = self.params {
+        if let Params::Relations(_) = self.params {
             let total = match found.first() {
                 Some(r) => float(r, RELATIONS_TOTAL)? as usize,
                 None => 0,
@@ -411,7 +422,7 @@ mod tests {
             Column::gauge("at", "t_at", "at").epoch().labels(&["relname"]),
             Column::gauge("flag", "t_flag", "flag").skip_null(),
         ],
-        params: Params::Relations {
+        params: Params::Relations(Pick {
             view: "v",
             pick: "c.oid, n.nspname, c.relname",
             pick_from: "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
@@ -419,7 +430,7 @@ mod tests {
             schema: "n.nspname",
             relname: "c.relname",
             order: "c.relpages DESC",
-        },
+        }),
     };
 
     #[test]

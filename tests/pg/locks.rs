@@ -2,9 +2,10 @@
 //! whole collector"): a migration holding `ACCESS EXCLUSIVE` on one table,
 //! and a slow `REFRESH MATERIALIZED VIEW`, for longer than several
 //! collection intervals. The per-relation collectors must keep succeeding
-//! and keep reporting the other relations, `relation_sizes` must skip the
-//! locked ones and say so, and neither the lock holder nor pgsidecar may
-//! wait on the other.
+//! and keep reporting the other relations, `relation_sizes` must keep the
+//! sizes it read before the locks and skip (and name) the locked ones it
+//! never read, and neither the lock holder nor pgsidecar may wait on the
+//! other.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -82,12 +83,12 @@ async fn a_locked_table_and_a_slow_refresh_leave_the_other_relations_reported() 
         .await
         .expect("the migration gets its lock while pgsidecar runs every second");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    // The slow refresh: ACCESS EXCLUSIVE on slow_mv for 8 s.
+    // The slow refresh: ACCESS EXCLUSIVE on slow_mv for 10 s.
     let refresher = pg::shared().connect(DB, "it-refresh").await;
     let refresh = tokio::spawn(async move {
         let started = Instant::now();
         refresher
-            .batch_execute("SET it.sleep = '8'; SET lock_timeout = '2s'; REFRESH MATERIALIZED VIEW slow_mv")
+            .batch_execute("SET it.sleep = '10'; SET lock_timeout = '2s'; REFRESH MATERIALIZED VIEW slow_mv")
             .await
             .map(|_| started.elapsed())
     });
@@ -109,7 +110,7 @@ async fn a_locked_table_and_a_slow_refresh_leave_the_other_relations_reported() 
         },
     )
     .await;
-    assert!(now() < locked_at + 8.0, "the locks were released before the check");
+    assert!(now() < locked_at + 10.0, "the locks were released before the check");
     let waiting: i64 = watcher
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgsidecar' AND wait_event_type = 'Lock'",
@@ -148,7 +149,30 @@ async fn a_locked_table_and_a_slow_refresh_leave_the_other_relations_reported() 
     let view = |name: &'static str| [("datname", DB), ("schemaname", "public"), ("matviewname", name)];
     assert_eq!(m.get("pg_matview_populated", &view("slow_mv")), Some(1.0));
     assert_eq!(m.get("pg_matview_populated", &view("user_stats_summary")), Some(1.0));
-    // Sizes: the locked ones are skipped and counted, the others read.
+    // Sizes: the locked ones were read before the locks and have not
+    // changed since (a lock moves no counter and no file), so they keep
+    // their last reading; the others are read or reused as well.
+    assert!(has(&m, "pg_stat_user_tables_table_size_bytes", &rel("messages")));
+    assert!(has(&m, "pg_stat_user_tables_table_size_bytes", &rel("migrating")));
+    assert!(m.get("pg_matview_size_bytes", &view("user_stats_summary")).is_some());
+    assert!(m.get("pg_matview_size_bytes", &view("slow_mv")).is_some());
+    assert_eq!(
+        m.get("pgsidecar_relation_sizes_skipped", &[("kind", "table")]),
+        Some(0.0)
+    );
+    assert!(m.get("pgsidecar_relation_sizes_reused", &[("kind", "table")]) >= Some(2.0));
+
+    // A pgsidecar started now has read nothing before: it skips the locked
+    // ones, counts them and names them, and reads the others.
+    let fresh = start(&yaml).await;
+    let m = until(
+        fresh.addr,
+        WAIT,
+        "a first relation_sizes run with the locks held",
+        |m| (last_success(m, "relation_sizes") > 0.0).then(|| m.clone()),
+    )
+    .await;
+    assert!(now() < locked_at + 10.0, "the locks were released before the check");
     assert!(has(&m, "pg_stat_user_tables_table_size_bytes", &rel("messages")));
     assert!(!has(&m, "pg_stat_user_tables_table_size_bytes", &rel("migrating")));
     assert!(m.get("pg_matview_size_bytes", &view("user_stats_summary")).is_some());
@@ -162,9 +186,13 @@ async fn a_locked_table_and_a_slow_refresh_leave_the_other_relations_reported() 
         m.get("pgsidecar_relation_sizes_skipped", &[("kind", "matview")]),
         Some(1.0)
     );
+    assert_eq!(
+        m.get("pgsidecar_relation_sizes_reused", &[("kind", "table")]),
+        Some(0.0)
+    );
 
     // The status page names what was skipped.
-    let page = get(px.addr, "/").await.text();
+    let page = get(fresh.addr, "/").await.text();
     assert!(
         page.contains("with an ACCESS EXCLUSIVE lock held or awaited") && page.contains("table public.migrating"),
         "{page}"
@@ -173,14 +201,15 @@ async fn a_locked_table_and_a_slow_refresh_leave_the_other_relations_reported() 
     // Both finish undisturbed, and the sizes come back.
     locker.batch_execute("ROLLBACK").await.unwrap();
     let took = refresh.await.unwrap().expect("the refresh is not blocked by pgsidecar");
-    assert!(took < Duration::from_secs(11), "the refresh took {took:?}");
-    until(px.addr, WAIT, "sizes of migrating and slow_mv again", |m| {
+    assert!(took < Duration::from_secs(13), "the refresh took {took:?}");
+    until(fresh.addr, WAIT, "sizes of migrating and slow_mv again", |m| {
         (has(m, "pg_stat_user_tables_table_size_bytes", &rel("migrating"))
             && m.get("pg_matview_size_bytes", &view("slow_mv")).is_some()
             && m.get("pgsidecar_relation_sizes_skipped", &[("kind", "table")]) == Some(0.0))
         .then_some(())
     })
     .await;
+    fresh.stop().await.unwrap();
     px.stop().await.unwrap();
 }
 

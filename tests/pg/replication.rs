@@ -399,3 +399,84 @@ async fn every_collector_works_on_a_hot_standby() {
     }
     px.stop().await.unwrap();
 }
+
+/// On a standby replay moves no statistics counter, so `relation_sizes`
+/// reuses no reading there (issue 13): a table written on the primary shows
+/// its new size on the standby within a few runs, and every run reads every
+/// size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reads_every_size_each_run() {
+    const DB: &str = "standby_sizes_db";
+    let (primary, standby) = pg::replicated();
+    let p = primary.connect("postgres", "it-standby-sizes").await;
+    for sql in [format!("DROP DATABASE IF EXISTS {DB}"), format!("CREATE DATABASE {DB}")] {
+        p.batch_execute(&sql).await.unwrap();
+    }
+    let p = primary.connect(DB, "it-standby-sizes").await;
+    p.batch_execute(
+        "DO $$ BEGIN FOR i IN 1..30 LOOP \
+           EXECUTE format('CREATE TABLE s%s (id int)', i); \
+           EXECUTE format('INSERT INTO s%s SELECT generate_series(1, 50)', i); \
+         END LOOP; END $$",
+    )
+    .await
+    .unwrap();
+    let size_of = "SELECT pg_table_size('s1')::float8";
+    let grown = async |c: &tokio_postgres::Client| c.query_one(size_of, &[]).await.map(|r| r.get::<_, f64>(0));
+    crate::support::eventually(WAIT, "the tables on the standby", async || {
+        let (s, conn) = tokio_postgres::connect(&standby.dsn(DB), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        grown(&s).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let px = start(&test_yaml(
+        &standby.dsn(DB),
+        "collectors:\n  relation_sizes:\n    interval: 1s\n",
+    ))
+    .await;
+    let s1 = [("datname", DB), ("schemaname", "public"), ("relname", "s1")];
+    let last_success = |m: &Metrics| {
+        m.get(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            &[("collector", "relation_sizes")],
+        )
+        .unwrap_or(0.0)
+    };
+    until(px.addr, WAIT, "three runs of relation_sizes", |m| {
+        (last_success(m) > started + 2.5).then_some(())
+    })
+    .await;
+
+    p.batch_execute("INSERT INTO s1 SELECT generate_series(1, 20000)")
+        .await
+        .unwrap();
+    let s = standby.connect(DB, "it-standby-sizes").await;
+    let want = p.query_one(size_of, &[]).await.unwrap().get::<_, f64>(0);
+    crate::support::eventually(WAIT, "s1 grown on the standby", async || {
+        match grown(&s).await.map_err(|e| e.to_string())? {
+            v if v == want => Ok(()),
+            v => Err(format!("{v} of {want}")),
+        }
+    })
+    .await;
+    let m = until(
+        px.addr,
+        std::time::Duration::from_secs(5),
+        "s1's new size from the standby",
+        |m| (m.get("pg_stat_user_tables_table_size_bytes", &s1) == Some(want)).then(|| m.clone()),
+    )
+    .await;
+    assert_eq!(
+        m.get("pgsidecar_relation_sizes_reused", &[("kind", "table")]),
+        Some(0.0),
+        "{}",
+        m.text
+    );
+    px.stop().await.unwrap();
+}
