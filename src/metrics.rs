@@ -26,10 +26,37 @@ pub struct Family {
     labels: Vec<&'static str>,
     /// Keyed by the label pairs as the exposition writes them
     /// (`a="x",b="y"`, escaped; empty without labels): one allocation per
-    /// series instead of one per label value, and nothing to format again
-    /// when the family is written.
-    samples: BTreeMap<Box<str>, f64>,
-    histograms: BTreeMap<Box<str>, Histogram>,
+    /// series instead of one per label value, shared by the families of one
+    /// row ([`Key`]), and nothing to format again when the family is written.
+    samples: BTreeMap<Key, f64>,
+    histograms: BTreeMap<Key, Histogram>,
+}
+
+/// The label pairs of a series as the exposition writes them
+/// (`a="x",b="y"`), shared by the families that have the same label names.
+pub type Key = std::sync::Arc<str>;
+
+/// The [`Key`] of these label values under these label names.
+pub fn key(names: &[&'static str], values: &[&str]) -> Key {
+    let len = names.iter().zip(values).map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = String::with_capacity(len);
+    for (i, (name, value)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '"' => out.push_str("\\\""),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    Key::from(out)
 }
 
 /// Observations counted into buckets by upper bound (`le`), with their sum.
@@ -141,19 +168,14 @@ impl Family {
     }
 
     /// The label pairs of these values, as the exposition writes them.
-    fn key(&self, values: &[&str]) -> Box<str> {
-        let mut out = Vec::with_capacity(values.iter().map(|v| v.len() + 8).sum::<usize>() + 16);
-        for (i, (name, value)) in self.labels.iter().zip(values).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"=\"");
-            escape(&mut out, value, true);
-            out.push(b'"');
-        }
-        // Label names are ASCII and `escape` only inserts ASCII into UTF-8.
-        String::from_utf8(out).unwrap_or_default().into_boxed_str()
+    fn key(&self, values: &[&str]) -> Key {
+        key(&self.labels, values)
+    }
+
+    /// Sets the sample whose label pairs are `key`, made by [`key`] from
+    /// this family's label names.
+    pub fn set_key(&mut self, key: &Key, value: f64) {
+        self.samples.insert(key.clone(), value);
     }
 
     pub fn name(&self) -> &str {

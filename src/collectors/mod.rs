@@ -233,16 +233,17 @@ pub struct Ctx {
     memory: Option<std::sync::Arc<Memory>>,
 }
 
-/// What collectors keep between runs, one value per collector (told apart
-/// by the value's type) and database, for the life of the process. A run
+/// What collectors keep between runs, one value per collector and database,
+/// for the life of the process. A run
 /// [takes](Ctx::recall) its value and [keeps](Ctx::keep) the new one when
 /// it succeeds: a run that fails or times out leaves nothing, and the next
 /// one starts afresh. Runs of one collector never overlap.
 #[derive(Default)]
 pub struct Memory(std::sync::Mutex<Slots>);
 
-/// A value per collector type and database.
-type Slots = std::collections::HashMap<(std::any::TypeId, String), Box<dyn std::any::Any + Send>>;
+/// A value per collector (the value's type and a tag: collectors of one
+/// type tell themselves apart by it) and database.
+type Slots = std::collections::HashMap<(std::any::TypeId, &'static str, String), Box<dyn std::any::Any + Send>>;
 
 impl std::fmt::Debug for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -258,7 +259,7 @@ impl Memory {
     /// Forgets what was kept for the databases `keep` rejects (dropped, or
     /// no longer discovered).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().retain(|(_, datname), _| keep(datname));
+        self.lock().retain(|(_, _, datname), _| keep(datname));
     }
 
     /// How many values are kept, for tests.
@@ -332,23 +333,24 @@ impl Ctx {
         }
     }
 
-    /// Takes what the last successful run of this collector in this
-    /// database kept (the default if nothing).
-    pub fn recall<T: Default + Send + 'static>(&self) -> T {
+    /// Takes what the last successful run of this collector (`tag`) in
+    /// this database kept (the default if nothing).
+    pub fn recall<T: Default + Send + 'static>(&self, tag: &'static str) -> T {
         let Some(m) = &self.memory else {
             return T::default();
         };
-        let key = (std::any::TypeId::of::<T>(), self.datname.clone());
+        let key = (std::any::TypeId::of::<T>(), tag, self.datname.clone());
         m.lock()
             .remove(&key)
             .and_then(|v| v.downcast::<T>().ok())
             .map_or_else(T::default, |v| *v)
     }
 
-    /// Keeps `value` for this collector's next run in this database.
-    pub fn keep<T: Send + 'static>(&self, value: T) {
+    /// Keeps `value` for this collector's (`tag`) next run in this
+    /// database.
+    pub fn keep<T: Send + 'static>(&self, tag: &'static str, value: T) {
         if let Some(m) = &self.memory {
-            let key = (std::any::TypeId::of::<T>(), self.datname.clone());
+            let key = (std::any::TypeId::of::<T>(), tag, self.datname.clone());
             m.lock().insert(key, Box::new(value));
         }
     }

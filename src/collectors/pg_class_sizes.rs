@@ -245,7 +245,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let version = ctx.server_version_num;
         let [a, b, c, d] = relation_params(&ctx.checks.relations);
         let limit = i64::try_from(ctx.checks.relations.max_series).unwrap_or(i64::MAX);
-        let last: Readings = ctx.recall();
+        let last: Readings = ctx.recall("relation_sizes");
         let known = last.reusable();
         let mut next = Readings {
             run: last.run + 1,
@@ -303,7 +303,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         if let Some(note) = skipped_note(&out) {
             ctx.note(note);
         }
-        ctx.keep(next);
+        ctx.keep("relation_sizes", next);
         Ok(families(&out))
     })
 }

@@ -199,7 +199,7 @@ mod tests {
     fn version_gates_pick_columns() {
         assert!(!TABLE.sql(130000).contains("active_time"));
         assert!(TABLE.sql(140000).contains("active_time::float8"));
-        assert!(TABLE.sql(180000).contains("extract(epoch FROM stats_reset)"));
+        assert!(TABLE.sql(180000).contains("date_part('epoch', stats_reset)"));
     }
 
     #[test]

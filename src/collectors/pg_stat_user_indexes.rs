@@ -56,7 +56,7 @@ pub(super) const PICK: Pick = Pick {
 const TABLE: Table = Table {
     from: "",
     labels: &[
-        label("datname").from("current_database()"),
+        label("datname").session_database(),
         label("schemaname").from("p.nspname"),
         label("relname").from("p.relname"),
         label("indexrelname").from("p.indexrelname"),
@@ -130,7 +130,7 @@ mod tests {
     fn version_gates_pick_columns() {
         assert!(!TABLE.sql(150000).contains("last_idx_scan"));
         let s = TABLE.sql(160000);
-        assert!(s.contains("extract(epoch FROM pg_stat_get_lastscan(p.oid))"), "{s}");
+        assert!(s.contains("date_part('epoch', pg_stat_get_lastscan(p.oid))"), "{s}");
         assert!(s.contains("ORDER BY ic.relpages DESC") && !s.contains("_size("), "{s}");
     }
 

@@ -59,7 +59,7 @@ const TABLE: Table = Table {
            sum(pg_stat_get_tuples_fetched(x.indexrelid)) AS idx_tup_fetch \
            FROM pg_index x WHERE x.indrelid = p.oid) i ON true",
     labels: &[
-        label("datname").from("current_database()"),
+        label("datname").session_database(),
         label("schemaname").from("p.nspname"),
         label("relname").from("p.relname"),
     ],
@@ -238,7 +238,7 @@ mod tests {
         let s = TABLE.sql(150000);
         assert!(s.contains("(i.idx_scan)::float8 AS idx_scan"), "{s}");
         assert!(
-            s.contains("extract(epoch FROM pg_stat_get_last_vacuum_time(p.oid))::float8 AS last_vacuum"),
+            s.contains("date_part('epoch', pg_stat_get_last_vacuum_time(p.oid)) AS last_vacuum"),
             "{s}"
         );
         assert!(s.contains("c.relkind IN ('r', 't', 'm', 'p')"), "{s}");

@@ -107,7 +107,7 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.contains("extract(epoch FROM latest_end_time)::float8 AS latest_end_time"),
+            sql.contains("date_part('epoch', latest_end_time) AS latest_end_time"),
             "{sql}"
         );
     }

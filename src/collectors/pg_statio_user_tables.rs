@@ -47,7 +47,7 @@ macro_rules! index_sums {
 const TABLE: Table = Table {
     from: concat!(index_sums!("i", "p.oid"), " ", index_sums!("t", "p.toast")),
     labels: &[
-        label("datname").from("current_database()"),
+        label("datname").session_database(),
         label("schemaname").from("p.nspname"),
         label("relname").from("p.relname"),
     ],

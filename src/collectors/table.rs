@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::{Client, CollectError, Ctx, float, query, relation_filter, relation_params};
-use crate::metrics::Family;
+use crate::metrics::{Family, Key, key};
 
 /// A metric type, as the exposition format names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +153,10 @@ impl Column {
     fn select(&self) -> String {
         let expr = if self.expr.is_empty() { self.col } else { self.expr };
         match self.unit {
-            Unit::Epoch => format!("extract(epoch FROM {expr})::float8 AS {}", self.col),
+            // date_part gives float8 directly (extract gives numeric from
+            // PostgreSQL 14 on, four numeric steps per value), and the same
+            // value: microseconds since the epoch, divided by 10^6 once.
+            Unit::Epoch => format!("date_part('epoch', {expr}) AS {}", self.col),
             _ if self.expr.is_empty() => format!("{expr}::float8 AS {}", self.col),
             _ => format!("({expr})::float8 AS {}", self.col),
         }
@@ -182,17 +185,33 @@ pub struct Label {
     pub name: &'static str,
     /// The SQL expression; empty: the column of that name.
     pub expr: &'static str,
+    /// The session's database (`Ctx::datname`), filled in here rather than
+    /// selected: `current_database()` in the select list is a call and a
+    /// text per row.
+    pub session_database: bool,
 }
 
 /// A label read from the column of the same name.
 pub const fn label(name: &'static str) -> Label {
-    Label { name, expr: "" }
+    Label {
+        name,
+        expr: "",
+        session_database: false,
+    }
 }
 
 impl Label {
     /// A label computed by an SQL expression.
     pub const fn from(self, expr: &'static str) -> Label {
         Label { expr, ..self }
+    }
+
+    /// A label whose value is the session's database.
+    pub const fn session_database(self) -> Label {
+        Label {
+            session_database: true,
+            ..self
+        }
     }
 
     fn select(&self) -> String {
@@ -244,12 +263,7 @@ impl Pick {
     /// (`relation_sizes`) start from it too, so that they report the same
     /// rows.
     pub fn sql(&self, version: u32) -> String {
-        let kinds = self
-            .kinds
-            .iter()
-            .rev()
-            .find(|(since, _)| version >= *since)
-            .map_or("true", |(_, k)| k);
+        let kinds = self.kinds_for(version);
         format!(
             "(SELECT {}, count(*) OVER () AS total FROM {} \
              WHERE {kinds} AND {} ORDER BY {} LIMIT $5) p",
@@ -259,6 +273,37 @@ impl Pick {
             self.order,
         )
     }
+
+    /// The same rows in no order and without the count, one past the cap
+    /// (`$5 + 1`), for when the last run found no more than the cap: no
+    /// sort and no window over every relation. More rows than the cap mean
+    /// the schema has grown past it; the caller then asks again with
+    /// [`Pick::sql`].
+    pub fn unsorted_sql(&self, version: u32) -> String {
+        format!(
+            "(SELECT {}, NULL::int8 AS total FROM {} WHERE {} AND {} LIMIT $5 + 1) p",
+            self.pick,
+            self.pick_from,
+            self.kinds_for(version),
+            relation_filter(self.schema, self.relname, 1),
+        )
+    }
+
+    /// The relkind condition of a server version.
+    fn kinds_for(&self, version: u32) -> &'static str {
+        self.kinds
+            .iter()
+            .rev()
+            .find(|(since, _)| version >= *since)
+            .map_or("true", |(_, k)| k)
+    }
+}
+
+/// What a [`Params::Relations`] collector keeps between runs: how many rows
+/// its filter let through last time.
+#[derive(Debug, Default)]
+struct Picked {
+    total: Option<usize>,
 }
 
 /// The result column of a capped query that counts every row the filter
@@ -307,9 +352,15 @@ impl Table {
 
     /// The query for a server version.
     pub fn sql(&self, version: u32) -> String {
+        self.sql_picked(version, false)
+    }
+
+    /// The query, with [`Pick::unsorted_sql`] if `unsorted` (and picking).
+    fn sql_picked(&self, version: u32, unsorted: bool) -> String {
         let select: Vec<String> = self
             .labels
             .iter()
+            .filter(|l| !l.session_database)
             .map(Label::select)
             .chain(self.columns_for(version).map(Column::select))
             .collect();
@@ -319,7 +370,10 @@ impl Table {
                 "SELECT {}, p.total::float8 AS {RELATIONS_TOTAL} FROM {picked} {}",
                 select.join(", "),
                 self.from,
-                picked = pick.sql(version),
+                picked = match unsorted {
+                    true => pick.unsorted_sql(version),
+                    false => pick.sql(version),
+                },
             )
             .trim_end()
             .to_string(),
@@ -327,11 +381,14 @@ impl Table {
         }
     }
 
-    /// Reads one result row.
-    pub fn read(&self, row: &tokio_postgres::Row, version: u32) -> Result<Row, CollectError> {
+    /// Reads one result row of a session connected to `datname`.
+    pub fn read(&self, row: &tokio_postgres::Row, version: u32, datname: &str) -> Result<Row, CollectError> {
         let mut labels = Vec::with_capacity(self.labels.len());
         for l in self.labels {
-            labels.push(super::text(row, l.name)?);
+            labels.push(match l.session_database {
+                true => datname.to_string(),
+                false => super::text(row, l.name)?,
+            });
         }
         let mut values = BTreeMap::new();
         for c in self.columns_for(version) {
@@ -345,24 +402,40 @@ impl Table {
         Ok(Row { labels, values })
     }
 
-    /// One family per column the server version has.
+    /// One family per column the server version has. The families with
+    /// all the table's labels (most) share each row's label pairs.
     pub fn families(&self, version: u32, rows: &[Row]) -> Vec<Family> {
         let names = self.label_names();
+        let keys: Vec<Key> = rows
+            .iter()
+            .map(|r| {
+                let values: Vec<&str> = r.labels.iter().map(String::as_str).collect();
+                key(&names, &values)
+            })
+            .collect();
         self.columns_for(version)
             .map(|c| {
                 let mut f = c.family(&names);
-                // Positions of the family's labels among the table's.
-                let picks: Vec<usize> = match c.labels {
-                    Some(subset) => subset
-                        .iter()
-                        .filter_map(|l| names.iter().position(|n| n == l))
-                        .collect(),
-                    None => (0..names.len()).collect(),
-                };
-                for r in rows {
-                    if let Some(v) = r.values.get(c.col) {
-                        let labels: Vec<&str> = picks.iter().map(|&i| r.labels[i].as_str()).collect();
-                        f.set(&labels, v * c.factor());
+                match c.labels {
+                    None => {
+                        for (r, k) in rows.iter().zip(&keys) {
+                            if let Some(v) = r.values.get(c.col) {
+                                f.set_key(k, v * c.factor());
+                            }
+                        }
+                    }
+                    Some(subset) => {
+                        // Positions of the family's labels among the table's.
+                        let picks: Vec<usize> = subset
+                            .iter()
+                            .filter_map(|l| names.iter().position(|n| n == l))
+                            .collect();
+                        for r in rows {
+                            if let Some(v) = r.values.get(c.col) {
+                                let labels: Vec<&str> = picks.iter().map(|&i| r.labels[i].as_str()).collect();
+                                f.set(&labels, v * c.factor());
+                            }
+                        }
                     }
                 }
                 f
@@ -373,34 +446,71 @@ impl Table {
     /// Runs the query and maps its rows to families.
     pub async fn collect(&self, client: &Client, ctx: &Ctx) -> Result<Vec<Family>, CollectError> {
         let version = ctx.server_version_num;
-        let sql = self.sql(version);
         let threshold = ctx.checks.slow_query_threshold.as_secs_f64();
         // Errors name the view.
         let what = match self.params {
             Params::Relations(pick) => pick.view,
             _ => self.from.split_whitespace().next().unwrap_or(""),
         };
-        let found = match self.params {
-            Params::None => query(client, what, &sql, &[]).await?,
-            Params::Relations(_) => {
+        let (found, total) = match self.params {
+            Params::None => (query(client, what, &self.sql(version), &[]).await?, None),
+            Params::Relations(pick) => {
                 let [a, b, c, d] = relation_params(&ctx.checks.relations);
-                let limit = i64::try_from(ctx.checks.relations.max_series).unwrap_or(i64::MAX);
-                query(client, what, &sql, &[a, b, c, d, &limit]).await?
+                let cap = ctx.checks.relations.max_series;
+                let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+                let last: Picked = ctx.recall(pick.view);
+                let mut found = None;
+                if last.total.is_some_and(|t| t <= cap) {
+                    let sql = self.sql_picked(version, true);
+                    let rows = query(client, what, &sql, &[a, b, c, d, &limit]).await?;
+                    found = (rows.len() <= cap).then_some(rows);
+                }
+                let (found, total) = match found {
+                    Some(rows) => {
+                        let n = rows.len();
+                        (rows, n)
+                    }
+                    None => {
+                        let rows = query(client, what, &self.sql(version), &[a, b, c, d, &limit]).await?;
+                        let total = match rows.first() {
+                            Some(r) => float(r, RELATIONS_TOTAL)? as usize,
+                            None => 0,
+                        };
+                        (rows, total)
+                    }
+                };
+                ctx.keep(pick.view, Picked { total: Some(total) });
+                (found, Some(total))
             }
-            Params::SlowQueryThreshold => query(client, what, &sql, &[&threshold]).await?,
+            Params::SlowQueryThreshold => (query(client, what, &self.sql(version), &[&threshold]).await?, None),
+        };
+        let datname = match self.labels.iter().any(|l| l.session_database) && ctx.datname.is_empty() {
+            true => session_database(client).await?,
+            false => ctx.datname.clone(),
         };
         let rows = found
             .iter()
-            .map(|r| self.read(r, version))
+            .map(|r| self.read(r, version, &datname))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Params::Relations(_) = self.params {
-            let total = match found.first() {
-                Some(r) => float(r, RELATIONS_TOTAL)? as usize,
-                None => 0,
-            };
+        if let Some(total) = total {
             ctx.omitted(total.saturating_sub(rows.len()));
         }
         Ok(self.families(version, &rows))
+    }
+}
+
+/// `current_database()`, for a session whose database is not known yet.
+async fn session_database(client: &Client) -> Result<String, CollectError> {
+    let rows = query(
+        client,
+        "current_database()",
+        "SELECT current_database()::text AS datname",
+        &[],
+    )
+    .await?;
+    match rows.first() {
+        Some(r) => super::text(r, "datname"),
+        None => Ok(String::new()),
     }
 }
 
@@ -410,10 +520,7 @@ mod tests {
 
     const TABLE: Table = Table {
         from: "LEFT JOIN LATERAL (SELECT 1 AS one) o ON true",
-        labels: &[
-            label("datname").from("current_database()"),
-            label("relname").from("p.relname"),
-        ],
+        labels: &[label("datname").session_database(), label("relname").from("p.relname")],
         columns: &[
             Column::counter("n", "t_n", "n"),
             Column::gauge("size", "t_size_bytes", "size").expr("f(p.oid)"),
@@ -436,7 +543,7 @@ mod tests {
     #[test]
     fn sql_follows_the_version_gates_and_expressions() {
         let s = TABLE.sql(130000);
-        assert!(s.starts_with("SELECT (current_database())::text AS datname, (p.relname)::text AS relname, n::float8 AS n, (f(p.oid))::float8 AS size, old::float8 AS old, extract(epoch FROM at)::float8 AS at, flag::float8 AS flag, p.total::float8 AS pgsidecar_relations_total FROM (SELECT c.oid, n.nspname, c.relname, count(*) OVER () AS total FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN"), "{s}");
+        assert!(s.starts_with("SELECT (p.relname)::text AS relname, n::float8 AS n, (f(p.oid))::float8 AS size, old::float8 AS old, date_part('epoch', at) AS at, flag::float8 AS flag, p.total::float8 AS pgsidecar_relations_total FROM (SELECT c.oid, n.nspname, c.relname, count(*) OVER () AS total FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN"), "{s}");
         assert!(
             s.ends_with("ORDER BY c.relpages DESC LIMIT $5) p LEFT JOIN LATERAL (SELECT 1 AS one) o ON true"),
             "{s}"
@@ -445,6 +552,18 @@ mod tests {
         let s = TABLE.sql(170000);
         assert!(s.contains("ms::float8 AS ms") && !s.contains("AS old"), "{s}");
         assert!(s.contains("WHERE c.relkind IN ('r', 'p') AND"), "{s}");
+        // Below the cap: no sort, no count, one row past the cap.
+        let u = TABLE.sql_picked(170000, true);
+        assert!(
+            u.contains("FROM (SELECT c.oid, n.nspname, c.relname, NULL::int8 AS total FROM pg_class c"),
+            "{u}"
+        );
+        assert!(u.contains("WHERE c.relkind IN ('r', 'p') AND"), "{u}");
+        assert!(
+            u.ends_with("LIMIT $5 + 1) p LEFT JOIN LATERAL (SELECT 1 AS one) o ON true"),
+            "{u}"
+        );
+        assert!(!u.contains("ORDER BY") && !u.contains("OVER ()"), "{u}");
     }
 
     #[test]

@@ -157,13 +157,22 @@ async fn collector_over_its_timeout_leaves_the_others_running() {
     cluster.start();
     // Long lock_timeout so that the collector's own timeout is what fires.
     // Only postmaster, settings and database run: every other collector reads
-    // a view that joins pg_database too.
+    // a view that joins pg_database too. And a custom query that holds its
+    // session for 0.6 s of every second: with the three others starting at
+    // the same moment, the pool opens all its 3 sessions in the first
+    // seconds, which it must have before the lock (a new session reads
+    // pg_database while it starts, so it would wait behind the lock). Without
+    // it the pool filled only when three runs happened to overlap.
     let mut collectors = String::from("collectors:\n  database:\n    interval: 1s\n    timeout: 500ms\n");
     for def in pgsidecar::collectors::ALL {
         if !["postmaster", "settings", "database"].contains(&def.name) {
             collectors.push_str(&format!("  {}:\n    enabled: false\n", def.name));
         }
     }
+    collectors.push_str(
+        "queries:\n  it_hold:\n    query: \"SELECT 1::float8 AS held FROM pg_sleep(0.6)\"\n    interval: 1s\n    \
+         metrics:\n      - held: {usage: GAUGE, description: held}\n",
+    );
     let yaml = test_yaml(&cluster.dsn("postgres"), &collectors).replace(
         "datasource:\n",
         "datasource:\n  lock_timeout: 30s\n  statement_timeout: 30s\n",

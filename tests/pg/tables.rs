@@ -524,3 +524,77 @@ async fn sizes_follow_writes_rewrites_and_new_indexes() {
     assert!(reused(&m) >= 20.0, "{}", m.text);
     px.stop().await.unwrap();
 }
+
+/// Below the cap the per-relation queries pick their rows without sorting
+/// or counting every relation (issue 13), one row past the cap: a schema
+/// that grows past the cap is seen at once, and the biggest relations are
+/// kept as before; when it shrinks back, nothing is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_growing_past_the_cap_keeps_the_biggest() {
+    let db = "tables_growing_db";
+    let admin = create_app_db(pg::shared(), db).await;
+    let px = start(&test_yaml(
+        &pg::shared().dsn(db),
+        "checks:\n  relations:\n    max_series: 8\n",
+    ))
+    .await;
+    let c = [("collector", "stat_user_tables")];
+    let omitted = |m: &Metrics| m.get("pgsidecar_collector_relations_omitted", &c);
+    let seq_scans = |m: &Metrics| m.all("pg_stat_user_tables_seq_scan", &[("datname", db)]).len();
+    // Two runs under the cap: the second picks without sorting.
+    let first = until(px.addr, WAIT, "stat_user_tables", |m| {
+        m.get(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            &[("collector", "stat_user_tables")],
+        )
+    })
+    .await;
+    let m = until(px.addr, WAIT, "a second run of stat_user_tables", |m| {
+        m.get(
+            "pgsidecar_collector_last_success_timestamp_seconds",
+            &[("collector", "stat_user_tables")],
+        )
+        .filter(|t| *t > first)
+        .map(|_| m.clone())
+    })
+    .await;
+    assert_eq!(omitted(&m), Some(0.0), "{}", m.text);
+    let under = seq_scans(&m);
+    assert!(under < 8, "{under} tables");
+
+    admin
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..6 LOOP \
+               EXECUTE format('CREATE TABLE grown_%s (id int)', i); \
+             END LOOP; END $$",
+        )
+        .await
+        .unwrap();
+    let m = until(px.addr, WAIT, "8 of the grown schema's tables", |m| {
+        (seq_scans(m) == 8).then(|| m.clone())
+    })
+    .await;
+    assert_eq!(omitted(&m), Some((under + 6 - 8) as f64), "{}", m.text);
+    assert_eq!(m.get("pgsidecar_collector_series_truncated", &c), Some(1.0));
+    // The biggest first: the new tables are empty, messages is not.
+    assert!(
+        m.all(
+            "pg_stat_user_tables_seq_scan",
+            &[("datname", db), ("relname", "messages")]
+        )
+        .len()
+            == 1,
+        "{}",
+        m.text
+    );
+
+    admin
+        .batch_execute("DROP TABLE grown_1, grown_2, grown_3, grown_4, grown_5, grown_6")
+        .await
+        .unwrap();
+    until(px.addr, WAIT, "the schema back under the cap", |m| {
+        (seq_scans(m) == under && omitted(m) == Some(0.0)).then_some(())
+    })
+    .await;
+    px.stop().await.unwrap();
+}
