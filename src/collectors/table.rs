@@ -281,7 +281,7 @@ impl Pick {
     /// [`Pick::sql`].
     pub fn unsorted_sql(&self, version: u32) -> String {
         format!(
-            "(SELECT {}, NULL::int8 AS total FROM {} WHERE {} AND {} LIMIT $5 + 1) p",
+            "(SELECT {}, NULL::int8 AS total FROM {} WHERE {} AND {} LIMIT $5::int8 + 1) p",
             self.pick,
             self.pick_from,
             self.kinds_for(version),
@@ -560,7 +560,7 @@ mod tests {
         );
         assert!(u.contains("WHERE c.relkind IN ('r', 'p') AND"), "{u}");
         assert!(
-            u.ends_with("LIMIT $5 + 1) p LEFT JOIN LATERAL (SELECT 1 AS one) o ON true"),
+            u.ends_with("LIMIT $5::int8 + 1) p LEFT JOIN LATERAL (SELECT 1 AS one) o ON true"),
             "{u}"
         );
         assert!(!u.contains("ORDER BY") && !u.contains("OVER ()"), "{u}");

@@ -592,9 +592,18 @@ async fn a_schema_growing_past_the_cap_keeps_the_biggest() {
         .batch_execute("DROP TABLE grown_1, grown_2, grown_3, grown_4, grown_5, grown_6")
         .await
         .unwrap();
-    until(px.addr, WAIT, "the schema back under the cap", |m| {
-        (seq_scans(m) == under && omitted(m) == Some(0.0)).then_some(())
+    let m = until(px.addr, WAIT, "the schema back under the cap", |m| {
+        (seq_scans(m) == under && omitted(m) == Some(0.0)).then(|| m.clone())
     })
     .await;
+    // Every run succeeded, sorted or not.
+    for collector in ["stat_user_tables", "statio_user_tables", "stat_user_indexes"] {
+        assert_eq!(
+            m.get("pgsidecar_collector_failures_total", &[("collector", collector)]),
+            Some(0.0),
+            "{collector}: {}",
+            m.text
+        );
+    }
     px.stop().await.unwrap();
 }
