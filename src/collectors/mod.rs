@@ -50,6 +50,7 @@ mod pgbouncer_databases;
 mod pgbouncer_lists;
 mod pgbouncer_pools;
 mod pgbouncer_stats;
+mod readings;
 
 mod pg_buffercache_summary;
 mod pg_database_wraparound;
@@ -196,7 +197,7 @@ pub fn defaults() -> Vec<CollectorDefaults> {
             pgbouncer: d.target == Target::PgBouncer,
             families: match &d.source {
                 Source::Table(t) => t.columns.iter().map(|c| c.metric).collect(),
-                _ => Vec::new(),
+                _ => d.exports.families.to_vec(),
             },
         })
         .collect()
@@ -213,7 +214,7 @@ pub fn upstream_names() -> impl Iterator<Item = &'static str> {
         .flatten()
         .filter(|c| c.upstream)
         .map(|c| c.metric)
-        .chain(pg_class_sizes::UPSTREAM.iter().copied())
+        .chain(ALL.iter().flat_map(|d| d.exports.upstream.iter().copied()))
 }
 
 /// What a collector knows (the server it talks to, the configured checks),
@@ -458,7 +459,18 @@ pub struct Definition {
     /// each discovered database too, where this says yes for the checks of
     /// that database (the migrations only where they are configured).
     pub per_database: Option<PerDatabase>,
+    /// A hand-written collector's families, if it lists them (a table's
+    /// are its columns'); `upstream` are postgres_exporter's names among
+    /// them. Unlisted, a custom query may not use its `pg_<name>` prefix.
+    pub exports: Exports,
     pub source: Source,
+}
+
+/// The families a hand-written collector exports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exports {
+    pub families: &'static [&'static str],
+    pub upstream: &'static [&'static str],
 }
 
 impl Definition {
@@ -477,8 +489,17 @@ impl Definition {
             backs_off: false,
             phase: 0,
             per_database: None,
+            exports: Exports {
+                families: &[],
+                upstream: &[],
+            },
             source,
         }
+    }
+
+    /// Lists a hand-written collector's families.
+    pub const fn exports(self, exports: Exports) -> Self {
+        Definition { exports, ..self }
     }
 
     /// An enabled, server-scoped collector over one wide view.

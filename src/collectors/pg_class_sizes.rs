@@ -20,13 +20,13 @@
 //! function for it. The keys of the last readings go to the server as `$6`;
 //! the statement sizes the rows whose key is not among them. What the keys
 //! cannot see is made up for by re-reading: each run leaves out the
-//! [`REREAD_EVERY`]th part of the readings, the oldest, so that every size
+//! [`readings::REREAD_EVERY`]th part of the readings, the oldest, so that every size
 //! is read again at least once in that many runs (an hour at the default
 //! interval), whatever happened. Two cases reuse nothing: a standby (replay
 //! moves no counter) and `track_counts = off` (no counter moves at all).
 //! The readings are kept per database in the collector's memory
-//! ([`super::Memory`]); a failed run forgets them, and the next one sizes
-//! everything.
+//! ([`super::Memory`], [`readings`]); a failed run forgets them, and the
+//! next one sizes everything.
 //!
 //! Each query reads `pg_locks` once and does not size a relation that has
 //! an `AccessExclusiveLock` granted or awaited (for a table or a view, also
@@ -57,25 +57,30 @@
 //! Three queries per run, whatever the number of relations. Version gates:
 //! none (`MATERIALIZED` CTEs are PostgreSQL 12+).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{Client, CollectFuture, Ctx, Definition, float, query, relation_filter, relation_params, text};
+use super::readings::{self, Readings};
+use super::{Client, CollectFuture, Ctx, Definition, Exports, float, query, relation_filter, relation_params, text};
 use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition::custom("relation_sizes", collect)
     .every(Duration::from_secs(300))
-    .per_database();
-
-/// The metric names that are postgres_exporter's.
-pub const UPSTREAM: &[&str] = &[
-    "pg_stat_user_tables_table_size_bytes",
-    "pg_stat_user_tables_index_size_bytes",
-];
-
-/// Every size is read again at least once in this many runs, its key
-/// changed or not.
-pub const REREAD_EVERY: usize = 12;
+    .per_database()
+    .exports(Exports {
+        families: &[
+            "pg_stat_user_tables_table_size_bytes",
+            "pg_stat_user_tables_index_size_bytes",
+            "pg_stat_user_indexes_size_bytes",
+            "pg_matview_size_bytes",
+            "pgsidecar_relation_sizes_skipped",
+            "pgsidecar_relation_sizes_reused",
+        ],
+        // The metric names that are postgres_exporter's.
+        upstream: &[
+            "pg_stat_user_tables_table_size_bytes",
+            "pg_stat_user_tables_index_size_bytes",
+        ],
+    });
 
 /// The relations whose `AccessExclusiveLock` is granted or awaited in this
 /// database, read once per query, and the change keys (`${known}`) whose
@@ -84,9 +89,8 @@ fn with(known: usize) -> String {
     format!(
         "WITH locked AS MATERIALIZED (\
          SELECT relation FROM pg_locks WHERE locktype = 'relation' AND mode = 'AccessExclusiveLock' \
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
-         known AS MATERIALIZED (SELECT key FROM unnest(${known}::text[]) AS key \
-         WHERE NOT pg_is_in_recovery() AND current_setting('track_counts')::bool)"
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), {}",
+        readings::known(known)
     )
 }
 
@@ -181,32 +185,6 @@ fn matviews_sql() -> String {
     )
 }
 
-/// A relation's sizes as last read, and the run that read them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Reading {
-    sizes: (f64, f64),
-    run: u64,
-}
-
-/// One database's readings, by change key: what the collector keeps
-/// between runs.
-#[derive(Debug, Default)]
-struct Readings {
-    run: u64,
-    by_key: HashMap<String, Reading>,
-}
-
-impl Readings {
-    /// The keys whose sizes the next run may reuse: all but the oldest
-    /// `1/REREAD_EVERY` of the readings (rounded up), which it reads again.
-    fn reusable(&self) -> Vec<&str> {
-        let mut by_age: Vec<(u64, &str)> = self.by_key.iter().map(|(k, r)| (r.run, k.as_str())).collect();
-        by_age.sort_unstable();
-        let reread = self.by_key.len().div_ceil(REREAD_EVERY);
-        by_age.into_iter().skip(reread).map(|(_, k)| k).collect()
-    }
-}
-
 /// What a relation is, for the skip count and the note.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -247,10 +225,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let limit = i64::try_from(ctx.checks.relations.max_series).unwrap_or(i64::MAX);
         let last: Readings = ctx.recall("relation_sizes");
         let known = last.reusable();
-        let mut next = Readings {
-            run: last.run + 1,
-            by_key: HashMap::with_capacity(last.by_key.len()),
-        };
+        let mut next = last.next();
         let mut out = Vec::new();
         let mut omitted = 0;
 
@@ -322,16 +297,15 @@ fn sized(
     let key = text(r, "key")?;
     let (sizes, reused) = if float(r, "reused")? == 1.0 {
         // The server reuses only keys it was sent, which are all in `last`.
-        let Some(reading) = last.by_key.get(&key) else {
+        let Some(sizes) = last.carry(next, key) else {
             return Ok(None);
         };
-        next.by_key.insert(key, *reading);
-        (Some(reading.sizes), true)
+        (Some(sizes), true)
     } else if float(r, "locked")? == 1.0 {
         (None, false)
     } else {
         let sizes = read()?;
-        next.by_key.insert(key, Reading { sizes, run: next.run });
+        next.record(key, sizes);
         (Some(sizes), false)
     };
     Ok(Some(Sized {
@@ -507,32 +481,8 @@ mod tests {
     }
 
     #[test]
-    fn every_reading_is_read_again_within_reread_every_runs() {
-        let mut r = Readings::default();
-        for i in 0..25 {
-            r.by_key.insert(
-                format!("t:{i}"),
-                Reading {
-                    sizes: (1.0, 0.0),
-                    run: 0,
-                },
-            );
-        }
-        let mut last_read: HashMap<String, u64> = r.by_key.keys().map(|k| (k.clone(), 0)).collect();
-        for run in 1..=40u64 {
-            let known: Vec<String> = r.reusable().into_iter().map(str::to_string).collect();
-            // 25 readings: 3 are read again each run, the oldest first.
-            assert_eq!(known.len(), 22, "run {run}");
-            for (k, reading) in r.by_key.iter_mut() {
-                if !known.contains(k) {
-                    reading.run = run;
-                    last_read.insert(k.clone(), run);
-                }
-            }
-            for (k, at) in &last_read {
-                assert!(run - at < REREAD_EVERY as u64, "{k} last read in run {at}, now {run}");
-            }
-        }
-        assert!(Readings::default().reusable().is_empty());
+    fn the_listed_families_are_the_exported_ones() {
+        let names: Vec<String> = families(&[]).iter().map(|f| f.name().to_string()).collect();
+        assert_eq!(names, DEFINITION.exports.families);
     }
 }

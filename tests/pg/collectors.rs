@@ -178,6 +178,79 @@ async fn database_size_and_connection_limit() {
     px.stop().await.unwrap();
 }
 
+/// The size of a database is read again only when it changed (issue 13):
+/// rows written, or a table dropped, show within a few runs, while the
+/// quiet databases are reused and only a twelfth of them (at least one) is
+/// read again per run: with 15 or more databases, reading again in turn
+/// would take 8 runs or more to reach a given one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_sizes_follow_writes_and_drops() {
+    let cluster = pg::shared();
+    let admin = cluster.connect("postgres", "it-size").await;
+    // Enough quiet databases that reading them again in turn takes more
+    // runs than the checks below wait for.
+    for i in 0..12 {
+        for sql in [
+            format!("DROP DATABASE IF EXISTS size_quiet_{i}"),
+            format!("CREATE DATABASE size_quiet_{i}"),
+        ] {
+            admin.batch_execute(&sql).await.unwrap();
+        }
+    }
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS size_follow_db")
+        .await
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE size_follow_db").await.unwrap();
+    let server_size = async || -> f64 {
+        admin
+            .query_one("SELECT pg_database_size('size_follow_db')::float8", &[])
+            .await
+            .unwrap()
+            .get(0)
+    };
+    // shared_yaml runs `database` every second.
+    let px = start(&shared_yaml()).await;
+    let reported =
+        |m: &crate::support::scrape::Metrics| m.get("pg_database_size_bytes", &[("datname", "size_follow_db")]);
+    let before = until(px.addr, WAIT, "size_follow_db sized", reported).await;
+    let near = |a: f64, b: f64| (a - b).abs() < 1_000_000.0;
+    assert!(near(before, server_size().await), "{before}");
+
+    {
+        // The session ends: its counters reach the statistics.
+        let w = cluster.connect("size_follow_db", "it-size-writer").await;
+        w.batch_execute("CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 80000) g")
+            .await
+            .unwrap();
+    }
+    let grown = server_size().await;
+    assert!(grown > before + 15_000_000.0, "{before} -> {grown}");
+    let within = std::time::Duration::from_secs(4);
+    until(px.addr, within, "size_follow_db's new size", |m| {
+        reported(m).filter(|s| near(*s, grown))
+    })
+    .await;
+
+    {
+        let w = cluster.connect("size_follow_db", "it-size-writer").await;
+        w.batch_execute("DROP TABLE big").await.unwrap();
+    }
+    let dropped = server_size().await;
+    assert!(dropped < grown - 15_000_000.0, "{grown} -> {dropped}");
+    until(px.addr, within, "size_follow_db's size after the drop", |m| {
+        reported(m).filter(|s| near(*s, dropped))
+    })
+    .await;
+    px.stop().await.unwrap();
+    for i in 0..12 {
+        admin
+            .batch_execute(&format!("DROP DATABASE size_quiet_{i}"))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stat_activity_counts_connections_by_application() {
     let cluster = pg::shared();
