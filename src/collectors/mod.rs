@@ -729,6 +729,34 @@ pub async fn query(
         .map_err(|e| CollectError::query(what, e))
 }
 
+/// Runs `sql` as [`query`] does, but hands each row to `each` as it
+/// arrives instead of collecting them: a wide result is never held whole.
+/// Returns the number of rows.
+pub async fn query_each(
+    client: &Client,
+    what: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    mut each: impl FnMut(tokio_postgres::Row) -> Result<(), CollectError>,
+) -> Result<usize, CollectError> {
+    use futures_util::TryStreamExt;
+    let stmt = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| CollectError::query(what, e))?;
+    let rows = client
+        .query_raw(&stmt, params.iter().copied())
+        .await
+        .map_err(|e| CollectError::query(what, e))?;
+    let mut rows = std::pin::pin!(rows);
+    let mut n = 0;
+    while let Some(row) = rows.try_next().await.map_err(|e| CollectError::query(what, e))? {
+        each(row)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Reads a column that the SQL cast to `float8`; SQL NULL reads as 0.
 pub fn float(row: &tokio_postgres::Row, name: &'static str) -> Result<f64, CollectError> {
     row.try_get::<_, Option<f64>>(name)

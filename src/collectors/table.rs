@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Client, CollectError, Ctx, float, query, relation_filter, relation_params};
+use super::{Client, CollectError, Ctx, float, query, query_each, relation_filter, relation_params};
 use crate::metrics::{Family, Key, key};
 
 /// A metric type, as the exposition format names it.
@@ -408,48 +408,36 @@ impl Table {
         Ok(Row { labels, values })
     }
 
-    /// One family per column the server version has. The families with
-    /// all the table's labels (most) share each row's label pairs.
+    /// One family per column the server version has.
     pub fn families(&self, version: u32, rows: &[Row]) -> Vec<Family> {
-        let names = self.label_names();
-        let keys: Vec<Key> = rows
-            .iter()
-            .map(|r| {
-                let values: Vec<&str> = r.labels.iter().map(String::as_str).collect();
-                key(&names, &values)
-            })
-            .collect();
-        self.columns_for(version)
-            .map(|c| {
-                let mut f = c.family(&names);
-                match c.labels {
-                    None => {
-                        for (r, k) in rows.iter().zip(&keys) {
-                            if let Some(v) = r.values.get(c.col) {
-                                f.set_key(k, v * c.factor());
-                            }
-                        }
-                    }
-                    Some(subset) => {
-                        // Positions of the family's labels among the table's.
-                        let picks: Vec<usize> = subset
-                            .iter()
-                            .filter_map(|l| names.iter().position(|n| n == l))
-                            .collect();
-                        for r in rows {
-                            if let Some(v) = r.values.get(c.col) {
-                                let labels: Vec<&str> = picks.iter().map(|&i| r.labels[i].as_str()).collect();
-                                f.set(&labels, v * c.factor());
-                            }
-                        }
-                    }
-                }
-                f
-            })
-            .collect()
+        let mut b = self.builder(version);
+        for r in rows {
+            b.add(r);
+        }
+        b.finish()
     }
 
-    /// Runs the query and maps its rows to families.
+    /// The families, to be filled one row at a time.
+    fn builder(&self, version: u32) -> Builder {
+        let names = self.label_names();
+        let families = self
+            .columns_for(version)
+            .map(|c| {
+                // Positions of the family's labels among the table's.
+                let picks = c.labels.map(|subset| {
+                    subset
+                        .iter()
+                        .filter_map(|l| names.iter().position(|n| n == l))
+                        .collect()
+                });
+                (c.family(&names), c, picks)
+            })
+            .collect();
+        Builder { names, families }
+    }
+
+    /// Runs the query and maps its rows to families, one row at a time as
+    /// they arrive (a wide result is never held whole, nor its rows).
     pub async fn collect(&self, client: &Client, ctx: &Ctx) -> Result<Vec<Family>, CollectError> {
         let version = ctx.server_version_num;
         let threshold = ctx.checks.slow_query_threshold.as_secs_f64();
@@ -458,50 +446,84 @@ impl Table {
             Params::Relations(pick) => pick.view,
             _ => self.from.split_whitespace().next().unwrap_or(""),
         };
-        let (found, total) = match self.params {
-            Params::None => (query(client, what, &self.sql(version), &[]).await?, None),
+        let datname = match self.labels.iter().any(|l| l.session_database) && ctx.datname.is_empty() {
+            true => session_database(client).await?,
+            false => ctx.datname.clone(),
+        };
+        // Reads `sql`'s rows into a builder; with a total column, its value.
+        let read = async |sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)], counted: bool| {
+            let mut b = self.builder(version);
+            let mut total = None;
+            let n = query_each(client, what, sql, params, |r| {
+                if counted && total.is_none() {
+                    total = Some(float(&r, RELATIONS_TOTAL)? as usize);
+                }
+                b.add(&self.read(&r, version, &datname)?);
+                Ok(())
+            })
+            .await?;
+            Ok::<_, CollectError>((b, n, total))
+        };
+        let families = match self.params {
+            Params::None => read(&self.sql(version), &[], false).await?.0,
+            Params::SlowQueryThreshold => read(&self.sql(version), &[&threshold], false).await?.0,
             Params::Relations(pick) => {
                 let [a, b, c, d] = relation_params(&ctx.checks.relations);
                 let cap = ctx.checks.relations.max_series;
                 let limit = i64::try_from(cap).unwrap_or(i64::MAX);
                 let last: Picked = ctx.recall(pick.view);
-                let mut found = None;
+                let mut unsorted = None;
                 if last.total.is_some_and(|t| t <= cap) {
                     let sql = self.sql_picked(version, true);
-                    let rows = query(client, what, &sql, &[a, b, c, d, &limit]).await?;
-                    found = (rows.len() <= cap).then_some(rows);
+                    let (b, n, _) = read(&sql, &[a, b, c, d, &limit], false).await?;
+                    unsorted = (n <= cap).then_some((b, n));
                 }
-                let (found, total) = match found {
-                    Some(rows) => {
-                        let n = rows.len();
-                        (rows, n)
-                    }
+                let (families, n, total) = match unsorted {
+                    Some((b, n)) => (b, n, n),
                     None => {
-                        let rows = query(client, what, &self.sql(version), &[a, b, c, d, &limit]).await?;
-                        let total = match rows.first() {
-                            Some(r) => float(r, RELATIONS_TOTAL)? as usize,
-                            None => 0,
-                        };
-                        (rows, total)
+                        let (b, n, total) = read(&self.sql(version), &[a, b, c, d, &limit], true).await?;
+                        (b, n, total.unwrap_or(0))
                     }
                 };
                 ctx.keep(pick.view, Picked { total: Some(total) });
-                (found, Some(total))
+                ctx.omitted(total.saturating_sub(n));
+                families
             }
-            Params::SlowQueryThreshold => (query(client, what, &self.sql(version), &[&threshold]).await?, None),
         };
-        let datname = match self.labels.iter().any(|l| l.session_database) && ctx.datname.is_empty() {
-            true => session_database(client).await?,
-            false => ctx.datname.clone(),
-        };
-        let rows = found
-            .iter()
-            .map(|r| self.read(r, version, &datname))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(total) = total {
-            ctx.omitted(total.saturating_sub(rows.len()));
+        Ok(families.finish())
+    }
+}
+
+/// A table's families being filled row by row. The families with all the
+/// table's labels (most) share each row's label pairs ([`Key`]).
+struct Builder {
+    names: Vec<&'static str>,
+    families: Vec<(Family, &'static Column, Option<Vec<usize>>)>,
+}
+
+impl Builder {
+    fn add(&mut self, r: &Row) {
+        let values: Vec<&str> = r.labels.iter().map(String::as_str).collect();
+        let mut shared: Option<Key> = None;
+        for (f, c, picks) in &mut self.families {
+            let Some(v) = r.values.get(c.col) else {
+                continue;
+            };
+            match picks {
+                None => {
+                    let k = shared.get_or_insert_with(|| key(&self.names, &values));
+                    f.set_key(k, v * c.factor());
+                }
+                Some(picks) => {
+                    let labels: Vec<&str> = picks.iter().map(|&i| values[i]).collect();
+                    f.set(&labels, v * c.factor());
+                }
+            }
         }
-        Ok(self.families(version, &rows))
+    }
+
+    fn finish(self) -> Vec<Family> {
+        self.families.into_iter().map(|(f, _, _)| f).collect()
     }
 }
 
