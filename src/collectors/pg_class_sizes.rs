@@ -17,12 +17,12 @@
 //! or a rewrite (a new file node), and gains or loses index space only with
 //! those or with an index made or dropped, so an unchanged key means an
 //! unchanged size: the run reports the size read before and calls no size
-//! function for it. The keys of the last readings go to the server as `$6`;
-//! the statement sizes the rows whose key is not among them. What the keys
-//! cannot see is made up for by re-reading: each run leaves out the
-//! [`readings::REREAD_EVERY`]th part of the readings, the oldest, so that every size
-//! is read again at least once in that many runs (an hour at the default
-//! interval), whatever happened. Two cases reuse nothing: a standby (replay
+//! function for it. The keys of the last readings go to the server as a
+//! `text[]` parameter; the statement sizes the rows whose key is not among
+//! them. What the keys cannot see is made up for by re-reading: each run
+//! leaves out the [`readings::REREAD_EVERY`]th part of the readings, the
+//! oldest, so that every size is read again at least once in that many runs
+//! (an hour at the default interval), whatever happened. Two cases reuse nothing: a standby (replay
 //! moves no counter) and `track_counts = off` (no counter moves at all).
 //! The readings are kept per database in the collector's memory
 //! ([`super::Memory`], [`readings`]); a failed run forgets them, and the
