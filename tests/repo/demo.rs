@@ -29,13 +29,22 @@ impl Drop for Leftovers {
         if let Some(dir) = &self.0 {
             let _ = Command::new("pkill").args(["-9", "-f", dir]).status();
             let _ = std::fs::remove_dir_all(dir);
+            // The demo's pgsidecar: its command line does not name the dir.
+            let demo = format!("{} --config.file examples/mluvme.yaml", env!("CARGO_BIN_EXE_pgsidecar"));
+            let _ = Command::new("pkill").args(["-9", "-f", &demo]).status();
         }
     }
 }
 
 #[test]
 fn ctrl_c_stops_everything_the_demo_started() {
-    let mut demo = Command::new("bash")
+    // As from a terminal, SIGINT is not ignored: a shell that starts with
+    // it ignored (a background job of a non-interactive shell, and so
+    // everything it starts) cannot trap it, and `env` execs bash with its
+    // default action restored.
+    let mut demo = Command::new("env")
+        .arg("--default-signal=INT")
+        .arg("bash")
         .arg(root().join("scripts/demo"))
         .current_dir(root())
         .env("PGSIDECAR_BIN", env!("CARGO_BIN_EXE_pgsidecar"))
