@@ -448,7 +448,7 @@ async fn sizes_follow_writes_rewrites_and_new_indexes() {
     admin
         .batch_execute(
             "DO $$ BEGIN FOR i IN 1..30 LOOP \
-               EXECUTE format('CREATE TABLE s%s (id int, v text)', i); \
+               EXECUTE format('CREATE TABLE s%s (id int, v text) WITH (autovacuum_enabled = off, toast.autovacuum_enabled = off)', i); \
                EXECUTE format('CREATE INDEX ON s%s (id)', i); \
                EXECUTE format('INSERT INTO s%s SELECT g, md5(g::text) FROM generate_series(1, 50) g', i); \
              END LOOP; END $$",
