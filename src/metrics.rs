@@ -39,24 +39,18 @@ pub type Key = std::sync::Arc<str>;
 /// The [`Key`] of these label values under these label names.
 pub fn key(names: &[&'static str], values: &[&str]) -> Key {
     let len = names.iter().zip(values).map(|(n, v)| n.len() + v.len() + 4).sum();
-    let mut out = String::with_capacity(len);
+    let mut out = Vec::with_capacity(len);
     for (i, (name, value)) in names.iter().zip(values).enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(name);
-        out.push_str("=\"");
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '"' => out.push_str("\\\""),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape(&mut out, value, true);
+        out.push(b'"');
     }
-    Key::from(out)
+    // Label names are ASCII and `escape` only inserts ASCII into UTF-8.
+    Key::from(String::from_utf8(out).unwrap_or_default())
 }
 
 /// Observations counted into buckets by upper bound (`le`), with their sum.
