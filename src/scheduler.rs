@@ -190,7 +190,8 @@ impl Runner for Pooled {
             // At start-up the discovery runs with the first runs: wait for
             // it, within this run's time limit.
             let _ = timeout_at(deadline, others.discovered()).await;
-            for name in others.found().iter() {
+            let found = others.found();
+            for name in found.iter() {
                 let checks = others.config.checks_for(name, &checks);
                 if !wanted.runs_in(name, &checks) {
                     continue;
@@ -206,9 +207,7 @@ impl Runner for Pooled {
                 };
                 report.add_database(name, outcome);
             }
-            let found = others.found();
-            self.memory
-                .retain(|d| d == db.database() || found.iter().any(|f| f == d));
+            self.memory.retain(|d| d == ctx.datname || found.iter().any(|f| f == d));
         }
         Ok(Collected {
             body: encode(families),

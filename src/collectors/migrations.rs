@@ -34,8 +34,6 @@ const RESOLVE_SQL: &str = "SELECT current_database()::text AS datname, \
      to_regclass($1::text) IS NOT NULL AS present, \
      format('SELECT %I::text AS revision FROM %s', $2::text, to_regclass($1::text)) AS select_sql";
 
-const DATNAME_SQL: &str = "SELECT current_database()::text AS datname";
-
 /// What was read from the database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
@@ -53,13 +51,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         };
         let reading = match &m.query {
             Some(custom) => {
-                let datname = match ctx.datname.as_str() {
-                    "" => match query(client, "current_database()", DATNAME_SQL, &[]).await?.first() {
-                        Some(r) => text(r, "datname")?,
-                        None => String::new(),
-                    },
-                    known => known.to_string(),
-                };
+                let datname = ctx.database(client).await?;
                 let mut revisions = Vec::new();
                 for msg in client
                     .simple_query(custom)

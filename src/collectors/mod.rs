@@ -263,13 +263,8 @@ impl Memory {
         self.lock().retain(|(_, _, datname), _| keep(datname));
     }
 
-    /// How many values are kept, for tests.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -323,6 +318,25 @@ impl Ctx {
             checks,
             report: std::sync::Mutex::new(Report::default()),
             memory: None,
+        }
+    }
+
+    /// The session's database: `datname`, or if that is not known yet,
+    /// `current_database()` (one round trip).
+    pub async fn database(&self, client: &Client) -> Result<String, CollectError> {
+        if !self.datname.is_empty() {
+            return Ok(self.datname.clone());
+        }
+        let rows = query(
+            client,
+            "current_database()",
+            "SELECT current_database()::text AS datname",
+            &[],
+        )
+        .await?;
+        match rows.first() {
+            Some(r) => text(r, "datname"),
+            None => Ok(String::new()),
         }
     }
 

@@ -133,7 +133,7 @@ fn size(expr: &str) -> String {
 fn tables_sql(version: u32) -> String {
     let picked = super::pg_stat_user_tables::PICK.sql(version);
     format!(
-        "{} SELECT current_database()::text AS datname, schemaname, relname, total, key, \
+        "{} SELECT schemaname, relname, total, key, \
          reused::int::float8 AS reused, locked::int::float8 AS locked, \
          {} AS table_size, {} AS index_size \
          FROM (SELECT {} FROM (\
@@ -151,7 +151,7 @@ fn tables_sql(version: u32) -> String {
 fn indexes_sql(version: u32) -> String {
     let picked = super::pg_stat_user_indexes::PICK.sql(version);
     format!(
-        "{} SELECT current_database()::text AS datname, schemaname, relname, indexrelname, total, key, \
+        "{} SELECT schemaname, relname, indexrelname, total, key, \
          reused::int::float8 AS reused, locked::int::float8 AS locked, {} AS size_bytes \
          FROM (SELECT {} FROM (\
            SELECT p.oid, p.nspname::text AS schemaname, p.relname::text AS relname, \
@@ -169,7 +169,7 @@ fn indexes_sql(version: u32) -> String {
 /// Materialized views: the filter of `matviews` (no cap there either).
 fn matviews_sql() -> String {
     format!(
-        "{} SELECT current_database()::text AS datname, schemaname, matviewname, key, \
+        "{} SELECT schemaname, matviewname, key, \
          reused::int::float8 AS reused, locked::int::float8 AS locked, {} AS size_bytes \
          FROM (SELECT {} FROM (\
            SELECT c.oid, c.reltoastrelid, m.schemaname::text AS schemaname, m.matviewname::text AS matviewname, \
@@ -226,6 +226,8 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let last: Readings = ctx.recall("relation_sizes");
         let known = last.reusable();
         let mut next = last.next();
+        // Every row's `datname`, the session's.
+        let datname = ctx.database(client).await?;
         let mut out = Vec::new();
         let mut omitted = 0;
 
@@ -238,7 +240,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         .await?;
         omitted += left_out(&rows)?;
         for r in &rows {
-            let labels = vec![text(r, "datname")?, text(r, "schemaname")?, text(r, "relname")?];
+            let labels = vec![datname.clone(), text(r, "schemaname")?, text(r, "relname")?];
             let read = || Ok((float(r, "table_size")?, float(r, "index_size")?));
             out.extend(sized(Kind::Table, labels, r, read, &last, &mut next)?);
         }
@@ -253,7 +255,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         omitted += left_out(&rows)?;
         for r in &rows {
             let labels = vec![
-                text(r, "datname")?,
+                datname.clone(),
                 text(r, "schemaname")?,
                 text(r, "relname")?,
                 text(r, "indexrelname")?,
@@ -270,7 +272,7 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         )
         .await?;
         for r in &rows {
-            let labels = vec![text(r, "datname")?, text(r, "schemaname")?, text(r, "matviewname")?];
+            let labels = vec![datname.clone(), text(r, "schemaname")?, text(r, "matviewname")?];
             let read = || Ok((float(r, "size_bytes")?, 0.0));
             out.extend(sized(Kind::Matview, labels, r, read, &last, &mut next)?);
         }
@@ -295,18 +297,15 @@ fn sized(
     next: &mut Readings,
 ) -> Result<Option<Sized>, super::CollectError> {
     let key = text(r, "key")?;
-    let (sizes, reused) = if float(r, "reused")? == 1.0 {
+    let reused = float(r, "reused")? == 1.0;
+    let sizes = if !reused && float(r, "locked")? == 1.0 {
+        None
+    } else {
         // The server reuses only keys it was sent, which are all in `last`.
-        let Some(sizes) = last.carry(next, key) else {
+        let Some(sizes) = last.sizes(next, key, reused, read)? else {
             return Ok(None);
         };
-        (Some(sizes), true)
-    } else if float(r, "locked")? == 1.0 {
-        (None, false)
-    } else {
-        let sizes = read()?;
-        next.record(key, sizes);
-        (Some(sizes), false)
+        Some(sizes)
     };
     Ok(Some(Sized {
         kind,

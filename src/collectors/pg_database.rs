@@ -65,14 +65,13 @@ fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
         let mut out = Vec::new();
         for r in query(client, "pg_database", &sql(), &[&known]).await? {
             let key = text(&r, "key")?;
-            let size = if float(&r, "sizable")? == 0.0 {
-                None
-            } else if float(&r, "reused")? == 1.0 {
-                last.carry(&mut next, key).map(|(size, _)| size)
-            } else {
-                let size = float(&r, "size_bytes")?;
-                next.record(key, (size, 0.0));
-                Some(size)
+            let size = match float(&r, "sizable")? == 1.0 {
+                true => last
+                    .sizes(&mut next, key, float(&r, "reused")? == 1.0, || {
+                        Ok((float(&r, "size_bytes")?, 0.0))
+                    })?
+                    .map(|(size, _)| size),
+                false => None,
             };
             out.push(Database {
                 datname: text(&r, "datname")?,

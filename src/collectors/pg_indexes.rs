@@ -30,8 +30,6 @@ use crate::metrics::Family;
 
 pub const DEFINITION: Definition = Definition::custom("indexes", collect).per_database();
 
-const DATNAME_SQL: &str = "SELECT current_database()::text AS datname";
-
 /// `$1`: schemas ("" for any), `$2`: index names, in configuration order.
 /// A valid match wins over an invalid one in another schema.
 const EXPECTED_SQL: &str = "SELECT e.name AS indexname, COALESCE(f.nspname::text, e.schema) AS schemaname, \
@@ -89,12 +87,7 @@ pub struct InvalidRow {
 fn collect<'a>(client: &'a Client, ctx: &'a Ctx) -> CollectFuture<'a> {
     Box::pin(async move {
         let checks = &ctx.checks;
-        let mut datname = ctx.datname.clone();
-        if datname.is_empty() {
-            for r in query(client, "current_database()", DATNAME_SQL, &[]).await? {
-                datname = text(&r, "datname")?;
-            }
-        }
+        let datname = ctx.database(client).await?;
 
         let mut expected = Vec::new();
         if !checks.expected_indexes.is_empty() {

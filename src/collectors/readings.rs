@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use super::CollectError;
+
 /// Every size is read again at least once in this many runs, its key
 /// changed or not.
 pub const REREAD_EVERY: usize = 12;
@@ -65,6 +67,24 @@ impl Readings {
         Some(reading.sizes)
     }
 
+    /// A row's sizes, put into `next`: the reading kept for `key` if the
+    /// server `reused` it, else what `read` gives now. `None` only for a
+    /// reused key this run has no reading for (it sends only keys it has).
+    pub fn sizes(
+        &self,
+        next: &mut Readings,
+        key: String,
+        reused: bool,
+        read: impl FnOnce() -> Result<(f64, f64), CollectError>,
+    ) -> Result<Option<(f64, f64)>, CollectError> {
+        if reused {
+            return Ok(self.carry(next, key));
+        }
+        let sizes = read()?;
+        next.record(key, sizes);
+        Ok(Some(sizes))
+    }
+
     /// Sizes read by this run.
     pub fn record(&mut self, key: String, sizes: (f64, f64)) {
         let run = self.run;
@@ -106,6 +126,17 @@ mod tests {
             last = next;
         }
         assert!(Readings::default().reusable().is_empty());
+        // A reused key gives the kept reading; another is read and kept.
+        let mut next = last.next();
+        let kept = last.sizes(&mut next, "t:3".into(), true, || panic!("read")).unwrap();
+        assert_eq!(kept, Some((0.0, 0.0)));
+        let read = last.sizes(&mut next, "t:new".into(), false, || Ok((7.0, 1.0))).unwrap();
+        assert_eq!(read, Some((7.0, 1.0)));
+        assert_eq!(next.by_key.len(), 2);
+        assert_eq!(
+            last.sizes(&mut next, "t:gone".into(), true, || panic!("read")).unwrap(),
+            None
+        );
         assert_eq!(Readings::default().carry(&mut Readings::default(), "x".into()), None);
     }
 }

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Client, CollectError, Ctx, float, query, query_each, relation_filter, relation_params};
+use super::{Client, CollectError, Ctx, float, query_each, relation_filter, relation_params};
 use crate::metrics::{Family, Key, key};
 
 /// A metric type, as the exposition format names it.
@@ -446,9 +446,9 @@ impl Table {
             Params::Relations(pick) => pick.view,
             _ => self.from.split_whitespace().next().unwrap_or(""),
         };
-        let datname = match self.labels.iter().any(|l| l.session_database) && ctx.datname.is_empty() {
-            true => session_database(client).await?,
-            false => ctx.datname.clone(),
+        let datname = match self.labels.iter().any(|l| l.session_database) {
+            true => ctx.database(client).await?,
+            false => String::new(),
         };
         // Reads `sql`'s rows into a builder; with a total column, its value.
         let read = async |sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)], counted: bool| {
@@ -524,21 +524,6 @@ impl Builder {
 
     fn finish(self) -> Vec<Family> {
         self.families.into_iter().map(|(f, _, _)| f).collect()
-    }
-}
-
-/// `current_database()`, for a session whose database is not known yet.
-async fn session_database(client: &Client) -> Result<String, CollectError> {
-    let rows = query(
-        client,
-        "current_database()",
-        "SELECT current_database()::text AS datname",
-        &[],
-    )
-    .await?;
-    match rows.first() {
-        Some(r) => super::text(r, "datname"),
-        None => Ok(String::new()),
     }
 }
 
